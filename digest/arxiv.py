@@ -1,0 +1,194 @@
+"""Fetch arXiv's announcement feed politely and turn it into Paper models."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import email.utils
+import logging
+import random
+import re
+import time
+import xml.sax
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import feedparser
+import httpx
+
+from digest import __version__
+from digest.config import ArxivConfig
+from digest.errors import FetchError
+from digest.models import AnnounceType, Feed, Paper
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"digest/{__version__} (self-hosted arXiv digest; +https://github.com/digest-dev/digest)"
+ANNOUNCE_TYPES: frozenset[str] = frozenset({"new", "cross", "replace", "replace-cross"})
+GUID = re.compile(r"^(?:oai:arXiv\.org:)?(?P<id>.+?)v(?P<version>\d+)$")
+ABSTRACT_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*Abstract:\s*", re.IGNORECASE)
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def feed_url(config: ArxivConfig) -> str:
+    return f"{config.feed_url}/{'+'.join(config.categories)}"
+
+
+async def fetch_feed(
+    config: ArxivConfig,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    client: httpx.AsyncClient | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> Feed:
+    """One request for all followed categories; retried with backoff, then a FetchError."""
+    url = feed_url(config)
+    headers = {"User-Agent": USER_AGENT}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    async with contextlib.AsyncExitStack() as stack:
+        http = (
+            client
+            if client is not None
+            else await stack.enter_async_context(
+                httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=True)
+            )
+        )
+        response = await _get_with_retries(http, url, headers, config.max_retry_seconds, sleep)
+    if response.status_code == 304:
+        log.info("feed not modified since the last run: %s", url)
+        return Feed(url=url, announced=None, papers=[], not_modified=True, etag=etag, last_modified=last_modified)
+    feed = parse_feed(response.content, url=url, categories=config.categories, announce_types=config.announce_types)
+    return feed.model_copy(
+        update={"etag": response.headers.get("etag"), "last_modified": response.headers.get("last-modified")}
+    )
+
+
+async def _get_with_retries(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], budget_seconds: float, sleep: Sleep
+) -> httpx.Response:
+    deadline = time.monotonic() + budget_seconds
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            response = await http.get(url, headers=headers)
+            problem = f"HTTP {response.status_code}"
+            if response.status_code not in RETRYABLE_STATUS:
+                break
+            delay = _retry_after(response) or _backoff(attempt)
+        except httpx.TimeoutException:
+            problem, delay = "timed out", _backoff(attempt)
+        except httpx.TransportError as error:
+            problem, delay = f"connection failed ({error.__class__.__name__}: {error})", _backoff(attempt)
+        if time.monotonic() + delay > deadline:
+            raise FetchError(
+                f"arXiv feed {url} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}",
+                hint="arXiv may be down or rate-limiting; try again later. Nothing was recorded for this run.",
+            )
+        log.warning("arXiv feed %s: %s; retrying in %.1f s (attempt %d)", url, problem, delay, attempt)
+        await sleep(delay)
+    if response.status_code == 304 or response.is_success:
+        return response
+    raise FetchError(
+        f"arXiv feed {url} answered HTTP {response.status_code}",
+        hint="check arxiv.feed_url and arxiv.categories in config.yaml",
+    )
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(2 ** (attempt - 1), 30) * (0.5 + random.random()))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        return None if when is None else max(0.0, when.timestamp() - time.time())
+
+
+def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_types: Iterable[AnnounceType]) -> Feed:
+    """Parse an RSS announcement feed; anything that is not a whole feed for `categories` is a FetchError."""
+    # Sanitizing would treat abstracts as HTML and drop things like "<s> tokens"; we escape on output instead.
+    parsed = feedparser.parse(data, sanitize_html=False, resolve_relative_uris=False)
+    if parsed.get("bozo") and isinstance(parsed.get("bozo_exception"), xml.sax.SAXException):
+        raise FetchError(
+            f"arXiv feed {url} is not valid XML ({parsed['bozo_exception']}): the download was probably cut short",
+            hint="try again later",
+        )
+    channel = parsed.get("feed", {})
+    if not parsed.get("version") or "title" not in channel:
+        start = data[:80].decode("utf-8", "replace").strip()
+        raise FetchError(
+            f"{url} did not answer with an RSS feed (it starts with {start!r})",
+            hint="check arxiv.feed_url in config.yaml; arXiv may also be showing an error page",
+        )
+    _check_channel(channel, url, set(categories))
+    announced = _channel_date(channel, url)
+    wanted = set(announce_types)
+    papers: dict[str, Paper] = {}
+    skipped: dict[str, int] = {}
+    for entry in parsed.entries:
+        paper = _paper(entry, announced, url)
+        if paper.announce_type not in wanted:
+            skipped[paper.announce_type] = skipped.get(paper.announce_type, 0) + 1
+            continue
+        known = papers.get(paper.key)
+        if known is None or (paper.announce_type == "new" and known.announce_type != "new"):
+            papers[paper.key] = paper
+    return Feed(url=url, announced=announced, papers=list(papers.values()), skipped=skipped)
+
+
+def _check_channel(channel: Any, url: str, categories: set[str]) -> None:
+    """A mirror or cache that serves another category's feed must not pass for a quiet day."""
+    link = str(channel.get("link", ""))
+    served = link.rstrip("/").rsplit("/", 1)[-1] if "/" in link else str(channel.get("title", "")).split(" ")[0]
+    served_set = set(served.split("+"))
+    if served and all("." in c or c.isalpha() for c in served_set) and served_set != categories:
+        raise FetchError(
+            f"{url} served the feed for {served}, not for {'+'.join(sorted(categories))}",
+            hint="check arxiv.feed_url: a proxy or mirror may be rewriting the request",
+        )
+
+
+def _channel_date(channel: Any, url: str) -> dt.date:
+    raw = channel.get("published") or channel.get("updated")
+    try:
+        return email.utils.parsedate_to_datetime(raw).date()
+    except (TypeError, ValueError):
+        raise FetchError(f"{url}: the feed has no readable announcement date (pubDate {raw!r})") from None
+
+
+def _paper(entry: Any, announced: dt.date, url: str) -> Paper:
+    guid = str(entry.get("id", ""))
+    match = GUID.match(guid)
+    if match is None:
+        raise FetchError(f"{url}: an item has an unexpected guid {guid!r}; is this an arXiv feed?")
+    announce_type = str(entry.get("arxiv_announce_type", "new")).strip()
+    if announce_type not in ANNOUNCE_TYPES:
+        raise FetchError(f"{url}: item {guid} has an unknown announce type {announce_type!r}")
+    creators = str(entry.get("author", ""))
+    return Paper(
+        arxiv_id=match["id"],
+        version=int(match["version"]),
+        title=_clean(entry.get("title", "")),
+        authors=[a.strip() for a in creators.split(",") if a.strip()],
+        abstract=_clean(ABSTRACT_PREFIX.sub("", str(entry.get("summary", "")))),
+        categories=[str(t["term"]) for t in entry.get("tags", []) if t.get("term")],
+        announce_type=announce_type,  # type: ignore[arg-type]  # checked against ANNOUNCE_TYPES above
+        announced=announced,
+    )
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())

@@ -1,0 +1,429 @@
+"""config.yaml: the models that validate it, and a loader whose errors name the line, the key and the fix."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from digest.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+ENV_CONFIG_PATH = "DIGEST_CONFIG"
+
+# arXiv's archives; a category is an archive, optionally followed by a subject class (cs.CL, astro-ph.GA).
+ARCHIVES = frozenset(
+    [
+        "astro-ph",
+        "cond-mat",
+        "cs",
+        "econ",
+        "eess",
+        "gr-qc",
+        "hep-ex",
+        "hep-lat",
+        "hep-ph",
+        "hep-th",
+        "math",
+        "math-ph",
+        "nlin",
+        "nucl-ex",
+        "nucl-th",
+        "physics",
+        "q-bio",
+        "q-fin",
+        "quant-ph",
+        "stat",
+    ]
+)
+# Archives whose subject classes are two capital letters (cs.CL, math.AP); the rest use lower-case words.
+UPPERCASE_SUBJECT_ARCHIVES = frozenset({"cs", "econ", "eess", "math", "q-bio", "q-fin", "stat"})
+AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths in config.yaml are relative to the config file, not to wherever digest was started."""
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+def _check_category(category: str) -> str:
+    archive, _, subject = category.partition(".")
+    if archive not in ARCHIVES:
+        close = difflib.get_close_matches(archive.lower(), ARCHIVES, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]}{'.' + subject if subject else ''}?)" if close else ""
+        raise ValueError(f"'{category}' is not an arXiv category{hint}")
+    if not subject:
+        return category
+    if archive in UPPERCASE_SUBJECT_ARCHIVES:
+        if not re.fullmatch(r"[A-Za-z]{2}", subject):
+            raise ValueError(
+                f"'{category}' is not an arXiv category: {archive} subjects are two letters, like {archive}.LG"
+            )
+        if subject != subject.upper():
+            raise ValueError(f"'{category}' is not an arXiv category (did you mean {archive}.{subject.upper()}?)")
+    elif not re.fullmatch(r"[a-z]+(-[a-z]+)*", subject):
+        raise ValueError(
+            f"'{category}' is not an arXiv category: {archive} subjects are lower-case, like physics.optics"
+        )
+    return category
+
+
+class ArxivConfig(StrictModel):
+    categories: Annotated[list[str], Field(min_length=1)]
+    announce_types: Annotated[list[AnnounceType], Field(min_length=1)] = ["new", "cross"]
+    feed_url: str = "https://rss.arxiv.org/rss"
+    api_url: str = "http://export.arxiv.org/api/query"
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    max_retry_seconds: Annotated[float, Field(ge=0)] = 120.0
+
+    @field_validator("categories")
+    @classmethod
+    def _valid_categories(cls, categories: list[str]) -> list[str]:
+        checked = [_check_category(c.strip()) for c in categories]
+        return list(dict.fromkeys(checked))
+
+    @field_validator("feed_url", "api_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"https?://[^/\s]+", url):
+            raise ValueError(f"'{url}' is not an http(s) URL")
+        return url.rstrip("/")
+
+
+class Prices(StrictModel):
+    """US dollars per million tokens."""
+
+    input: Annotated[float, Field(ge=0)]
+    cached_input: Annotated[float, Field(ge=0)] | None = None
+    output: Annotated[float, Field(ge=0)]
+
+
+class LLMConfig(StrictModel):
+    model: str = "gpt-4o-mini"
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr
+    max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
+    requests_per_minute: Annotated[int, Field(ge=1)] = 500
+    tokens_per_minute: Annotated[int, Field(ge=100)] = 200_000
+    timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
+    structured_output: Literal["json_schema", "json_object"] = "json_schema"
+    price: Prices | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"https?://[^/\s]+", url):
+            raise ValueError(f"'{url}' is not an http(s) URL")
+        return url.rstrip("/")
+
+
+EMAIL_PATTERN = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
+
+
+def _check_email(address: str) -> str:
+    if not EMAIL_PATTERN.fullmatch(address.strip()):
+        raise ValueError(f"'{address}' is not an email address")
+    return address.strip()
+
+
+class Profile(StrictModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+    email: list[str] = []
+    interests: Annotated[str, Field(min_length=1)]
+    min_score: Annotated[int, Field(ge=0, le=10)] = 6
+    send_empty: bool = False
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("email")
+    @classmethod
+    def _valid_addresses(cls, addresses: list[str]) -> list[str]:
+        return [_check_email(a) for a in addresses]
+
+    @field_validator("interests")
+    @classmethod
+    def _not_blank(cls, interests: str) -> str:
+        if not interests.strip():
+            raise ValueError("describe your research interests; the LLM judges every paper against them")
+        return interests.strip()
+
+
+class SMTPConfig(StrictModel):
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    @model_validator(mode="after")
+    def _login_needs_both(self) -> SMTPConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("set both username and password to log in, or neither")
+        return self
+
+
+class EmailConfig(StrictModel):
+    from_: Annotated[str, Field(alias="from")] = "arxiv-digest@localhost"
+    smtp: SMTPConfig | None = None
+
+    @field_validator("from_")
+    @classmethod
+    def _valid_sender(cls, address: str) -> str:
+        return _check_email(address) if "@" in address and not address.endswith("@localhost") else address
+
+
+class OutputConfig(StrictModel):
+    format: Literal["html", "markdown"] = "html"
+    outbox: Path = Path("outbox")
+    templates: Path | None = None
+
+    @field_validator("outbox", "templates")
+    @classmethod
+    def _relative_to_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve_path(value, info)
+
+
+class ScheduleConfig(StrictModel):
+    # arXiv's RSS feeds are rebuilt at about midnight US Eastern, Monday to Friday: 01:30 there is safely after.
+    cron: str = "30 1 * * mon-fri"
+    timezone: str = "America/New_York"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{name}' is not a time zone name like Europe/Berlin or UTC") from None
+        return name
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> ScheduleConfig:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        except ValueError as error:
+            raise ValueError(f"cron '{self.cron}' is not a 5-field crontab expression ({error})") from None
+        return self
+
+
+class Config(StrictModel):
+    arxiv: ArxivConfig
+    llm: LLMConfig
+    profiles: Annotated[list[Profile], Field(min_length=1)]
+    email: EmailConfig = EmailConfig()
+    output: OutputConfig = OutputConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    state: Path = Path("digest.sqlite3")
+
+    @field_validator("state")
+    @classmethod
+    def _relative_to_config(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve_path(value, info)
+
+    @field_validator("profiles")
+    @classmethod
+    def _unique_names(cls, profiles: list[Profile]) -> list[Profile]:
+        names = [p.name for p in profiles]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"profile names must be unique; {', '.join(duplicates)} appears more than once")
+        return profiles
+
+    @model_validator(mode="after")
+    def _recipients_when_sending(self) -> Config:
+        if self.email.smtp is not None:
+            silent = [p.name for p in self.profiles if not p.email]
+            if silent:
+                raise ValueError(f"email.smtp is set but profile {', '.join(silent)} has no email addresses")
+        return self
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get(ENV_CONFIG_PATH) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate config.yaml, or raise ConfigError listing every problem with its line."""
+    environ = os.environ if environ is None else environ
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            shown,
+            [
+                "the file does not exist: copy the example config.yaml from the repository, "
+                f"or point --config or ${ENV_CONFIG_PATH} at yours"
+            ],
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(shown, [f"cannot be read: {error}"]) from None
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark, context = error.problem_mark, error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+        started = f" ({error.context} at line {context.line + 1})" if error.context and context is not None else ""
+        raise ConfigError(shown, [f"{where}: YAML syntax error: {error.problem}{started}"]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(shown, [f"YAML syntax error: {error}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(shown, ["the file should be a mapping of sections (arxiv:, llm:, profiles:, ...)"])
+
+    lines = _line_numbers(root)
+    if isinstance(data.get("llm"), dict):
+        data["llm"].setdefault("api_key", "${OPENAI_API_KEY}")
+    data, missing = _expand_env(data, environ, ())
+    problems = [
+        f"{_where(loc, lines)}: environment variable {name} is not set; export it, or put it in the "
+        "environment file your container or service reads"
+        for loc, name in missing
+    ]
+    try:
+        config = Config.model_validate(data, context={"base_dir": path.resolve().parent})
+    except ValidationError as error:
+        problems += [_describe(e, lines) for e in error.errors() if not _is_missing_env(e["loc"], missing)]
+    if problems:
+        raise ConfigError(shown, problems)
+    return config
+
+
+Location = tuple[str | int, ...]
+
+
+def _line_numbers(node: yaml.Node | None, loc: Location = ()) -> dict[Location, int]:
+    """Map every key path in the YAML document to its 1-based line, so errors can point at the line."""
+    if node is None:
+        return {}
+    lines: dict[Location, int] = {loc: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*loc, str(key_node.value))
+            lines.update(_line_numbers(value_node, child))
+            lines[child] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.update(_line_numbers(item, (*loc, index)))
+    return lines
+
+
+SECRET_KEYS = frozenset({"api_key", "password"})
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, environ: Mapping[str, str], loc: Location) -> tuple[Any, list[tuple[Location, str]]]:
+    """Replace ${VAR} in every string with the environment's value; collect the variables that are not set."""
+    missing: list[tuple[Location, str]] = []
+    if isinstance(value, str):
+        names = ENV_REFERENCE.findall(value)
+        missing = [(loc, n) for n in names if n not in environ or environ[n] == ""]
+        return ENV_REFERENCE.sub(lambda m: environ.get(m.group(1), ""), value), missing
+    if isinstance(value, dict):
+        expanded = {}
+        for key, item in value.items():
+            expanded[key], found = _expand_env(item, environ, (*loc, str(key)))
+            missing += found
+        return expanded, missing
+    if isinstance(value, list):
+        items = []
+        for index, item in enumerate(value):
+            expanded_item, found = _expand_env(item, environ, (*loc, index))
+            items.append(expanded_item)
+            missing += found
+        return items, missing
+    return value, missing
+
+
+def _is_missing_env(loc: Location, missing: list[tuple[Location, str]]) -> bool:
+    return any(tuple(loc[: len(m)]) == m for m, _ in missing)
+
+
+def _key_path(loc: Location) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _where(loc: Location, lines: dict[Location, int]) -> str:
+    for depth in range(len(loc), -1, -1):
+        if loc[:depth] in lines:
+            return f"line {lines[loc[:depth]]}: {_key_path(loc)}"
+    return _key_path(loc)
+
+
+def _model_at(loc: Location) -> type[BaseModel] | None:
+    """The model that validates the mapping at `loc`, to suggest its keys."""
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) or next((f for f in model.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return None
+        model = _nested_model(field.annotation)
+    return model
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(error: Any, lines: dict[Location, int]) -> str:
+    # Pydantic puts the model name of a `X | None` field into the location; it means nothing to a user.
+    loc: Location = tuple(p for p in error["loc"] if p not in {"SMTPConfig", "Prices"})
+    where = _where(loc, lines)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        known = [f.alias or name for name, f in model.model_fields.items()] if model else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+        suggestion = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(known)}"
+        return f"{where}: unknown key; {suggestion}"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    secret = bool(set(map(str, loc)) & SECRET_KEYS)
+    if kind not in {"value_error", "assertion_error"} and not secret and not isinstance(value, dict | list):
+        message += f" (found {value!r})"
+    return f"{where}: {message}"

@@ -1,0 +1,168 @@
+"""The plain data the pipeline's stages pass to one another."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Paper(Frozen):
+    """One announced paper, as arXiv wrote it: everything in it is untrusted text."""
+
+    arxiv_id: str  # without version: 2606.28354
+    version: int
+    title: str
+    authors: list[str]
+    abstract: str
+    categories: list[str]  # primary first
+    announce_type: AnnounceType
+    announced: dt.date
+
+    @property
+    def key(self) -> str:
+        """The paper at this version: what verdicts and digests refer to."""
+        return f"{self.arxiv_id}v{self.version}"
+
+    @property
+    def primary_category(self) -> str:
+        return self.categories[0] if self.categories else ""
+
+    @property
+    def abs_url(self) -> str:
+        return f"https://arxiv.org/abs/{self.arxiv_id}"
+
+    @property
+    def pdf_url(self) -> str:
+        return f"https://arxiv.org/pdf/{self.key}"
+
+    @property
+    def html_url(self) -> str:
+        return f"https://arxiv.org/html/{self.key}"
+
+
+class Feed(Frozen):
+    """What one fetch of the announcement feed brought."""
+
+    url: str
+    announced: dt.date | None  # the channel's pubDate; None when the server said 304 Not Modified
+    papers: list[Paper]
+    not_modified: bool = False
+    etag: str | None = None
+    last_modified: str | None = None
+    skipped: dict[str, int] = {}  # announce types left out by the config, with their counts
+
+    def count_by_type(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for paper in self.papers:
+            counts[paper.announce_type] = counts.get(paper.announce_type, 0) + 1
+        return counts
+
+
+class Judgement(BaseModel):
+    """The LLM's answer for one paper; its JSON schema is what the model is asked to produce."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    relevant: bool = Field(description="Whether the paper matches the reader's interests.")
+    score: Annotated[int, Field(ge=0, le=10, description="0 = unrelated, 10 = exactly what the reader works on.")]
+    reason: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=400,
+            description="One sentence to the reader on why it does or does not match.",
+        ),
+    ]
+    matched_interests: list[str] = Field(
+        description="The reader's interests this paper matches, in the reader's own words; empty if none."
+    )
+
+
+class Verdict(Frozen):
+    paper_key: str
+    relevant: bool
+    score: int
+    reason: str
+    matched_interests: list[str]
+
+
+class Failure(Frozen):
+    """A paper that could not be classified this time; it is retried on the next run."""
+
+    paper_key: str
+    reason: str
+
+
+class Usage(BaseModel):
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        for name in Usage.model_fields:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class Entry(Frozen):
+    paper: Paper
+    verdict: Verdict
+
+
+class Digest(Frozen):
+    """One profile's digest for one announcement date, ready to render."""
+
+    profile: str
+    announced: dt.date
+    categories: list[str]
+    groups: list[tuple[str, list[Entry]]]  # (interest, entries by score), best group first
+    papers_read: int
+    unclassified: int  # papers that could not be classified yet and are carried to the next run
+    min_score: int
+    usage: Usage
+    cost: float | None
+
+    @property
+    def relevant_count(self) -> int:
+        return sum(len(entries) for _, entries in self.groups)
+
+
+class Rendered(Frozen):
+    subject: str
+    text: str
+    html: str | None  # None when the output format is Markdown
+    markdown: str | None
+
+
+class ProfileSummary(BaseModel):
+    name: str
+    to_classify: int = 0
+    cached: int = 0
+    classified: int = 0
+    failed: int = 0
+    relevant: int = 0
+    digest: str = "none"  # what happened to this run's digest, in words
+
+
+class RunSummary(BaseModel):
+    announced: dt.date | None = None
+    fetched: dict[str, int] = {}
+    new_papers: int = 0
+    profiles: list[ProfileSummary] = []
+    usage: Usage = Usage()
+    cost: float | None = None
+    deliveries_sent: int = 0
+    deliveries_pending: int = 0
+    warnings: list[str] = []
+    errors: list[str] = []
+    seconds: float = 0.0

@@ -1,0 +1,401 @@
+"""fetch -> classify -> render -> deliver, with SQLite state between runs.
+
+Every fetched paper is stored before anything else happens; a paper stays "undigested" for a profile until a
+digest that accounts for it is recorded, together with one pending delivery per recipient, in one transaction.
+Deliveries are marked sent one by one as the server accepts them. So a crash at any point loses nothing, and a
+re-run repeats nothing: cached verdicts cost no request, and a recorded digest is never built or sent again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import httpx
+import openai
+from pydantic import BaseModel
+
+from digest.arxiv import feed_url, fetch_feed
+from digest.classify import (
+    COMPLETION_TOKENS_ESTIMATE,
+    PROMPT_VERSION,
+    Classifier,
+    Job,
+    Outcome,
+    estimate_cost,
+    estimate_tokens,
+    paper_message,
+    system_prompt,
+)
+from digest.config import Config, Profile
+from digest.deliver import build_message, channel_for, configured_channel, destinations
+from digest.errors import DeliveryError, DigestError
+from digest.models import Failure, Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict
+from digest.progress import Progress
+from digest.render import Renderer, build_digest
+from digest.store import Store
+
+log = logging.getLogger(__name__)
+
+ClassifierFactory = Callable[[Config], Classifier]
+
+
+def _classifier(config: Config) -> Classifier:
+    return Classifier(config.llm)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        progress_stream: TextIO = sys.stderr,
+        show_progress: bool = True,
+        http_client: httpx.AsyncClient | None = None,
+        classifier_factory: ClassifierFactory = _classifier,
+    ) -> None:
+        self.config = config
+        self._progress_stream = progress_stream
+        self._show_progress = show_progress
+        self._http_client = http_client
+        self._classifier_factory = classifier_factory
+
+    async def run(self) -> RunSummary:
+        """Fetch, classify, record one digest per profile, and deliver everything pending, oldest first.
+
+        Errors a user can act on end up in the summary's `errors`, so the summary is always there to print.
+        """
+        started, clock = dt.datetime.now(dt.UTC), time.monotonic()
+        summary = RunSummary()
+        store = Store(self.config.state)
+        try:
+            try:
+                feed = await self._fetch(store, summary)
+                verdicts, pending = await self._classify(store, summary)
+                announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
+                renderer = Renderer(self.config.output)
+                for profile, profile_summary in zip(self.config.profiles, summary.profiles, strict=True):
+                    self._record_digest(
+                        store,
+                        profile,
+                        profile_summary,
+                        announced,
+                        pending[profile.name],
+                        verdicts,
+                        renderer,
+                        summary,
+                    )
+            except DigestError as error:
+                summary.errors.append(str(error))
+            # Digests left pending by earlier runs go out even when today's fetch or classification failed.
+            try:
+                await self._deliver_pending(store, summary)
+            except DeliveryError as error:
+                summary.errors.append(str(error))
+        finally:
+            summary.seconds = time.monotonic() - clock
+            store.record_run(started, summary.model_dump_json())
+            store.close()
+        return summary
+
+    async def preview(self) -> list[Path]:
+        """Fetch and classify like a run (verdicts are cached for it), then write each digest to a file."""
+        summary = RunSummary()
+        store = Store(self.config.state)
+        try:
+            feed = await self._fetch(store, summary)
+            verdicts, pending = await self._classify(store, summary)
+            renderer = Renderer(self.config.output)
+            paths = []
+            for profile in self.config.profiles:
+                papers, mine = pending[profile.name], verdicts[profile.name]
+                announced = feed.announced or dt.date.today()
+                if not any(p.key in mine for p in papers):
+                    # Today's digest is already recorded: show it again, from the cache.
+                    announced = store.latest_digest_date(profile.name) or announced
+                    papers = store.papers_of_digest(profile.name, announced)
+                    mine = self._cached(store, profile, papers)
+                digest = build_digest(
+                    profile,
+                    announced,
+                    self.config.arxiv.categories,
+                    papers,
+                    mine,
+                    sum(p.key not in mine for p in papers),
+                    summary.usage,
+                    summary.cost,
+                )
+                rendered = renderer.render(digest)
+                body, suffix = (rendered.html, "html") if rendered.html is not None else (rendered.markdown, "md")
+                path = self.config.output.outbox / profile.name / f"{announced.isoformat()}-preview.{suffix}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(body or "", "utf-8")
+                paths.append(path)
+            return paths
+        finally:
+            store.close()
+
+    async def _fetch(self, store: Store, summary: RunSummary) -> Feed:
+        url = feed_url(self.config.arxiv)
+        etag, last_modified, last_announced = store.feed_state(url)
+        clock = time.monotonic()
+        feed = await fetch_feed(self.config.arxiv, etag=etag, last_modified=last_modified, client=self._http_client)
+        summary.announced = feed.announced or last_announced
+        summary.fetched = feed.count_by_type()
+        if feed.not_modified:
+            summary.warnings.append(f"the feed has not changed since the last run ({last_announced}): no new papers")
+        elif last_announced is not None and feed.announced is not None and feed.announced <= last_announced:
+            summary.warnings.append(
+                f"the feed is stale: it is dated {feed.announced}, and {last_announced} was already processed"
+            )
+        summary.new_papers = store.record_feed(feed, [p.name for p in self.config.profiles])
+        kinds = ", ".join(f"{n} {kind}" for kind, n in summary.fetched.items()) or "none"
+        log.info(
+            "fetch: %d papers (%s), %d not seen before, dated %s, in %.2f s",
+            len(feed.papers),
+            kinds,
+            summary.new_papers,
+            summary.announced,
+            time.monotonic() - clock,
+        )
+        return feed
+
+    def _cached(self, store: Store, profile: Profile, papers: list[Paper]) -> dict[str, Verdict]:
+        return store.cached_verdicts((p.key for p in papers), profile.interests, self.config.llm.model, PROMPT_VERSION)
+
+    async def _classify(
+        self, store: Store, summary: RunSummary
+    ) -> tuple[dict[str, dict[str, Verdict]], dict[str, list[Paper]]]:
+        """Classify every undigested paper that has no cached verdict; return verdicts and papers per profile."""
+        verdicts: dict[str, dict[str, Verdict]] = {}
+        pending: dict[str, list[Paper]] = {}
+        jobs: list[Job] = []
+        summary.profiles = []
+        for profile in self.config.profiles:
+            papers = store.undigested_papers(profile.name)
+            cached = self._cached(store, profile, papers)
+            pending[profile.name], verdicts[profile.name] = papers, cached
+            todo = [Job(profile, p) for p in papers if p.key not in cached]
+            jobs += todo
+            summary.profiles.append(ProfileSummary(name=profile.name, to_classify=len(todo), cached=len(cached)))
+        by_name = {s.name: s for s in summary.profiles}
+
+        def record(job: Job, outcome: Outcome) -> None:
+            name = job.profile.name
+            if isinstance(outcome, Failure):
+                store.save_failure(outcome, name)
+                by_name[name].failed += 1
+                log.warning("could not classify %s for %s: %s", job.paper.key, name, outcome.reason)
+                return
+            store.save_verdict(outcome, name, job.profile.interests, self.config.llm.model, PROMPT_VERSION)
+            verdicts[name][outcome.paper_key] = outcome
+            by_name[name].classified += 1
+
+        if not jobs:
+            return verdicts, pending
+        clock = time.monotonic()
+        classifier = self._classifier_factory(self.config)
+        progress = Progress(
+            len(jobs),
+            lambda usage: estimate_cost(usage, self.config.llm),
+            self._progress_stream,
+            enabled=self._show_progress,
+        )
+        try:
+            await classifier.classify(jobs, record, progress.advance)
+        finally:
+            summary.usage = classifier.usage
+            summary.cost = estimate_cost(classifier.usage, self.config.llm)
+            progress.finish(classifier.usage)
+            await classifier.close()
+        log.info(
+            "classify: %d papers in %.2f s, %d requests, %d failed",
+            len(jobs),
+            time.monotonic() - clock,
+            classifier.usage.requests,
+            sum(s.failed for s in summary.profiles),
+        )
+        return verdicts, pending
+
+    def _record_digest(
+        self,
+        store: Store,
+        profile: Profile,
+        profile_summary: ProfileSummary,
+        announced: dt.date,
+        papers: list[Paper],
+        verdicts: dict[str, dict[str, Verdict]],
+        renderer: Renderer,
+        summary: RunSummary,
+    ) -> None:
+        mine = verdicts[profile.name]
+        classified = [p for p in papers if p.key in mine]
+        unclassified = len(papers) - len(classified)
+        if store.has_digest(profile.name, announced):
+            profile_summary.digest = f"already recorded for {announced}"
+            if classified:
+                profile_summary.digest += f"; {len(classified)} papers wait for the next digest"
+            return
+        if not classified and not profile.send_empty:
+            profile_summary.digest = "nothing new: no digest" if not unclassified else "none: nothing classified"
+            return
+        digest = build_digest(
+            profile,
+            announced,
+            self.config.arxiv.categories,
+            classified,
+            mine,
+            unclassified,
+            summary.usage,
+            summary.cost,
+        )
+        profile_summary.relevant = digest.relevant_count
+        rendered = renderer.render(digest)
+        message = build_message(rendered, self.config.email.from_, profile.email)
+        store.record_digest(
+            profile.name,
+            announced,
+            rendered.subject,
+            message.as_bytes(),
+            [p.key for p in classified],
+            destinations(profile.email, self.config),
+        )
+        profile_summary.digest = f"{digest.relevant_count} of {len(classified)} papers for {announced}"
+
+    async def _deliver_pending(self, store: Store, summary: RunSummary) -> None:
+        """Send every pending delivery; a failure leaves it pending for the next run and fails this one."""
+        problems: list[str] = []
+        for pending in store.pending_deliveries():
+            announced = dt.date.fromisoformat(pending.announced)
+            for recipient in pending.recipients:
+                channel = channel_for(recipient, self.config)
+                try:
+                    refused = await channel.deliver(pending.message, [recipient], pending.profile, announced)
+                except DeliveryError as error:
+                    store.mark_failed(pending.digest_id, recipient, error.message)
+                    problems.append(str(error))
+                    summary.deliveries_pending += 1
+                    continue
+                if refused:
+                    store.mark_failed(pending.digest_id, recipient, refused[recipient])
+                    problems.append(f"{recipient} was refused: {refused[recipient]}")
+                    summary.deliveries_pending += 1
+                else:
+                    store.mark_delivered(pending.digest_id, recipient)
+                    summary.deliveries_sent += 1
+                    log.info("deliver: %s digest of %s to %s", pending.profile, announced, recipient)
+        if problems:
+            unique = list(dict.fromkeys(problems))
+            raise DeliveryError(
+                "could not deliver: " + "; ".join(unique),
+                hint="the digest is kept and sent first on the next run",
+            )
+
+
+class DryRunReport(BaseModel):
+    announced: dt.date | None
+    fetched: dict[str, int]
+    skipped: dict[str, int]
+    per_profile: dict[str, tuple[int, int]]  # name -> (requests needed, verdicts cached)
+    requests: int
+    tokens: int
+    cost: float | None
+    minutes_at_rate_limit: float
+
+
+async def dry_run(config: Config, http_client: httpx.AsyncClient | None = None) -> DryRunReport:
+    """Fetch and count what a run would classify and what it would cost; call no LLM, write no state."""
+    feed = await fetch_feed(config.arxiv, client=http_client)
+    cached: dict[str, int] = {}
+    jobs: list[tuple[Profile, Paper]] = []
+    if config.state.exists():
+        store = Store(config.state)
+        try:
+            for profile in config.profiles:
+                found = store.cached_verdicts(
+                    (p.key for p in feed.papers), profile.interests, config.llm.model, PROMPT_VERSION
+                )
+                cached[profile.name] = len(found)
+                jobs += [(profile, p) for p in feed.papers if p.key not in found]
+        finally:
+            store.close()
+    else:
+        jobs = [(profile, p) for profile in config.profiles for p in feed.papers]
+    prompt = sum(estimate_tokens(system_prompt(profile), paper_message(p)) for profile, p in jobs)
+    usage = Usage(requests=len(jobs), prompt_tokens=prompt, completion_tokens=COMPLETION_TOKENS_ESTIMATE * len(jobs))
+    return DryRunReport(
+        announced=feed.announced,
+        fetched=feed.count_by_type(),
+        skipped=feed.skipped,
+        per_profile={p.name: (sum(1 for job in jobs if job[0] is p), cached.get(p.name, 0)) for p in config.profiles},
+        requests=len(jobs),
+        tokens=usage.prompt_tokens + usage.completion_tokens,
+        cost=estimate_cost(usage, config.llm),
+        minutes_at_rate_limit=max(
+            len(jobs) / config.llm.requests_per_minute,
+            (usage.prompt_tokens + usage.completion_tokens) / config.llm.tokens_per_minute,
+        ),
+    )
+
+
+class CheckResult(BaseModel):
+    what: str
+    ok: bool
+    detail: str
+
+
+async def check(config: Config, http_client: httpx.AsyncClient | None = None) -> list[CheckResult]:
+    """Reach the feed, the LLM server and the delivery channel without classifying or sending anything."""
+    results: list[CheckResult] = []
+    try:
+        feed = await fetch_feed(config.arxiv.model_copy(update={"max_retry_seconds": 0}), client=http_client)
+        results.append(
+            CheckResult(
+                what="arXiv feed",
+                ok=True,
+                detail=f"{feed_url(config.arxiv)}: {len(feed.papers)} papers dated {feed.announced}",
+            )
+        )
+    except DigestError as error:
+        results.append(CheckResult(what="arXiv feed", ok=False, detail=str(error)))
+    results.append(await _check_llm(config))
+    channel = configured_channel(config)
+    try:
+        results.append(CheckResult(what=f"delivery ({channel.kind})", ok=True, detail=await channel.check()))
+    except DigestError as error:
+        results.append(CheckResult(what=f"delivery ({channel.kind})", ok=False, detail=str(error)))
+    return results
+
+
+async def _check_llm(config: Config) -> CheckResult:
+    client = openai.AsyncOpenAI(
+        api_key=config.llm.api_key.get_secret_value(), base_url=config.llm.base_url, timeout=10, max_retries=0
+    )
+    try:
+        models = [m.id async for m in client.models.list()]
+    except openai.AuthenticationError:
+        return CheckResult(what="LLM server", ok=False, detail=f"{config.llm.base_url} refused the API key")
+    except openai.APIStatusError as error:
+        return CheckResult(
+            what="LLM server",
+            ok=True,
+            detail=f"{config.llm.base_url} answered /models with HTTP "
+            f"{error.status_code}; some servers do not list models, so this may be fine",
+        )
+    except openai.APIConnectionError as error:
+        return CheckResult(what="LLM server", ok=False, detail=f"cannot reach {config.llm.base_url}: {error}")
+    finally:
+        await client.close()
+    if config.llm.model not in models:
+        shown = ", ".join(models[:8]) + (" ..." if len(models) > 8 else "")
+        return CheckResult(
+            what="LLM server",
+            ok=False,
+            detail=f"{config.llm.base_url} does not list model '{config.llm.model}' (it has: {shown or 'none'})",
+        )
+    return CheckResult(what="LLM server", ok=True, detail=f"{config.llm.base_url} serves '{config.llm.model}'")

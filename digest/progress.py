@@ -1,0 +1,59 @@
+"""Progress of the classification: a live line on a terminal, one summary line otherwise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from digest.models import Usage
+
+REDRAW_SECONDS = 0.1
+
+
+def describe_cost(cost: float | None) -> str:
+    return "cost unknown (set llm.price)" if cost is None else f"~${cost:.4f}"
+
+
+class Progress:
+    def __init__(
+        self,
+        total: int,
+        cost_of: Callable[[Usage], float | None],
+        stream: TextIO,
+        *,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._total = total
+        self._done = 0
+        self._cost_of = cost_of
+        self._stream = stream
+        self._live = enabled and stream.isatty()
+        self._enabled = enabled
+        self._clock = clock
+        self._started = clock()
+        self._drawn = 0.0
+
+    def advance(self, usage: Usage) -> None:
+        self._done += 1
+        now = self._clock()
+        if self._live and (now - self._drawn >= REDRAW_SECONDS or self._done == self._total):
+            self._drawn = now
+            self._stream.write(f"\r\033[K{self._line(usage)}")
+            self._stream.flush()
+
+    def finish(self, usage: Usage) -> None:
+        if not self._enabled or self._total == 0:
+            return
+        self._stream.write(("\r\033[K" if self._live else "") + self._line(usage) + "\n")
+        self._stream.flush()
+
+    def _line(self, usage: Usage) -> str:
+        elapsed = max(self._clock() - self._started, 1e-9)
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        return (
+            f"classified {self._done}/{self._total} papers  {usage.requests / elapsed:.1f} req/s  "
+            f"{tokens:,} tokens  {describe_cost(self._cost_of(usage))}  {usage.retries} retries  "
+            f"{usage.rate_limited} rate-limited"
+        )

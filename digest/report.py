@@ -1,0 +1,53 @@
+"""The one-screen texts printed at the end of `digest run`, `digest run --dry-run` and `digest check`."""
+
+from __future__ import annotations
+
+from digest.models import RunSummary
+from digest.pipeline import DryRunReport
+from digest.progress import describe_cost
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
+
+
+def run_summary(summary: RunSummary) -> str:
+    usage = summary.usage
+    lines = [
+        f"digest run - announcement of {summary.announced or 'unknown date'} - {summary.seconds:.1f} s",
+        f"  fetched      {sum(summary.fetched.values())} papers ({_counts(summary.fetched)}), "
+        f"{summary.new_papers} not seen before",
+    ]
+    for profile in summary.profiles:
+        lines.append(
+            f"  {profile.name:<12} {profile.classified} classified, {profile.cached} cached, "
+            f"{profile.failed} failed, {profile.relevant} relevant - digest: {profile.digest}"
+        )
+    lines.append(
+        f"  llm          {usage.requests} requests, {usage.retries} retries, {usage.rate_limited} rate-limited, "
+        f"{usage.prompt_tokens:,} prompt tokens ({usage.cached_tokens:,} cached), "
+        f"{usage.completion_tokens:,} completion tokens, {describe_cost(summary.cost)}"
+    )
+    lines.append(f"  delivered    {summary.deliveries_sent}, still pending {summary.deliveries_pending}")
+    lines += [f"  warning: {w}" for w in summary.warnings]
+    failed = sum(p.failed for p in summary.profiles)
+    if failed:
+        lines.append(f"  warning: {failed} papers could not be classified; they are retried on the next run")
+    lines += [f"  error: {e}" for e in summary.errors]
+    return "\n".join(lines)
+
+
+def dry_run_report(report: DryRunReport) -> str:
+    lines = [
+        f"dry run - announcement of {report.announced} - nothing is sent, no LLM is called",
+        f"  fetched      {sum(report.fetched.values())} papers ({_counts(report.fetched)})",
+    ]
+    if report.skipped:
+        lines.append(f"  left out     {_counts(report.skipped)} (not in arxiv.announce_types)")
+    for name, (requests, cached) in report.per_profile.items():
+        lines.append(f"  {name:<12} {requests} papers to classify, {cached} already cached")
+    lines.append(
+        f"  would cost   {report.requests} requests, about {report.tokens:,} tokens, {describe_cost(report.cost)}, "
+        f"at least {report.minutes_at_rate_limit * 60:.0f} s at the configured rate limits"
+    )
+    return "\n".join(lines)

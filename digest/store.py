@@ -1,0 +1,303 @@
+"""SQLite state: papers seen, cached verdicts, digests and their deliveries.
+
+The schema is versioned with numbered migrations (PRAGMA user_version), applied in order on open, so a state file
+written by any earlier release keeps working.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from digest.models import Failure, Feed, Paper, Verdict
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE papers (
+        key TEXT PRIMARY KEY,          -- arXiv id with version: 2606.28354v1
+        announced TEXT NOT NULL,
+        data TEXT NOT NULL,            -- the Paper as JSON
+        fetched_at TEXT NOT NULL
+    );
+    CREATE INDEX papers_fetched_at ON papers (fetched_at);
+    CREATE TABLE profiles (
+        name TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL       -- papers fetched before a profile existed are not classified for it
+    );
+    CREATE TABLE verdicts (
+        paper_key TEXT NOT NULL,
+        interests_hash TEXT NOT NULL,
+        model TEXT NOT NULL,
+        prompt_version INTEGER NOT NULL,
+        data TEXT NOT NULL,            -- the Verdict as JSON
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (paper_key, interests_hash, model, prompt_version)
+    );
+    CREATE TABLE failures (
+        paper_key TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (paper_key, profile)
+    );
+    CREATE TABLE digests (
+        id INTEGER PRIMARY KEY,
+        profile TEXT NOT NULL,
+        announced TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message BLOB NOT NULL,         -- the exact RFC 5322 message, so a retry sends the same bytes
+        created_at TEXT NOT NULL,
+        UNIQUE (profile, announced)
+    );
+    CREATE TABLE digest_papers (
+        profile TEXT NOT NULL,
+        paper_key TEXT NOT NULL,
+        digest_id INTEGER NOT NULL REFERENCES digests (id),
+        PRIMARY KEY (profile, paper_key)  -- each paper is in at most one digest per profile
+    );
+    CREATE TABLE deliveries (
+        digest_id INTEGER NOT NULL REFERENCES digests (id),
+        recipient TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sent')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        sent_at TEXT,
+        PRIMARY KEY (digest_id, recipient)
+    );
+    CREATE TABLE feeds (
+        url TEXT PRIMARY KEY,
+        etag TEXT,
+        last_modified TEXT,
+        last_announced TEXT,
+        fetched_at TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        summary TEXT NOT NULL
+    );
+    """,
+]
+
+
+def interests_hash(interests: str) -> str:
+    return hashlib.sha256(interests.strip().encode()).hexdigest()[:16]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class PendingDelivery:
+    def __init__(self, digest_id: int, profile: str, announced: str, message: bytes, recipients: list[str]) -> None:
+        self.digest_id = digest_id
+        self.profile = profile
+        self.announced = announced
+        self.message = message
+        self.recipients = recipients
+
+
+class Store:
+    """All reads and writes of the state file. Each method is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        for version, script in enumerate(MIGRATIONS[self.schema_version :], start=self.schema_version + 1):
+            # One script per migration, schema change and version bump committed together.
+            self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # Feeds and papers
+
+    def feed_state(self, url: str) -> tuple[str | None, str | None, dt.date | None]:
+        row = self._db.execute("SELECT etag, last_modified, last_announced FROM feeds WHERE url = ?", (url,)).fetchone()
+        if row is None:
+            return None, None, None
+        return row[0], row[1], dt.date.fromisoformat(row[2]) if row[2] else None
+
+    def record_feed(self, feed: Feed, profiles: Iterable[str]) -> int:
+        """Store the feed's papers and its validators together, so a crash cannot skip papers. Returns new papers."""
+        now = _now()
+        with self._transaction() as db:
+            for name in profiles:
+                db.execute("INSERT OR IGNORE INTO profiles (name, created_at) VALUES (?, ?)", (name, now))
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO papers (key, announced, data, fetched_at) VALUES (?, ?, ?, ?)",
+                [(p.key, p.announced.isoformat(), p.model_dump_json(), now) for p in feed.papers],
+            )
+            added = db.total_changes - before
+            db.execute(
+                """INSERT INTO feeds (url, etag, last_modified, last_announced, fetched_at) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified,
+                   last_announced = coalesce(excluded.last_announced, last_announced),
+                   fetched_at = excluded.fetched_at""",
+                (
+                    feed.url,
+                    feed.etag,
+                    feed.last_modified,
+                    feed.announced.isoformat() if feed.announced else None,
+                    now,
+                ),
+            )
+        return added
+
+    def undigested_papers(self, profile: str) -> list[Paper]:
+        """Papers fetched since the profile was added that are in none of its digests yet."""
+        rows = self._db.execute(
+            """SELECT p.data FROM papers p JOIN profiles pr ON pr.name = ?
+               WHERE p.fetched_at >= pr.created_at
+                 AND NOT EXISTS (SELECT 1 FROM digest_papers d WHERE d.profile = ? AND d.paper_key = p.key)
+               ORDER BY p.announced, p.key""",
+            (profile, profile),
+        ).fetchall()
+        return [Paper.model_validate_json(row[0]) for row in rows]
+
+    def papers_of_digest(self, profile: str, announced: dt.date) -> list[Paper]:
+        rows = self._db.execute(
+            """SELECT p.data FROM papers p JOIN digest_papers dp ON dp.paper_key = p.key
+               JOIN digests d ON d.id = dp.digest_id WHERE d.profile = ? AND d.announced = ?
+               ORDER BY p.key""",
+            (profile, announced.isoformat()),
+        ).fetchall()
+        return [Paper.model_validate_json(row[0]) for row in rows]
+
+    def latest_digest_date(self, profile: str) -> dt.date | None:
+        row = self._db.execute("SELECT max(announced) FROM digests WHERE profile = ?", (profile,)).fetchone()
+        return dt.date.fromisoformat(row[0]) if row and row[0] else None
+
+    # Verdicts
+
+    def cached_verdicts(
+        self, paper_keys: Iterable[str], interests: str, model: str, prompt_version: int
+    ) -> dict[str, Verdict]:
+        keys = list(paper_keys)
+        found: dict[str, Verdict] = {}
+        digest = interests_hash(interests)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self._db.execute(
+                f"""SELECT paper_key, data FROM verdicts WHERE interests_hash = ? AND model = ?
+                    AND prompt_version = ? AND paper_key IN ({",".join("?" * len(chunk))})""",
+                (digest, model, prompt_version, *chunk),
+            ).fetchall()
+            found.update({key: Verdict.model_validate_json(data) for key, data in rows})
+        return found
+
+    def save_verdict(self, verdict: Verdict, profile: str, interests: str, model: str, prompt_version: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                """INSERT OR REPLACE INTO verdicts (paper_key, interests_hash, model, prompt_version, data, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (
+                    verdict.paper_key,
+                    interests_hash(interests),
+                    model,
+                    prompt_version,
+                    verdict.model_dump_json(),
+                    _now(),
+                ),
+            )
+            db.execute("DELETE FROM failures WHERE paper_key = ? AND profile = ?", (verdict.paper_key, profile))
+
+    def save_failure(self, failure: Failure, profile: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                """INSERT INTO failures (paper_key, profile, reason, attempts, updated_at) VALUES (?, ?, ?, 1, ?)
+                   ON CONFLICT (paper_key, profile) DO UPDATE SET reason = excluded.reason,
+                   attempts = attempts + 1, updated_at = excluded.updated_at""",
+                (failure.paper_key, profile, failure.reason, _now()),
+            )
+
+    # Digests and deliveries
+
+    def has_digest(self, profile: str, announced: dt.date) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM digests WHERE profile = ? AND announced = ?", (profile, announced.isoformat())
+        ).fetchone()
+        return row is not None
+
+    def record_digest(
+        self,
+        profile: str,
+        announced: dt.date,
+        subject: str,
+        message: bytes,
+        paper_keys: Iterable[str],
+        recipients: Iterable[str],
+    ) -> int:
+        """The digest, the papers it accounts for, and one pending delivery per recipient: all or nothing."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO digests (profile, announced, subject, message, created_at) VALUES (?, ?, ?, ?, ?)",
+                (profile, announced.isoformat(), subject, message, _now()),
+            )
+            digest_id = int(cursor.lastrowid or 0)
+            db.executemany(
+                "INSERT INTO digest_papers (profile, paper_key, digest_id) VALUES (?, ?, ?)",
+                [(profile, key, digest_id) for key in paper_keys],
+            )
+            db.executemany(
+                "INSERT INTO deliveries (digest_id, recipient, status) VALUES (?, ?, 'pending')",
+                [(digest_id, r) for r in recipients],
+            )
+        return digest_id
+
+    def pending_deliveries(self) -> list[PendingDelivery]:
+        rows = self._db.execute(
+            """SELECT d.id, d.profile, d.announced, d.message, group_concat(v.recipient, char(10))
+               FROM digests d JOIN deliveries v ON v.digest_id = d.id
+               WHERE v.status = 'pending' GROUP BY d.id ORDER BY d.announced, d.id"""
+        ).fetchall()
+        return [PendingDelivery(r[0], r[1], r[2], bytes(r[3]), r[4].split("\n")) for r in rows]
+
+    def mark_delivered(self, digest_id: int, recipient: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                """UPDATE deliveries SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL
+                   WHERE digest_id = ? AND recipient = ?""",
+                (_now(), digest_id, recipient),
+            )
+
+    def mark_failed(self, digest_id: int, recipient: str, error: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?
+                   WHERE digest_id = ? AND recipient = ?""",
+                (error, digest_id, recipient),
+            )
+
+    # Runs
+
+    def record_run(self, started_at: dt.datetime, summary_json: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO runs (started_at, summary) VALUES (?, ?)", (started_at.isoformat(), summary_json))

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.servers import FakeLLM, FeedServer, serve_asgi, smtp_server
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CL_FEED = FIXTURES / "cs.CL_2026-06-30_rss.xml"
+CL_AI_FEED = FIXTURES / "cs.CL+cs.AI_2026-07-01_rss.xml"
+CV_FEED = FIXTURES / "cs.CV_2026-06-23_rss.xml"
+EMPTY_FEED = FIXTURES / "cs.CL_2026-06-27_empty_rss.xml"
+
+
+@pytest.fixture
+def feed_server() -> Iterator[tuple[str, FeedServer]]:
+    app = FeedServer(feeds={"/rss/cs.CL": CL_FEED.read_bytes(), "/rss/cs.CL+cs.AI": CL_AI_FEED.read_bytes()})
+    with serve_asgi(app) as url:
+        yield url, app
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[tuple[str, FakeLLM]]:
+    app = FakeLLM()
+    with serve_asgi(app) as url:
+        yield url + "/v1", app
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, Any]]:
+    with smtp_server() as (port, inbox):
+        yield port, inbox
+
+
+def base_config(tmp_path: Path, feed_url: str, llm_url: str, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "arxiv": {"categories": ["cs.CL"], "feed_url": f"{feed_url}/rss", "max_retry_seconds": 1},
+        "llm": {
+            "model": "gpt-4o-mini",
+            "base_url": llm_url,
+            "api_key": "${OPENAI_API_KEY}",
+            "max_concurrency": 8,
+            "requests_per_minute": 60000,
+            "tokens_per_minute": 100_000_000,
+            "timeout_seconds": 5,
+        },
+        "profiles": [{"name": "me", "email": ["me@example.org"], "interests": "Language models and their evaluation."}],
+        "email": {"from": "digest@example.org"},
+        "output": {"outbox": "outbox"},
+        "state": "state.sqlite3",
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
+    def write(config: dict[str, Any]) -> Path:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return write
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`digest ...` as a user runs it: a separate process, its output and exit code."""
+    environment = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "DIGEST_CONFIG"}}
+    environment.update({"OPENAI_API_KEY": "test-key", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -1,0 +1,305 @@
+"""Real servers on loopback for the tests: an arXiv feed server, an OpenAI-compatible LLM server (both small ASGI
+apps under uvicorn) and an SMTP server (aiosmtpd). They imitate the real services' behaviour as described in
+../shared/notes/arxiv-and-openai.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import uvicorn
+from aiosmtpd.controller import Controller
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw_headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@contextmanager
+def serve_asgi(app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> Iterator[str]:
+    """Run `app` under uvicorn on a free loopback port in a thread; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+
+# arXiv
+
+
+@dataclass
+class FeedServer:
+    """Serves feed files by path, with ETag/Last-Modified and scripted failures, like rss.arxiv.org."""
+
+    feeds: dict[str, bytes] = field(default_factory=dict)  # path (/rss/cs.CL) -> body
+    failures: list[tuple[int, bytes]] = field(default_factory=list)  # answered first, one per request
+    requests: list[dict[str, str]] = field(default_factory=list)
+    last_modified: str = "Tue, 30 Jun 2026 04:00:00 GMT"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        self.requests.append({"path": scope["path"], **headers})
+        if self.failures:
+            status, body = self.failures.pop(0)
+            await _respond(send, status, body, {"content-type": "text/html", "retry-after": "0"})
+            return
+        body = self.feeds.get(scope["path"])
+        if body is None:
+            await _respond(send, 404, b"<html><body>Not Found</body></html>", {"content-type": "text/html"})
+            return
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        if headers.get("if-none-match") == etag:
+            await _respond(send, 304, b"", {"etag": etag})
+            return
+        await _respond(
+            send,
+            200,
+            body,
+            {
+                "content-type": "application/rss+xml; charset=utf-8",
+                "etag": etag,
+                "last-modified": self.last_modified,
+            },
+        )
+
+
+# LLM
+
+
+def keyword_judge(keyword: str) -> Callable[[str, str], tuple[bool, int]]:
+    """Relevant, score 8, when the abstract mentions `keyword`; otherwise not, score 2."""
+
+    def judge(title: str, abstract: str) -> tuple[bool, int]:
+        found = keyword.lower() in abstract.lower()
+        return found, 8 if found else 2
+
+    return judge
+
+
+@dataclass
+class FakeLLM:
+    """An OpenAI-compatible /v1/chat/completions and /v1/models, with the behaviours the tests need.
+
+    It counts what a client cannot hide: requests, requests in flight at once, and their arrival times.
+    """
+
+    judge: Callable[[str, str], tuple[bool, int]] = field(default_factory=lambda: keyword_judge("language model"))
+    latency: float = 0.0
+    api_key: str = "test-key"
+    models: list[str] = field(default_factory=lambda: ["gpt-4o-mini"])
+    # Scripted answers for the first requests: "429", "500", "hang", "malformed", "schema", "quota", "401".
+    script: list[str] = field(default_factory=list)
+    random_failures: dict[str, float] = field(default_factory=dict)  # e.g. {"429": 0.2, "500": 0.05}
+    retry_after: str | None = "0.05"
+    retry_after_ms: str | None = None
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    arrivals: list[float] = field(default_factory=list)
+    judged: dict[str, tuple[bool, int]] = field(default_factory=dict)  # title -> verdict answered
+    prompts: list[list[dict[str, str]]] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        body = await _read_body(receive)
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            await self._error(send, 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+            return
+        if scope["path"].endswith("/models"):
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in self.models]
+            await _respond(send, 200, json.dumps({"object": "list", "data": data}).encode(), _json)
+            return
+        if not scope["path"].endswith("/chat/completions"):
+            await self._error(send, 404, f"Unknown path {scope['path']}", "invalid_request_error", None)
+            return
+        with self._lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.arrivals.append(time.monotonic())
+            behaviour = self.script.pop(0) if self.script else self._random_behaviour()
+        try:
+            await self._complete(json.loads(body), behaviour, send)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _random_behaviour(self) -> str:
+        draw = random.random()
+        for behaviour, share in self.random_failures.items():
+            if draw < share:
+                return behaviour
+            draw -= share
+        return "ok"
+
+    async def _complete(self, request: dict[str, Any], behaviour: str, send: Send) -> None:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if behaviour == "hang":
+            await asyncio.sleep(3600)
+        if behaviour == "429":
+            await self._error(send, 429, "Rate limit reached for requests", "requests", "rate_limit_exceeded")
+            return
+        if behaviour == "quota":
+            await self._error(send, 429, "You exceeded your current quota.", "insufficient_quota", "insufficient_quota")
+            return
+        if behaviour == "500":
+            await self._error(send, 500, "The server had an error while processing your request.", "server_error", None)
+            return
+        if behaviour == "401":
+            await self._error(send, 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+            return
+        messages = request["messages"]
+        self.prompts.append(messages)
+        paper = json.loads(messages[-1]["content"])
+        relevant, score = self.judge(paper["title"], paper["abstract"])
+        self.judged[paper["title"]] = (relevant, score)
+        answer: dict[str, Any] = {
+            "relevant": relevant,
+            "score": score,
+            "reason": "It is about language models." if relevant else "It is not about your topics.",
+            "matched_interests": ["language models"] if relevant else [],
+        }
+        content = json.dumps(answer)
+        if behaviour == "malformed":
+            content = content[: len(content) // 2]
+        elif behaviour == "schema":
+            content = json.dumps({**answer, "score": "very high"})
+        completion = {
+            "id": f"chatcmpl-{self.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 400,
+                "completion_tokens": 40,
+                "total_tokens": 440,
+                "prompt_tokens_details": {"cached_tokens": 256},
+            },
+        }
+        await self._count(200)
+        await _respond(send, 200, json.dumps(completion).encode(), {**_json, **_limits})
+
+    async def _error(self, send: Send, status: int, message: str, kind: str, code: str | None) -> None:
+        await self._count(status)
+        headers = {**_json, **_limits}
+        if status == 429 and code == "rate_limit_exceeded":
+            if self.retry_after is not None:
+                headers["retry-after"] = self.retry_after
+            if self.retry_after_ms is not None:
+                headers["retry-after-ms"] = self.retry_after_ms
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        await _respond(send, status, json.dumps(body).encode(), headers)
+
+    async def _count(self, status: int) -> None:
+        with self._lock:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+_json = {"content-type": "application/json"}
+_limits = {
+    "x-ratelimit-limit-requests": "10000",
+    "x-ratelimit-remaining-requests": "9999",
+    "x-ratelimit-reset-requests": "6ms",
+    "x-ratelimit-limit-tokens": "2000000",
+    "x-ratelimit-remaining-tokens": "1999000",
+    "x-ratelimit-reset-tokens": "30ms",
+}
+
+
+# SMTP
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], EmailMessage]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[int, _Inbox]]:
+    inbox = _Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, inbox
+    finally:
+        controller.stop()
+
+
+def html_titles(message: EmailMessage) -> list[str]:
+    """The paper titles linked in a digest's HTML part, unescaped."""
+    import html
+
+    part = message.get_body(preferencelist=("html",))
+    assert part is not None
+    links = re.findall(
+        r'<a href="https://arxiv.org/abs/[^"]+"[^>]*font-weight:600[^>]*>(.*?)</a>', part.get_content(), re.S
+    )
+    return [html.unescape(t) for t in links]

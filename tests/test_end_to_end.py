@@ -1,0 +1,172 @@
+"""`digest run` as a user runs it, against a real feed server, LLM server and SMTP server on loopback."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from digest.arxiv import parse_feed
+from tests.conftest import CL_FEED, base_config, run_cli
+from tests.servers import html_titles
+
+
+def _expected_relevant(llm_judged: dict[str, tuple[bool, int]], min_score: int = 6) -> set[str]:
+    return {title for title, (relevant, score) in llm_judged.items() if relevant and score >= min_score}
+
+
+def test_run_emails_exactly_the_papers_the_llm_judged_relevant(tmp_path, feed_server, fake_llm, smtp, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    port, inbox = smtp
+    config = base_config(
+        tmp_path,
+        feed_url,
+        llm_url,
+        email={"from": "digest@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+    )
+    result = run_cli("run", "--config", str(write_config(config)))
+    assert result.returncode == 0, result.stderr + result.stdout
+
+    papers = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers
+    assert llm.requests == len(papers) == 137  # 117 new + 20 cross; replacements left out
+    assert set(llm.judged) == {p.title for p in papers}
+    assert len(inbox.messages) == 1
+    sender, recipients, message = inbox.messages[0]
+    assert (sender, recipients) == ("digest@example.org", ["me@example.org"])
+    relevant = _expected_relevant(llm.judged)
+    assert 0 < len(relevant) < len(papers)
+    assert sorted(html_titles(message)) == sorted(relevant)
+    assert message["Subject"] == f"arXiv digest - 30 Jun 2026 - {len(relevant)} papers for you"
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    assert all(title in " ".join(text.split()) for title in relevant)
+    # The one-screen summary.
+    assert "137 papers (117 new, 20 cross)" in result.stdout
+    assert f"{len(relevant)} relevant" in result.stdout
+    assert "delivered    1" in result.stdout
+
+
+def test_second_run_on_the_same_day_sends_nothing_and_asks_nothing(tmp_path, feed_server, fake_llm, smtp, write_config):
+    feed_url, feed = feed_server
+    llm_url, llm = fake_llm
+    port, inbox = smtp
+    config = base_config(
+        tmp_path,
+        feed_url,
+        llm_url,
+        email={"from": "digest@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+    )
+    path = write_config(config)
+    assert run_cli("run", "--config", str(path)).returncode == 0
+    requests_after_first = llm.requests
+
+    second = run_cli("run", "--config", str(path))
+    assert second.returncode == 0, second.stderr
+    assert llm.requests == requests_after_first
+    assert len(inbox.messages) == 1
+    assert feed.requests[-1].get("if-none-match")  # a conditional request: arXiv answers 304
+    assert "has not changed" in second.stdout
+
+
+def test_without_smtp_the_digest_goes_to_the_outbox(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, _ = fake_llm
+    path = write_config(base_config(tmp_path, feed_url, llm_url))
+    result = run_cli("run", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    html = tmp_path / "outbox" / "me" / "2026-06-30.html"
+    eml = tmp_path / "outbox" / "me" / "2026-06-30.eml"
+    assert html.exists() and eml.exists()
+    assert "<table" in html.read_text()
+
+
+def test_unreachable_smtp_keeps_the_digest_pending_until_the_next_run(
+    tmp_path, feed_server, fake_llm, smtp, write_config
+):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    port, inbox = smtp
+    smtp_config = {"host": "127.0.0.1", "port": port, "security": "none"}
+    down = base_config(tmp_path, feed_url, llm_url, email={"from": "d@example.org", "smtp": {**smtp_config, "port": 1}})
+    first = run_cli("run", "--config", str(write_config(down)))
+    assert first.returncode == 1
+    assert "cannot connect to SMTP server 127.0.0.1:1" in first.stdout
+    assert "Traceback" not in first.stderr + first.stdout
+    assert inbox.messages == []
+
+    up = base_config(tmp_path, feed_url, llm_url, email={"from": "d@example.org", "smtp": smtp_config})
+    requests = llm.requests
+    second = run_cli("run", "--config", str(write_config(up)))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(inbox.messages) == 1
+    assert llm.requests == requests
+
+    third = run_cli("run", "--config", str(write_config(up)))
+    assert third.returncode == 0
+    assert len(inbox.messages) == 1
+
+
+def test_dry_run_counts_and_prices_without_calling_the_llm(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    result = run_cli("run", "--dry-run", "--config", str(write_config(base_config(tmp_path, feed_url, llm_url))))
+    assert result.returncode == 0, result.stderr
+    assert llm.requests == 0
+    assert "137 papers (117 new, 20 cross)" in result.stdout
+    assert "12 replace" in result.stdout or "10 replace" in result.stdout
+    assert "137 requests" in result.stdout
+    assert "$" in result.stdout
+    assert not (tmp_path / "state.sqlite3").exists()
+
+
+def test_check_reports_each_server(tmp_path, feed_server, fake_llm, smtp, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    port, inbox = smtp
+    good = base_config(
+        tmp_path,
+        feed_url,
+        llm_url,
+        email={"from": "d@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+    )
+    result = run_cli("check", "--config", str(write_config(good)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok  ") == 3
+    assert llm.requests == 0 and inbox.messages == []
+
+    bad = base_config(tmp_path, feed_url, "http://127.0.0.1:1/v1")
+    result = run_cli("check", "--config", str(write_config(bad)))
+    assert result.returncode == 1
+    assert "FAIL LLM server: cannot reach http://127.0.0.1:1/v1" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_preview_writes_a_file_and_sends_nothing(tmp_path, feed_server, fake_llm, smtp, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    port, inbox = smtp
+    config = base_config(
+        tmp_path,
+        feed_url,
+        llm_url,
+        email={"from": "d@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+    )
+    path = write_config(config)
+    result = run_cli("preview", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    preview = Path(result.stdout.strip())
+    assert preview.exists() and "<table" in preview.read_text()
+    assert inbox.messages == []
+    # The run after a preview pays for nothing twice.
+    requests = llm.requests
+    assert run_cli("run", "--config", str(path)).returncode == 0
+    assert llm.requests == requests
+    assert len(inbox.messages) == 1
+
+
+def test_state_is_versioned(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, _ = fake_llm
+    assert run_cli("run", "--config", str(write_config(base_config(tmp_path, feed_url, llm_url)))).returncode == 0
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
