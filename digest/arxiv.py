@@ -82,7 +82,8 @@ async def _get_with_retries(
             problem = f"HTTP {response.status_code}"
             if response.status_code not in RETRYABLE_STATUS:
                 break
-            delay = _retry_after(response) or _backoff(attempt)
+            retry_after = _retry_after(response)
+            delay = _backoff(attempt) if retry_after is None else retry_after
         except httpx.TimeoutException:
             problem, delay = "timed out", _backoff(attempt)
         except httpx.TransportError as error:

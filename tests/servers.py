@@ -134,6 +134,7 @@ class FakeLLM:
     # Scripted answers for the first requests: "429", "500", "hang", "malformed", "schema", "quota", "401".
     script: list[str] = field(default_factory=list)
     random_failures: dict[str, float] = field(default_factory=dict)  # e.g. {"429": 0.2, "500": 0.05}
+    invalid_for: set[str] = field(default_factory=set)  # titles always answered with a schema-violating verdict
     retry_after: str | None = "0.05"
     retry_after_ms: str | None = None
     requests: int = 0
@@ -208,6 +209,8 @@ class FakeLLM:
             "matched_interests": ["language models"] if relevant else [],
         }
         content = json.dumps(answer)
+        if paper["title"] in self.invalid_for:
+            behaviour = "schema"
         if behaviour == "malformed":
             content = content[: len(content) // 2]
         elif behaviour == "schema":

@@ -71,7 +71,9 @@ def test_missing_environment_variable_is_named(tmp_path):
 
 
 def test_api_key_defaults_to_the_environment(tmp_path):
-    error = _cli_error(tmp_path, VALID.replace("  api_key: ${OPENAI_API_KEY}\n", "  model: gpt-4o-mini\n"), {"OPENAI_API_KEY": ""})
+    error = _cli_error(
+        tmp_path, VALID.replace("  api_key: ${OPENAI_API_KEY}\n", "  model: gpt-4o-mini\n"), {"OPENAI_API_KEY": ""}
+    )
     assert "environment variable OPENAI_API_KEY is not set" in error
 
 

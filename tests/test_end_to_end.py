@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from digest.arxiv import parse_feed
-from tests.conftest import CL_FEED, base_config, run_cli
+from tests.conftest import CL_FEED, EMPTY_FEED, base_config, run_cli
 from tests.servers import html_titles
 
 
@@ -170,3 +170,57 @@ def test_state_is_versioned(tmp_path, feed_server, fake_llm, write_config):
     assert run_cli("run", "--config", str(write_config(base_config(tmp_path, feed_url, llm_url)))).returncode == 0
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
+
+
+def test_papers_that_cannot_be_classified_are_reported_and_retried_next_run(
+    tmp_path, feed_server, fake_llm, write_config
+):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    papers = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers
+    llm.invalid_for = {papers[0].title, papers[1].title, papers[2].title}
+    config = base_config(tmp_path, feed_url, llm_url)
+    config["llm"]["max_attempts"] = 2
+    path = write_config(config)
+    first = run_cli("run", "--config", str(path))
+    assert first.returncode == 0, first.stderr
+    assert "3 failed" in first.stdout
+    assert "3 papers could not be classified; they are retried on the next run" in first.stdout
+    digest = (tmp_path / "outbox" / "me" / "2026-06-30.html").read_text()
+    assert "3 could not be classified yet and will be retried" in digest
+
+    llm.invalid_for = set()
+    requests = llm.requests
+    second = run_cli("run", "--config", str(path))
+    assert second.returncode == 0, second.stderr
+    assert llm.requests == requests + 3  # only the three that failed
+    assert "3 classified, 0 cached, 0 failed" in second.stdout
+
+
+def test_a_refused_api_key_stops_the_run_clearly_and_loses_nothing(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, _ = fake_llm
+    path = write_config(base_config(tmp_path, feed_url, llm_url))
+    first = run_cli("run", "--config", str(path), env={"OPENAI_API_KEY": "wrong-key"})
+    assert first.returncode == 1
+    assert "refused the API key (HTTP 401)" in first.stdout
+    assert "Traceback" not in first.stdout + first.stderr
+    assert "wrong-key" not in first.stdout + first.stderr
+    assert not (tmp_path / "outbox").exists()
+
+    second = run_cli("run", "--config", str(path))  # the right key; arXiv answers 304, the papers are still here
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "137 classified" in second.stdout
+    assert (tmp_path / "outbox" / "me" / "2026-06-30.html").exists()
+
+
+def test_an_empty_weekend_feed_sends_nothing(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, feed = feed_server
+    llm_url, llm = fake_llm
+    feed.feeds["/rss/cs.CL"] = EMPTY_FEED.read_bytes()
+    result = run_cli("run", "--config", str(write_config(base_config(tmp_path, feed_url, llm_url))))
+    assert result.returncode == 0, result.stderr
+    assert "fetched      0 papers" in result.stdout
+    assert "nothing new: no digest" in result.stdout
+    assert llm.requests == 0
+    assert not (tmp_path / "outbox").exists()

@@ -1,0 +1,156 @@
+"""Parsing real arXiv feeds, and fetching them from a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+
+import pytest
+
+from digest.arxiv import USER_AGENT, fetch_feed, parse_feed
+from digest.config import ArxivConfig
+from digest.errors import FetchError
+from tests.conftest import CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED
+from tests.servers import FeedServer, serve_asgi
+
+ALL_TYPES = ["new", "cross", "replace", "replace-cross"]
+
+
+@pytest.mark.parametrize(
+    ("path", "categories", "expected", "date"),
+    [
+        (CL_FEED, ["cs.CL"], {"new": 117, "cross": 20, "replace": 10, "replace-cross": 2}, dt.date(2026, 6, 30)),
+        (
+            CL_AI_FEED,
+            ["cs.CL", "cs.AI"],
+            {"new": 133, "cross": 32, "replace": 9, "replace-cross": 3},
+            dt.date(2026, 7, 1),
+        ),
+        (CV_FEED, ["cs.CV"], {"new": 283, "cross": 18}, dt.date(2026, 6, 23)),
+        (EMPTY_FEED, ["cs.CL"], {}, dt.date(2026, 6, 27)),
+    ],
+)
+def test_every_fixture_parses_with_the_right_counts(path, categories, expected, date):
+    feed = parse_feed(path.read_bytes(), url="test", categories=categories, announce_types=ALL_TYPES)
+    assert Counter(p.announce_type for p in feed.papers) == expected
+    assert feed.announced == date
+    for paper in feed.papers:
+        assert not paper.abstract.startswith("arXiv:")
+        assert "Announce Type" not in paper.abstract
+        assert paper.abstract and paper.title and paper.authors and paper.categories
+        assert paper.announced == date
+
+
+def test_a_paper_is_parsed_completely():
+    feed = parse_feed(CL_FEED.read_bytes(), url="test", categories=["cs.CL"], announce_types=ALL_TYPES)
+    paper = feed.papers[0]
+    assert paper.arxiv_id == "2606.28354" and paper.version == 1 and paper.key == "2606.28354v1"
+    assert paper.title == "Generating in the Limit with Infinitely Many Hallucinations"
+    assert paper.authors == ["Irene Strauss", "Alexandra Butoi", "Ryan Cotterell"]
+    assert paper.categories == ["cs.CL", "cs.FL", "cs.LG"]
+    assert paper.primary_category == "cs.CL"
+    assert paper.abstract.startswith("The classic paradigm of language identification")
+    assert paper.abs_url == "https://arxiv.org/abs/2606.28354"
+    assert paper.pdf_url == "https://arxiv.org/pdf/2606.28354v1"
+
+
+def test_abstracts_keep_their_text_exactly():
+    feed = parse_feed(CL_FEED.read_bytes(), url="test", categories=["cs.CL"], announce_types=ALL_TYPES)
+    abstracts = " ".join(p.abstract for p in feed.papers)
+    assert "p < 0.0001" in abstracts  # XML-escaped in the feed, plain text here
+    assert "(Q&A)" in abstracts  # not HTML-escaped twice
+    authors = {a for p in feed.papers for a in p.authors}
+    assert any(not a.isascii() for a in authors)
+
+
+def test_html_in_an_abstract_is_kept_as_text_not_sanitized_away():
+    raw = CL_FEED.read_bytes().replace(b"The classic paradigm", b"&lt;script&gt;alert(1)&lt;/script&gt; &lt;s&gt; The")
+    paper = parse_feed(raw, url="test", categories=["cs.CL"], announce_types=ALL_TYPES).papers[0]
+    assert paper.abstract.startswith("<script>alert(1)</script> <s> The")
+
+
+def test_replacements_are_skipped_by_default():
+    feed = parse_feed(CL_FEED.read_bytes(), url="test", categories=["cs.CL"], announce_types=["new", "cross"])
+    assert len(feed.papers) == 137
+    assert feed.skipped == {"replace": 10, "replace-cross": 2}
+
+
+def test_a_paper_in_several_followed_categories_appears_once():
+    feed = parse_feed(CL_AI_FEED.read_bytes(), url="test", categories=["cs.CL", "cs.AI"], announce_types=ALL_TYPES)
+    keys = [p.key for p in feed.papers]
+    assert len(keys) == len(set(keys))
+    doubled = CL_AI_FEED.read_bytes().replace(b"</channel>", _first_item(CL_AI_FEED.read_bytes()) + b"</channel>")
+    again = parse_feed(doubled, url="test", categories=["cs.CL", "cs.AI"], announce_types=ALL_TYPES)
+    assert len(again.papers) == len(feed.papers)
+
+
+def _first_item(raw: bytes) -> bytes:
+    start = raw.index(b"<item>")
+    return raw[start : raw.index(b"</item>") + len(b"</item>")].replace(b"Announce Type: new", b"Announce Type: cross")
+
+
+def test_an_html_error_page_is_an_error_not_an_empty_day():
+    with pytest.raises(FetchError, match="did not answer with an RSS feed"):
+        parse_feed(
+            b"<html><body><h1>Service Unavailable</h1></body></html>",
+            url="u",
+            categories=["cs.CL"],
+            announce_types=ALL_TYPES,
+        )
+
+
+def test_truncated_xml_is_an_error():
+    raw = CL_FEED.read_bytes()[:50_000]
+    with pytest.raises(FetchError, match="not valid XML"):
+        parse_feed(raw, url="u", categories=["cs.CL"], announce_types=ALL_TYPES)
+
+
+def test_a_feed_for_another_category_is_an_error():
+    with pytest.raises(FetchError, match=r"served the feed for cs\.CV, not for cs\.CL"):
+        parse_feed(CV_FEED.read_bytes(), url="u", categories=["cs.CL"], announce_types=ALL_TYPES)
+
+
+def _config(url: str, max_retry_seconds: float = 30) -> ArxivConfig:
+    return ArxivConfig(categories=["cs.CL"], feed_url=f"{url}/rss", max_retry_seconds=max_retry_seconds)
+
+
+async def _no_sleep(seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+def test_fetch_retries_503_then_succeeds():
+    app = FeedServer(feeds={"/rss/cs.CL": CL_FEED.read_bytes()}, failures=[(503, b"busy"), (503, b"busy")])
+    with serve_asgi(app) as url:
+        feed = asyncio.run(fetch_feed(_config(url), sleep=_no_sleep))
+    assert len(feed.papers) == 137
+    assert len(app.requests) == 3
+
+
+def test_fetch_gives_up_with_a_clear_error():
+    app = FeedServer(feeds={}, failures=[(503, b"busy")] * 50)
+    with serve_asgi(app) as url, pytest.raises(FetchError, match=r"failed after \d+ attempts?: HTTP 503"):
+        asyncio.run(fetch_feed(_config(url, max_retry_seconds=0.5)))
+
+
+def test_a_missing_feed_is_an_error_at_once():
+    app = FeedServer(feeds={})
+    with serve_asgi(app) as url, pytest.raises(FetchError, match="answered HTTP 404"):
+        asyncio.run(fetch_feed(_config(url)))
+    assert len(app.requests) == 1
+
+
+def test_a_repeated_request_is_conditional_and_answered_304():
+    app = FeedServer(feeds={"/rss/cs.CL": CL_FEED.read_bytes()})
+    with serve_asgi(app) as url:
+        first = asyncio.run(fetch_feed(_config(url)))
+        second = asyncio.run(fetch_feed(_config(url), etag=first.etag, last_modified=first.last_modified))
+    assert first.etag and not first.not_modified
+    assert second.not_modified and second.papers == []
+    assert app.requests[1]["if-none-match"] == first.etag
+    assert app.requests[1]["user-agent"] == USER_AGENT
+
+
+def test_an_unreachable_server_is_a_clear_error():
+    with pytest.raises(FetchError, match="connection failed"):
+        asyncio.run(fetch_feed(_config("http://127.0.0.1:1", max_retry_seconds=0)))

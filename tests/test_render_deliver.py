@@ -1,0 +1,158 @@
+"""Rendering a digest and delivering it to a real SMTP server on loopback or to the outbox folder."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email
+import email.policy
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from digest.arxiv import parse_feed
+from digest.config import OutputConfig, Profile, SMTPConfig
+from digest.deliver import OutboxChannel, SMTPChannel, build_message
+from digest.errors import DeliveryError
+from digest.models import Usage, Verdict
+from digest.render import Renderer, build_digest, short_authors
+from tests.conftest import CL_FEED
+from tests.servers import html_titles
+
+REPO = Path(__file__).parent.parent
+PAPERS = parse_feed(CL_FEED.read_bytes(), url="t", categories=["cs.CL"], announce_types=["new", "cross"]).papers
+PROFILE = Profile(name="me", email=["me@example.org"], interests="LLMs", min_score=6)
+DAY = dt.date(2026, 6, 30)
+
+
+def _verdicts(scores: dict[int, int]) -> dict[str, Verdict]:
+    return {
+        PAPERS[i].key: Verdict(
+            paper_key=PAPERS[i].key,
+            relevant=score >= 5,
+            score=score,
+            reason=f"Reason {i} <b>bold</b>",
+            matched_interests=["evaluation"] if i % 2 else ["LLM inference"],
+        )
+        for i, score in scores.items()
+    }
+
+
+def _digest(papers=PAPERS[:6], scores=None):
+    verdicts = _verdicts(scores or {0: 9, 1: 7, 2: 3, 3: 6, 4: 8, 5: 2})
+    return build_digest(PROFILE, DAY, ["cs.CL"], papers, verdicts, 2, Usage(requests=6), 0.0012)
+
+
+def test_digest_keeps_papers_at_or_above_min_score_grouped_and_sorted():
+    digest = _digest()
+    assert digest.relevant_count == 4
+    groups = dict(digest.groups)
+    assert [e.verdict.score for e in groups["LLM inference"]] == [9, 8]
+    assert [e.verdict.score for e in groups["evaluation"]] == [7, 6]
+    assert digest.groups[0][0] == "LLM inference"  # the group with the best paper first
+    assert digest.papers_read == 6 and digest.unclassified == 2
+
+
+def test_authors_are_shortened_after_five():
+    assert short_authors(["A", "B", "C"]) == "A, B, C"
+    assert short_authors([c for c in "ABCDEFGHIJKLMNOPQ"]) == "A, B, C, D, E and 12 more"
+
+
+def test_untrusted_text_is_escaped_in_html():
+    hostile = PAPERS[0].model_copy(update={"title": "<script>alert('x')</script> Attention & more"})
+    verdicts = _verdicts({0: 9})
+    digest = build_digest(PROFILE, DAY, ["cs.CL"], [hostile], verdicts, 0, Usage(), None)
+    rendered = Renderer(OutputConfig()).render(digest)
+    assert rendered.html is not None
+    assert "<script>" not in rendered.html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Attention &amp; more" in rendered.html
+    assert "Reason 0 &lt;b&gt;bold&lt;/b&gt;" in rendered.html
+    assert "<script>alert('x')</script>" in rendered.text  # plain text stays plain
+
+
+def test_the_message_is_multipart_alternative_with_consistent_parts():
+    rendered = Renderer(OutputConfig()).render(_digest())
+    message = build_message(rendered, "digest@example.org", ["me@example.org", "you@example.org"])
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    assert message["Subject"] == "arXiv digest - 30 Jun 2026 - 4 papers for you"
+    assert message["To"] == "me@example.org, you@example.org"
+    assert message["Message-ID"].endswith("@example.org>")
+    assert message["Date"]
+    titles = html_titles(message)
+    assert len(titles) == 4
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    assert all(" ".join(t.split()) in " ".join(text.split()) for t in titles)
+
+
+def test_markdown_output():
+    rendered = Renderer(OutputConfig(format="markdown")).render(_digest())
+    assert rendered.html is None and rendered.markdown is not None
+    assert rendered.markdown.startswith("# arXiv digest")
+    assert f"]({PAPERS[0].abs_url})" in rendered.markdown
+
+
+def test_user_templates_come_first(tmp_path):
+    (tmp_path / "digest.txt.j2").write_text("custom {{ digest.relevant_count }}")
+    rendered = Renderer(OutputConfig(templates=tmp_path)).render(_digest())
+    assert rendered.text == "custom 4"
+    assert rendered.html is not None and "<table" in rendered.html  # the package's template as fallback
+
+
+def test_smtp_delivery_to_a_real_server(smtp):
+    port, inbox = smtp
+    rendered = Renderer(OutputConfig()).render(_digest())
+    message = build_message(rendered, "digest@example.org", ["me@example.org"]).as_bytes()
+    channel = SMTPChannel(SMTPConfig(host="127.0.0.1", port=port, security="none"), "digest@example.org")
+    refused = asyncio.run(channel.deliver(message, ["me@example.org"], "me", DAY))
+    assert refused == {}
+    sender, recipients, received = inbox.messages[0]
+    assert (sender, recipients) == ("digest@example.org", ["me@example.org"])
+    assert received["Message-ID"] == email.message_from_bytes(message, policy=email.policy.default)["Message-ID"]
+
+
+def test_smtp_server_down_is_a_delivery_error():
+    channel = SMTPChannel(SMTPConfig(host="127.0.0.1", port=1, security="none"), "d@example.org")
+    with pytest.raises(DeliveryError, match=r"cannot connect to SMTP server 127\.0\.0\.1:1"):
+        asyncio.run(channel.deliver(b"x", ["me@example.org"], "me", DAY))
+
+
+def test_starttls_not_offered_is_reported_as_such(smtp):
+    port, _ = smtp
+    channel = SMTPChannel(SMTPConfig(host="127.0.0.1", port=port, security="starttls"), "d@example.org")
+    with pytest.raises(DeliveryError, match="does not offer STARTTLS"):
+        asyncio.run(channel.check())
+
+
+def test_outbox_writes_the_digest_and_the_eml(tmp_path):
+    rendered = Renderer(OutputConfig()).render(_digest())
+    message = build_message(rendered, "d@example.org", []).as_bytes()
+    assert asyncio.run(OutboxChannel(tmp_path).deliver(message, ["outbox"], "me", DAY)) == {}
+    assert "<table" in (tmp_path / "me" / "2026-06-30.html").read_text()
+    assert (tmp_path / "me" / "2026-06-30.eml").read_bytes() == message
+
+
+def test_the_wheel_ships_the_templates(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("digest-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for template in ("digest.html.j2", "digest.md.j2", "digest.txt.j2"):
+        assert f"digest/templates/{template}" in names
