@@ -157,6 +157,7 @@ class ProfileSummary(BaseModel):
 class RunSummary(BaseModel):
     announced: dt.date | None = None
     fetched: dict[str, int] = {}
+    not_modified: bool = False  # arXiv answered 304: nothing new since the last run
     new_papers: int = 0
     profiles: list[ProfileSummary] = []
     usage: Usage = Usage()

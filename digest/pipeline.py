@@ -147,12 +147,12 @@ class Pipeline:
         feed = await fetch_feed(self.config.arxiv, etag=etag, last_modified=last_modified, client=self._http_client)
         summary.announced = feed.announced or last_announced
         summary.fetched = feed.count_by_type()
-        if feed.not_modified:
-            summary.warnings.append(f"the feed has not changed since the last run ({last_announced}): no new papers")
-        elif last_announced is not None and feed.announced is not None and feed.announced <= last_announced:
+        # feed.announced is None on a 304; a dated feed no newer than what was processed is stale.
+        if last_announced is not None and feed.announced is not None and feed.announced <= last_announced:
             summary.warnings.append(
                 f"the feed is stale: it is dated {feed.announced}, and {last_announced} was already processed"
             )
+        summary.not_modified = feed.not_modified
         summary.new_papers = store.record_feed(feed, [p.name for p in self.config.profiles])
         kinds = ", ".join(f"{n} {kind}" for kind, n in summary.fetched.items()) or "none"
         log.info(
@@ -176,6 +176,7 @@ class Pipeline:
         pending: dict[str, list[Paper]] = {}
         jobs: list[Job] = []
         summary.profiles = []
+        summary.cost = estimate_cost(summary.usage, self.config.llm)
         for profile in self.config.profiles:
             papers = store.undigested_papers(profile.name)
             cached = self._cached(store, profile, papers)

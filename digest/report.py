@@ -16,7 +16,9 @@ def run_summary(summary: RunSummary) -> str:
     lines = [
         f"digest run - announcement of {summary.announced or 'unknown date'} - {summary.seconds:.1f} s",
         f"  fetched      {sum(summary.fetched.values())} papers ({_counts(summary.fetched)}), "
-        f"{summary.new_papers} not seen before",
+        f"{summary.new_papers} not seen before"
+        if not summary.not_modified
+        else "  fetched      nothing: the feed is unchanged since the last run (HTTP 304)",
     ]
     for profile in summary.profiles:
         lines.append(

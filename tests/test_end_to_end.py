@@ -65,7 +65,7 @@ def test_second_run_on_the_same_day_sends_nothing_and_asks_nothing(tmp_path, fee
     assert llm.requests == requests_after_first
     assert len(inbox.messages) == 1
     assert feed.requests[-1].get("if-none-match")  # a conditional request: arXiv answers 304
-    assert "has not changed" in second.stdout
+    assert "unchanged since the last run (HTTP 304)" in second.stdout
 
 
 def test_without_smtp_the_digest_goes_to_the_outbox(tmp_path, feed_server, fake_llm, write_config):
