@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from digest.arxiv import parse_feed
@@ -224,3 +228,41 @@ def test_an_empty_weekend_feed_sends_nothing(tmp_path, feed_server, fake_llm, wr
     assert "nothing new: no digest" in result.stdout
     assert llm.requests == 0
     assert not (tmp_path / "outbox").exists()
+
+
+def test_quiet_prints_nothing_on_success_and_verbose_logs_each_stage(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, _ = fake_llm
+    path = write_config(base_config(tmp_path, feed_url, llm_url))
+    quiet = run_cli("run", "-q", "--config", str(path))
+    assert quiet.returncode == 0
+    assert quiet.stdout == "" and quiet.stderr == ""
+    verbose = run_cli("run", "--verbose", "--config", str(path))
+    assert verbose.returncode == 0
+    assert "fetch: 0 papers" in verbose.stderr and "DEBUG" in verbose.stderr
+    assert "test-key" not in verbose.stderr + verbose.stdout  # the API key is never logged
+
+
+def test_serve_waits_for_its_schedule_and_stops_cleanly_on_sigterm(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    path = write_config(
+        base_config(tmp_path, feed_url, llm_url, schedule={"cron": "0 7 * * mon-fri", "timezone": "UTC"})
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"} | {"OPENAI_API_KEY": "test-key"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "serve", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "serve: next run at" in line and "07:00:00" in line
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+    assert llm.requests == 0
