@@ -11,7 +11,7 @@ import random
 import re
 import time
 import xml.sax
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import feedparser
@@ -21,6 +21,7 @@ from digest import __version__
 from digest.config import ArxivConfig
 from digest.errors import FetchError
 from digest.models import AnnounceType, Feed, Paper
+from digest.ratelimit import RateLimiter, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,7 @@ ANNOUNCE_TYPES: frozenset[str] = frozenset({"new", "cross", "replace", "replace-
 GUID = re.compile(r"^(?:oai:arXiv\.org:)?(?P<id>.+?)v(?P<version>\d+)$")
 ABSTRACT_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*Abstract:\s*", re.IGNORECASE)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-Sleep = Callable[[float], Awaitable[None]]
+API_REQUESTS_PER_MINUTE = 20  # the export API's terms: one request every three seconds
 
 
 def feed_url(config: ArxivConfig) -> str:
@@ -52,14 +52,7 @@ async def fetch_feed(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    async with contextlib.AsyncExitStack() as stack:
-        http = (
-            client
-            if client is not None
-            else await stack.enter_async_context(
-                httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=True)
-            )
-        )
+    async with _http_client(client, config.timeout_seconds) as http:
         response = await _get_with_retries(http, url, headers, config.max_retry_seconds, sleep)
     if response.status_code == 304:
         log.info("feed not modified since the last run: %s", url)
@@ -70,13 +63,33 @@ async def fetch_feed(
     )
 
 
+@contextlib.asynccontextmanager
+async def _http_client(client: httpx.AsyncClient | None, timeout_seconds: float) -> AsyncIterator[httpx.AsyncClient]:
+    """The caller's client, or one of our own for the duration."""
+    if client is not None:
+        yield client
+        return
+    async with httpx.AsyncClient(timeout=timeout_seconds, follow_redirects=True) as own:
+        yield own
+
+
 async def _get_with_retries(
-    http: httpx.AsyncClient, url: str, headers: dict[str, str], budget_seconds: float, sleep: Sleep
+    http: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    budget_seconds: float,
+    sleep: Sleep,
+    *,
+    what: str = "arXiv feed",
+    before_each: Callable[[], Awaitable[None]] | None = None,
 ) -> httpx.Response:
+    """GET with backoff and jitter on timeouts, connection errors, 429 and 5xx, within `budget_seconds`."""
     deadline = time.monotonic() + budget_seconds
     attempt = 0
     while True:
         attempt += 1
+        if before_each is not None:
+            await before_each()
         try:
             response = await http.get(url, headers=headers)
             problem = f"HTTP {response.status_code}"
@@ -90,16 +103,16 @@ async def _get_with_retries(
             problem, delay = f"connection failed ({error.__class__.__name__}: {error})", _backoff(attempt)
         if time.monotonic() + delay > deadline:
             raise FetchError(
-                f"arXiv feed {url} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}",
+                f"{what} {url} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}",
                 hint="arXiv may be down or rate-limiting; try again later. Nothing was recorded for this run.",
             )
-        log.warning("arXiv feed %s: %s; retrying in %.1f s (attempt %d)", url, problem, delay, attempt)
+        log.warning("%s %s: %s; retrying in %.1f s (attempt %d)", what, url, problem, delay, attempt)
         await sleep(delay)
     if response.status_code == 304 or response.is_success:
         return response
     raise FetchError(
-        f"arXiv feed {url} answered HTTP {response.status_code}",
-        hint="check arxiv.feed_url and arxiv.categories in config.yaml",
+        f"{what} {url} answered HTTP {response.status_code}",
+        hint="check arxiv.feed_url, arxiv.api_url and arxiv.categories in config.yaml",
     )
 
 
@@ -189,6 +202,91 @@ def _paper(entry: Any, announced: dt.date, url: str) -> Paper:
         announce_type=announce_type,  # type: ignore[arg-type]  # checked against ANNOUNCE_TYPES above
         announced=announced,
     )
+
+
+async def fetch_since(
+    config: ArxivConfig,
+    since: dt.date,
+    *,
+    client: httpx.AsyncClient | None = None,
+    pacer: RateLimiter | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> Feed:
+    """Catch up on missed days through the export API: every paper submitted since `since`, paged politely.
+
+    The API's terms ask for at most one request every three seconds on a single connection; every request,
+    retries included, waits for its slot from `pacer`.
+    """
+    pacer = pacer or RateLimiter(API_REQUESTS_PER_MINUTE, 10**12, sleep=sleep)
+    categories = " OR ".join(f"cat:{c}" for c in config.categories)
+    query = f"({categories}) AND submittedDate:[{since:%Y%m%d}0000 TO 999912312359]"
+    papers: dict[str, Paper] = {}
+    skipped: dict[str, int] = {}
+    start, total = 0, None
+    async with _http_client(client, config.timeout_seconds) as http:
+        while total is None or start < total:
+            params = {
+                "search_query": query,
+                "start": start,
+                "max_results": config.api_page_size,
+                "sortBy": "submittedDate",
+                "sortOrder": "ascending",
+            }
+            url = str(httpx.URL(config.api_url, params=params))
+            response = await _get_with_retries(
+                http,
+                url,
+                {"User-Agent": USER_AGENT},
+                config.max_retry_seconds,
+                sleep,
+                what="arXiv API",
+                before_each=lambda: pacer.acquire(0),
+            )
+            page, total = parse_api_page(response.content, url=url, categories=config.categories)
+            for paper in page:
+                if paper.announce_type not in config.announce_types:
+                    skipped[paper.announce_type] = skipped.get(paper.announce_type, 0) + 1
+                else:
+                    papers.setdefault(paper.key, paper)
+            log.info("backfill: %d of %d papers since %s", min(start + len(page), total), total, since)
+            if not page:
+                break
+            start += len(page)
+    return Feed(url=config.api_url, announced=None, papers=list(papers.values()), skipped=skipped)
+
+
+def parse_api_page(data: bytes, *, url: str, categories: Iterable[str]) -> tuple[list[Paper], int]:
+    """One page of the export API's Atom: its papers and the query's total number of results."""
+    parsed = feedparser.parse(data, sanitize_html=False, resolve_relative_uris=False)
+    if parsed.get("bozo") and isinstance(parsed.get("bozo_exception"), xml.sax.SAXException):
+        raise FetchError(f"arXiv API {url} answered invalid XML ({parsed['bozo_exception']})", hint="try again later")
+    channel = parsed.get("feed", {})
+    if parsed.get("version") != "atom10" or "opensearch_totalresults" not in channel:
+        raise FetchError(f"arXiv API {url} did not answer with an API result page", hint="check arxiv.api_url")
+    followed = set(categories)
+    papers = []
+    for entry in parsed.entries:
+        match = GUID.match(str(entry.get("id", "")).rsplit("/abs/", 1)[-1])
+        if match is None:
+            raise FetchError(f"arXiv API {url}: an entry has an unexpected id {entry.get('id')!r}")
+        tags = [str(t["term"]) for t in entry.get("tags", []) if t.get("term")]
+        primary = str(entry.get("arxiv_primary_category", {}).get("term", tags[0] if tags else ""))
+        version = int(match["version"])
+        kind: AnnounceType = "new" if primary in followed or primary.split(".")[0] in followed else "cross"
+        published = str(entry.get("published", ""))[:10]
+        papers.append(
+            Paper(
+                arxiv_id=match["id"],
+                version=version,
+                title=_clean(entry.get("title", "")),
+                authors=[_clean(a.get("name", "")) for a in entry.get("authors", []) if a.get("name")],
+                abstract=_clean(entry.get("summary", "")),
+                categories=[primary, *(t for t in tags if t != primary)],
+                announce_type=kind if version == 1 else ("replace" if kind == "new" else "replace-cross"),
+                announced=dt.date.fromisoformat(published) if published else dt.date.today(),
+            )
+        )
+    return papers, int(channel["opensearch_totalresults"])
 
 
 def _clean(text: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import os
 import sys
@@ -49,12 +50,28 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fetch and show what would be classified and what it would cost; call no LLM, send nothing",
     )
+    run.add_argument(
+        "--since",
+        type=_past_date,
+        metavar="YYYY-MM-DD",
+        help="also catch up on every paper submitted since this date, through the arXiv export API",
+    )
     commands.add_parser("serve", parents=[common], help="run on the configured schedule until stopped")
     commands.add_parser(
         "check", parents=[common], help="validate the config and reach the feed, the LLM and the mail server"
     )
     commands.add_parser("preview", parents=[common], help="render today's digests to files without sending them")
     return parser
+
+
+def _past_date(text: str) -> dt.date:
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date like 2026-06-30") from None
+    if day > dt.date.today():
+        raise argparse.ArgumentTypeError(f"{day} is in the future")
+    return day
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,10 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _command(command: str, args: argparse.Namespace, config: Config, quiet: bool) -> int:
     if command == "run" and args.dry_run:
-        print(report.dry_run_report(await dry_run(config)))
+        print(report.dry_run_report(await dry_run(config, args.since)))
         return EXIT_OK
     if command == "run":
-        summary = await Pipeline(config, show_progress=not quiet).run()
+        summary = await Pipeline(config, show_progress=not quiet).run(since=args.since)
         if not quiet or summary.errors:
             print(report.run_summary(summary))
         return EXIT_FAILED if summary.errors else EXIT_OK

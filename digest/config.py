@@ -95,6 +95,7 @@ class ArxivConfig(StrictModel):
     announce_types: Annotated[list[AnnounceType], Field(min_length=1)] = ["new", "cross"]
     feed_url: str = "https://rss.arxiv.org/rss"
     api_url: str = "http://export.arxiv.org/api/query"
+    api_page_size: Annotated[int, Field(ge=1, le=2000)] = 200
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     max_retry_seconds: Annotated[float, Field(ge=0)] = 120.0
 

@@ -158,6 +158,7 @@ class RunSummary(BaseModel):
     announced: dt.date | None = None
     fetched: dict[str, int] = {}
     not_modified: bool = False  # arXiv answered 304: nothing new since the last run
+    backfilled: int = 0  # papers brought by `run --since` from the export API
     new_papers: int = 0
     profiles: list[ProfileSummary] = []
     usage: Usage = Usage()

@@ -20,7 +20,7 @@ import httpx
 import openai
 from pydantic import BaseModel
 
-from digest.arxiv import feed_url, fetch_feed
+from digest.arxiv import feed_url, fetch_feed, fetch_since
 from digest.classify import (
     COMPLETION_TOKENS_ESTIMATE,
     PROMPT_VERSION,
@@ -65,7 +65,7 @@ class Pipeline:
         self._http_client = http_client
         self._classifier_factory = classifier_factory
 
-    async def run(self) -> RunSummary:
+    async def run(self, since: dt.date | None = None) -> RunSummary:
         """Fetch, classify, record one digest per profile, and deliver everything pending, oldest first.
 
         Errors a user can act on end up in the summary's `errors`, so the summary is always there to print.
@@ -76,6 +76,8 @@ class Pipeline:
         try:
             try:
                 feed = await self._fetch(store, summary)
+                if since is not None:
+                    await self._backfill(store, summary, since)
                 verdicts, pending = await self._classify(store, summary)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
                 renderer = Renderer(self.config.output)
@@ -164,6 +166,20 @@ class Pipeline:
             time.monotonic() - clock,
         )
         return feed
+
+    async def _backfill(self, store: Store, summary: RunSummary, since: dt.date) -> None:
+        clock = time.monotonic()
+        backfill = await fetch_since(self.config.arxiv, since, client=self._http_client)
+        summary.backfilled = len(backfill.papers)
+        added = store.record_feed(backfill, [p.name for p in self.config.profiles])
+        summary.new_papers += added
+        log.info(
+            "backfill: %d papers since %s, %d not seen before, in %.2f s",
+            len(backfill.papers),
+            since,
+            added,
+            time.monotonic() - clock,
+        )
 
     def _cached(self, store: Store, profile: Profile, papers: list[Paper]) -> dict[str, Verdict]:
         return store.cached_verdicts((p.key for p in papers), profile.interests, self.config.llm.model, PROMPT_VERSION)
@@ -309,9 +325,15 @@ class DryRunReport(BaseModel):
     minutes_at_rate_limit: float
 
 
-async def dry_run(config: Config, http_client: httpx.AsyncClient | None = None) -> DryRunReport:
+async def dry_run(
+    config: Config, since: dt.date | None = None, http_client: httpx.AsyncClient | None = None
+) -> DryRunReport:
     """Fetch and count what a run would classify and what it would cost; call no LLM, write no state."""
     feed = await fetch_feed(config.arxiv, client=http_client)
+    if since is not None:
+        backfill = await fetch_since(config.arxiv, since, client=http_client)
+        papers = {p.key: p for p in [*backfill.papers, *feed.papers]}
+        feed = feed.model_copy(update={"papers": list(papers.values())})
     cached: dict[str, int] = {}
     jobs: list[tuple[Profile, Paper]] = []
     if config.state.exists():

@@ -20,6 +20,8 @@ def run_summary(summary: RunSummary) -> str:
         if not summary.not_modified
         else "  fetched      nothing: the feed is unchanged since the last run (HTTP 304)",
     ]
+    if summary.backfilled:
+        lines.append(f"  caught up    {summary.backfilled} papers from the export API (counted above if new)")
     for profile in summary.profiles:
         lines.append(
             f"  {profile.name:<12} {profile.classified} classified, {profile.cached} cached, "

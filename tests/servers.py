@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import parse_qsl
 
 import uvicorn
 from aiosmtpd.controller import Controller
@@ -105,6 +106,37 @@ class FeedServer:
                 "last-modified": self.last_modified,
             },
         )
+
+
+@dataclass
+class ApiServer:
+    """The export API: pages of an Atom result, sliced from a real API page by `start` and `max_results`."""
+
+    page: bytes
+    clock: Callable[[], float] = time.monotonic
+    requests: list[dict[str, str]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    failures: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        text = self.page.decode()
+        first = text.index("<entry>")
+        self._head, self._tail = text[:first], "</feed>\n"
+        self.entries = re.findall(r"<entry>.*?</entry>\s*", text[first:], re.S)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = dict(parse_qsl(scope["query_string"].decode()))
+        self.requests.append(query)
+        self.arrivals.append(self.clock())
+        if self.failures:
+            await _respond(send, self.failures.pop(0), b"busy", {"content-type": "text/plain", "retry-after": "0"})
+            return
+        start, size = int(query.get("start", 0)), int(query.get("max_results", 10))
+        head = re.sub(r"<opensearch:totalResults>\d+<", f"<opensearch:totalResults>{len(self.entries)}<", self._head)
+        head = re.sub(r"<opensearch:startIndex>\d+<", f"<opensearch:startIndex>{start}<", head)
+        head = re.sub(r"<opensearch:itemsPerPage>\d+<", f"<opensearch:itemsPerPage>{size}<", head)
+        body = head + "".join(self.entries[start : start + size]) + self._tail
+        await _respond(send, 200, body.encode(), {"content-type": "application/atom+xml; charset=utf-8"})
 
 
 # LLM

@@ -8,11 +8,12 @@ from collections import Counter
 
 import pytest
 
-from digest.arxiv import USER_AGENT, fetch_feed, parse_feed
+from digest.arxiv import API_REQUESTS_PER_MINUTE, USER_AGENT, fetch_feed, fetch_since, parse_feed
 from digest.config import ArxivConfig
 from digest.errors import FetchError
-from tests.conftest import CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED
-from tests.servers import FeedServer, serve_asgi
+from digest.ratelimit import RateLimiter
+from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED
+from tests.servers import ApiServer, FeedServer, serve_asgi
 
 ALL_TYPES = ["new", "cross", "replace", "replace-cross"]
 
@@ -154,3 +155,30 @@ def test_a_repeated_request_is_conditional_and_answered_304():
 def test_an_unreachable_server_is_a_clear_error():
     with pytest.raises(FetchError, match="connection failed"):
         asyncio.run(fetch_feed(_config("http://127.0.0.1:1", max_retry_seconds=0)))
+
+
+def test_backfill_pages_through_the_export_api_three_seconds_apart():
+    now = [1000.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    api = ApiServer(page=API_PAGE.read_bytes(), clock=lambda: now[0], failures=[503])
+    with serve_asgi(api) as url:
+        config = ArxivConfig(categories=["cs.CL", "cs.LG"], api_url=f"{url}/api/query", api_page_size=20)
+        pacer = RateLimiter(API_REQUESTS_PER_MINUTE, 10**12, clock=lambda: now[0], sleep=sleep)
+        feed = asyncio.run(fetch_since(config, dt.date(2026, 6, 25), pacer=pacer, sleep=sleep))
+    assert len(api.entries) == 50
+    assert [r["start"] for r in api.requests] == ["0", "0", "20", "40"]  # a 503, retried, then three pages
+    assert all(r["max_results"] == "20" for r in api.requests)
+    assert (
+        api.requests[0]["search_query"] == "(cat:cs.CL OR cat:cs.LG) AND submittedDate:[202606250000 TO 999912312359]"
+    )
+    gaps = [b - a for a, b in zip(api.arrivals, api.arrivals[1:], strict=False)]
+    assert all(gap >= 3.0 for gap in gaps), gaps
+    kinds = Counter(p.announce_type for p in feed.papers)
+    assert kinds == {"new": 40, "cross": 10}  # primary cs.CL is new here; primaries cs.AI, cs.CV, cs.IT are cross
+    paper = next(p for p in feed.papers if p.key == "2606.28354v1")
+    assert paper.authors == ["Irene Strauss", "Alexandra Butoi", "Ryan Cotterell"]
+    assert paper.categories[0] == "cs.CL" and paper.abstract.startswith("The classic paradigm")
+    assert "\n" not in paper.abstract  # the API's hard wrapping is undone

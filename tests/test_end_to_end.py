@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from digest.arxiv import parse_feed
-from tests.conftest import CL_FEED, EMPTY_FEED, base_config, run_cli
-from tests.servers import html_titles
+from digest.arxiv import parse_api_page, parse_feed
+from tests.conftest import API_PAGE, CL_FEED, EMPTY_FEED, base_config, run_cli
+from tests.servers import ApiServer, html_titles, serve_asgi
 
 
 def _expected_relevant(llm_judged: dict[str, tuple[bool, int]], min_score: int = 6) -> set[str]:
@@ -266,3 +266,58 @@ def test_serve_waits_for_its_schedule_and_stops_cleanly_on_sigterm(tmp_path, fee
     finally:
         process.kill()
     assert llm.requests == 0
+
+
+def test_catch_up_with_since_reads_every_missed_paper_once(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    api = ApiServer(page=API_PAGE.read_bytes())
+    with serve_asgi(api) as api_url:
+        config = base_config(tmp_path, feed_url, llm_url)
+        config["arxiv"]["api_url"] = f"{api_url}/api/query"
+        path = write_config(config)
+        first = run_cli("run", "--since", "2026-06-25", "--config", str(path))
+        assert first.returncode == 0, first.stdout + first.stderr
+        rss = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers
+        backfill = parse_api_page(API_PAGE.read_bytes(), url="", categories=["cs.CL"])[0]
+        union = {p.key for p in rss} | {p.key for p in backfill}
+        assert llm.requests == len(union)
+        assert "caught up    50 papers" in first.stdout
+
+        again = run_cli("run", "--since", "2026-06-25", "--config", str(path))
+        assert again.returncode == 0
+        assert llm.requests == len(union)
+        assert len(list((tmp_path / "outbox" / "me").glob("*.eml"))) == 1
+
+
+def test_since_must_be_a_past_date():
+    result = run_cli("run", "--since", "yesterday")
+    assert result.returncode == 2
+    assert "'yesterday' is not a date like 2026-06-30" in result.stderr
+
+
+def test_a_stale_feed_is_reported_as_stale_and_sends_nothing_twice(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, feed = feed_server
+    llm_url, llm = fake_llm
+    path = write_config(base_config(tmp_path, feed_url, llm_url))
+    assert run_cli("run", "--config", str(path)).returncode == 0
+    requests = llm.requests
+    # The next day arXiv still serves yesterday's items, rebuilt (so the ETag differs).
+    feed.feeds["/rss/cs.CL"] = CL_FEED.read_bytes().replace(b"04:00:00 +0000", b"05:00:00 +0000")
+    stale = run_cli("run", "--config", str(path))
+    assert stale.returncode == 0
+    assert "warning: the feed is stale: it is dated 2026-06-30, and 2026-06-30 was already processed" in stale.stdout
+    assert llm.requests == requests
+    assert len(list((tmp_path / "outbox" / "me").glob("*.eml"))) == 1
+
+
+def test_send_empty_sends_a_digest_on_a_quiet_day(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, feed = feed_server
+    llm_url, _ = fake_llm
+    feed.feeds["/rss/cs.CL"] = EMPTY_FEED.read_bytes()
+    config = base_config(tmp_path, feed_url, llm_url)
+    config["profiles"][0]["send_empty"] = True
+    result = run_cli("run", "--config", str(write_config(config)))
+    assert result.returncode == 0, result.stderr
+    html = (tmp_path / "outbox" / "me" / "2026-06-27.html").read_text()
+    assert "Nothing matched your interests today." in html
