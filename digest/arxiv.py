@@ -204,6 +204,11 @@ def _paper(entry: Any, announced: dt.date, url: str) -> Paper:
     )
 
 
+def api_pacer(*, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep) -> RateLimiter:
+    """One request every three seconds, strictly: no burst."""
+    return RateLimiter(API_REQUESTS_PER_MINUTE, 10**12, burst_seconds=0, clock=clock, sleep=sleep)
+
+
 async def fetch_since(
     config: ArxivConfig,
     since: dt.date,
@@ -217,7 +222,7 @@ async def fetch_since(
     The API's terms ask for at most one request every three seconds on a single connection; every request,
     retries included, waits for its slot from `pacer`.
     """
-    pacer = pacer or RateLimiter(API_REQUESTS_PER_MINUTE, 10**12, sleep=sleep)
+    pacer = pacer or api_pacer(sleep=sleep)
     categories = " OR ".join(f"cat:{c}" for c in config.categories)
     query = f"({categories}) AND submittedDate:[{since:%Y%m%d}0000 TO 999912312359]"
     papers: dict[str, Paper] = {}

@@ -1,9 +1,11 @@
 """Ask the LLM, for every (profile, paper) pair, whether the paper matches the profile's interests.
 
-A fixed pool of workers pulls pairs from a queue, so no more than `max_concurrency` requests are ever in flight
-(creating every task up front and guarding only the `await` would bound nothing). Every request waits for a slot
-from the shared RateLimiter; rate limits, server errors, timeouts and invalid answers are retried with backoff;
-a refused key or an exhausted quota stops the whole run at once. Every pair ends as a Verdict or a Failure.
+A fixed pool of workers pulls pairs from a queue (one task per paper, created up front, would hold a thousand
+abstracts and coroutines at once). Each request takes one of `max_concurrency` places, then waits for its slot
+from the shared RateLimiter and is sent: so no more are ever in flight, and a worker backing off before a retry
+holds no place. There are more workers than places for that reason.
+Rate limits, server errors, timeouts and invalid answers are retried with backoff; a refused key or an exhausted
+quota stops the whole run at once. Every pair ends as a Verdict or a Failure.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ PROMPT_VERSION = 1
 CHARS_PER_TOKEN = 4  # a deliberately rough local estimate; no tokenizer download at run time
 COMPLETION_TOKENS_ESTIMATE = 120
 MAX_BACKOFF_SECONDS = 30.0
+WORKERS_PER_PLACE = 2  # workers per request in flight: while some back off, the others keep the places busy
 
 SYSTEM_PROMPT = """\
 You screen newly announced arXiv papers for one researcher and decide, for each paper, whether it belongs in \
@@ -143,6 +146,8 @@ class Classifier:
         self._sleep = sleep
         self._format = response_format(config.structured_output)
         self._reached_server = False
+        self._in_flight = asyncio.Semaphore(config.max_concurrency)
+        self._stopped: LLMError | None = None  # set by the first error that ends the run: no request after it
         self.usage = Usage()
 
     async def close(self) -> None:
@@ -163,7 +168,7 @@ class Classifier:
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self._config.max_concurrency, len(jobs))):
+                for _ in range(min(WORKERS_PER_PLACE * self._config.max_concurrency, len(jobs))):
                     group.create_task(worker())
         except* LLMError as errors:
             raise errors.exceptions[0] from None
@@ -177,9 +182,14 @@ class Classifier:
         tokens = estimate_tokens(instructions, paper) + COMPLETION_TOKENS_ESTIMATE
         problem = "no attempt was made"
         for attempt in range(1, self._config.max_attempts + 1):
-            await self._limiter.acquire(tokens)
             try:
-                return await self._request(job.paper, messages)
+                # The place first, then the slot: a request leaves the moment its slot comes, so the pacing
+                # the server sees is the pacing the limiter planned.
+                async with self._in_flight:
+                    await self._limiter.acquire(tokens)
+                    if self._stopped is not None:
+                        raise self._stopped
+                    return await self._request(job.paper, messages)
             except _Retry as retry:
                 problem = retry.problem
                 if attempt == self._config.max_attempts:
@@ -234,6 +244,13 @@ class Classifier:
         return Verdict(paper_key=paper.key, **judgement.model_dump())
 
     def _status_error(self, paper: Paper, error: openai.APIStatusError) -> Outcome:
+        try:
+            return self._judge_status(paper, error)
+        except LLMError as fatal:
+            self._stopped = self._stopped or fatal
+            raise
+
+    def _judge_status(self, paper: Paper, error: openai.APIStatusError) -> Outcome:
         status = error.status_code
         detail = _error_message(error)
         if status == 429 and error.code == "insufficient_quota":
@@ -254,7 +271,7 @@ class Classifier:
         if status == 429:
             self.usage.rate_limited += 1
             delay = _retry_after(error.response.headers)
-            self._limiter.rate_limited(delay if delay is not None else 1.0)
+            self._limiter.rate_limited(delay if delay is not None else 1.0, error.response.headers)
             raise _Retry(f"rate limited (HTTP 429): {detail}", delay)
         if status in (408, 409) or status >= 500:
             raise _Retry(f"server error (HTTP {status}): {detail}")
@@ -283,4 +300,4 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _backoff(attempt: int) -> float:
-    return float(min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS) * (0.5 + random.random() / 2))
+    return float(min(0.25 * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS) * (0.5 + random.random() / 2))

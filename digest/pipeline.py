@@ -78,7 +78,8 @@ class Pipeline:
                 feed = await self._fetch(store, summary)
                 if since is not None:
                     await self._backfill(store, summary, since)
-                verdicts, pending = await self._classify(store, summary)
+                pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
+                verdicts = await self._classify(store, summary, pending)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
                 renderer = Renderer(self.config.output)
                 for profile, profile_summary in zip(self.config.profiles, summary.profiles, strict=True):
@@ -106,22 +107,27 @@ class Pipeline:
         return summary
 
     async def preview(self) -> list[Path]:
-        """Fetch and classify like a run (verdicts are cached for it), then write each digest to a file."""
+        """Write each profile's digest to a file without sending it: the papers waiting for the next digest, or,
+        when there are none, the latest recorded digest again. Verdicts come from the cache; papers without one
+        for the profile's current interests are classified (and cached for the run that follows)."""
         summary = RunSummary()
         store = Store(self.config.state)
         try:
             feed = await self._fetch(store, summary)
-            verdicts, pending = await self._classify(store, summary)
+            shown: dict[str, tuple[dt.date, list[Paper]]] = {}
+            for profile in self.config.profiles:
+                papers = store.undigested_papers(profile.name)
+                announced = feed.announced or dt.date.today()
+                latest = store.latest_digest_date(profile.name)
+                if not papers and latest is not None:
+                    announced, papers = latest, store.papers_of_digest(profile.name, latest)
+                shown[profile.name] = (announced, papers)
+            verdicts = await self._classify(store, summary, {name: papers for name, (_, papers) in shown.items()})
             renderer = Renderer(self.config.output)
             paths = []
             for profile in self.config.profiles:
-                papers, mine = pending[profile.name], verdicts[profile.name]
-                announced = feed.announced or dt.date.today()
-                if not any(p.key in mine for p in papers):
-                    # Today's digest is already recorded: show it again, from the cache.
-                    announced = store.latest_digest_date(profile.name) or announced
-                    papers = store.papers_of_digest(profile.name, announced)
-                    mine = self._cached(store, profile, papers)
+                announced, papers = shown[profile.name]
+                mine = verdicts[profile.name]
                 digest = build_digest(
                     profile,
                     announced,
@@ -185,18 +191,17 @@ class Pipeline:
         return store.cached_verdicts((p.key for p in papers), profile.interests, self.config.llm.model, PROMPT_VERSION)
 
     async def _classify(
-        self, store: Store, summary: RunSummary
-    ) -> tuple[dict[str, dict[str, Verdict]], dict[str, list[Paper]]]:
-        """Classify every undigested paper that has no cached verdict; return verdicts and papers per profile."""
+        self, store: Store, summary: RunSummary, papers_of: dict[str, list[Paper]]
+    ) -> dict[str, dict[str, Verdict]]:
+        """Classify each profile's papers that have no cached verdict; return every verdict, by profile."""
         verdicts: dict[str, dict[str, Verdict]] = {}
-        pending: dict[str, list[Paper]] = {}
         jobs: list[Job] = []
         summary.profiles = []
         summary.cost = estimate_cost(summary.usage, self.config.llm)
         for profile in self.config.profiles:
-            papers = store.undigested_papers(profile.name)
+            papers = papers_of[profile.name]
             cached = self._cached(store, profile, papers)
-            pending[profile.name], verdicts[profile.name] = papers, cached
+            verdicts[profile.name] = cached
             todo = [Job(profile, p) for p in papers if p.key not in cached]
             jobs += todo
             summary.profiles.append(ProfileSummary(name=profile.name, to_classify=len(todo), cached=len(cached)))
@@ -214,7 +219,7 @@ class Pipeline:
             by_name[name].classified += 1
 
         if not jobs:
-            return verdicts, pending
+            return verdicts
         clock = time.monotonic()
         classifier = self._classifier_factory(self.config)
         progress = Progress(
@@ -237,7 +242,7 @@ class Pipeline:
             classifier.usage.requests,
             sum(s.failed for s in summary.profiles),
         )
-        return verdicts, pending
+        return verdicts
 
     def _record_digest(
         self,

@@ -9,6 +9,7 @@ from typing import TextIO
 from digest.models import Usage
 
 REDRAW_SECONDS = 0.1
+BAR_WIDTH = 24
 
 
 def describe_cost(cost: float | None) -> str:
@@ -52,8 +53,10 @@ class Progress:
     def _line(self, usage: Usage) -> str:
         elapsed = max(self._clock() - self._started, 1e-9)
         tokens = usage.prompt_tokens + usage.completion_tokens
+        filled = BAR_WIDTH * self._done // max(self._total, 1)
+        bar = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] " if self._live else ""
         return (
-            f"classified {self._done}/{self._total} papers  {usage.requests / elapsed:.1f} req/s  "
+            f"{bar}classified {self._done}/{self._total} papers  {usage.requests / elapsed:.1f} req/s  "
             f"{tokens:,} tokens  {describe_cost(self._cost_of(usage))}  {usage.retries} retries  "
             f"{usage.rate_limited} rate-limited"
         )

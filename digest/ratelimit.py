@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -12,8 +13,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-SLOW_DOWN = 0.75  # factor applied to the request rate on each 429
-SPEED_UP = 1.02  # factor applied on each success, back up to the configured rate
+SLOW_DOWN = 0.75  # factor applied to the request rate on a 429, at most once per SLOW_DOWN_EVERY seconds
+SLOW_DOWN_EVERY = 1.0  # the 429s of one overshoot arrive together; they are one signal, not many
+RECOVERY_PER_SECOND = 1.5  # without 429s the rate grows by this factor a second, back up to the limit
+BURST_SECONDS = 0.5  # how many seconds' worth of requests may go at once
 
 
 def parse_duration(text: str) -> float | None:
@@ -29,10 +32,14 @@ def parse_duration(text: str) -> float | None:
 
 
 class RateLimiter:
-    """Spaces requests evenly so that no 60-second window holds more than the configured requests or tokens.
+    """Paces requests so that no 60-second window holds more than the configured requests or tokens.
 
-    Slots are reserved in call order without awaiting in between, so concurrent callers never share one. A 429
-    pauses everybody (not just the task that met it) and lowers the rate; successes raise it back gradually.
+    Servers enforce per-minute limits in one-second quanta (6,000 RPM as 100 a second), so up to one second's
+    worth may go at once and the rest is spaced evenly (a generic cell rate algorithm); the sustained rate leaves
+    room for that burst within every minute. Slots are reserved without awaiting in between, so concurrent
+    callers never share one. A 429 that means a limit is spent pauses everybody (not just the task that met it),
+    lowers the rate and takes back what was reserved at the old rate; successes raise the rate gradually, never
+    above the configured rate nor above the limit the server announces in its headers.
     """
 
     def __init__(
@@ -40,36 +47,87 @@ class RateLimiter:
         requests_per_minute: int,
         tokens_per_minute: int,
         *,
+        burst_seconds: float = BURST_SECONDS,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self._max_rate = requests_per_minute / 60.0
+        self._burst = burst_seconds
+        window = 60.0 + burst_seconds  # a minute's slots plus one burst fit in one minute's limit
+        self._configured_rate = self._max_rate = requests_per_minute / window
         self.rate = self._max_rate  # requests per second now in force
-        self._tokens_per_second = tokens_per_minute / 60.0
+        self._configured_tokens_per_second = self._tokens_per_second = tokens_per_minute / window
+        self._window = window
         self._clock = clock
         self._sleep = sleep
-        self._next_request = 0.0
-        self._next_tokens = 0.0
+        self._request_due = 0.0  # when the next request is due if sent at the sustained rate
+        self._tokens_due = 0.0
         self._paused_until = 0.0
+        self._epoch = 0  # bumped whenever reservations made so far are void
+        self._rate_changed_at = -math.inf
 
     async def acquire(self, tokens: int) -> None:
-        now = self._clock()
-        start = max(now, self._next_request, self._next_tokens, self._paused_until)
-        self._next_request = start + 1.0 / self.rate
-        self._next_tokens = start + tokens / self._tokens_per_second
-        if start > now:
+        while True:
+            epoch, now = self._epoch, self._clock()
+            start = max(now, self._paused_until, self._request_due - self._burst, self._tokens_due - self._burst)
+            self._request_due = max(self._request_due, start) + 1.0 / self.rate
+            self._tokens_due = max(self._tokens_due, start) + tokens / self._tokens_per_second
+            if start <= now:
+                return
             await self._sleep(start - now)
+            if epoch == self._epoch:
+                return
+            # The rate fell or a pause began while we waited: our slot was reserved on old terms.
 
-    def rate_limited(self, retry_after: float) -> None:
-        """A 429: everybody waits, and the run continues at a lower rate."""
-        self._paused_until = max(self._paused_until, self._clock() + retry_after)
-        self.rate = max(self.rate * SLOW_DOWN, self._max_rate / 100)
+    def _restart(self) -> None:
+        """Void every reservation and the burst credit: from now on, pace from the end of any pause."""
+        start = max(self._clock(), self._paused_until)
+        self._request_due = self._tokens_due = start + self._burst
+        self._epoch += 1
+
+    def rate_limited(self, retry_after: float, headers: Mapping[str, str]) -> None:
+        """A 429. When the server's counters say a limit is spent (or it sends none), everybody waits and the
+        run continues at a lower rate; a 429 while the server still reports room is transient, and only the
+        request that met it waits."""
+        self.observe(headers)
+        if all(_number(headers.get(f"x-ratelimit-remaining-{kind}")) for kind in ("requests", "tokens")):
+            return
+        now = self._clock()
+        self._paused_until = max(self._paused_until, now + retry_after)
+        if now - self._rate_changed_at >= SLOW_DOWN_EVERY:
+            self.rate = max(self.rate * SLOW_DOWN, self._max_rate / 100)
+            self._rate_changed_at = now
+        self._restart()
 
     def succeeded(self, headers: Mapping[str, str]) -> None:
-        self.rate = min(self.rate * SPEED_UP, self._max_rate)
-        # The server's own count is the truth; when it says the window is spent, wait for its reset.
+        self.observe(headers)
+        if self.rate < self._max_rate:
+            now = self._clock()
+            growth = RECOVERY_PER_SECOND ** min(now - self._rate_changed_at, 10.0)
+            self.rate = min(self.rate * growth, self._max_rate)
+            self._rate_changed_at = now
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """The server's own limits and counters are the truth: never aim above the limit it announces, and when
+        it says a window is spent, everybody waits for the reset it names."""
+        request_limit = _number(headers.get("x-ratelimit-limit-requests"))
+        if request_limit:
+            self._max_rate = min(self._configured_rate, request_limit / self._window)
+            self.rate = min(self.rate, self._max_rate)
+        token_limit = _number(headers.get("x-ratelimit-limit-tokens"))
+        if token_limit:
+            self._tokens_per_second = min(self._configured_tokens_per_second, token_limit / self._window)
         for kind in ("requests", "tokens"):
-            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
             reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
-            if remaining is not None and remaining.strip() == "0" and reset is not None:
-                self._paused_until = max(self._paused_until, self._clock() + reset)
+            if remaining == 0 and reset is not None and self._clock() + reset > self._paused_until:
+                self._paused_until = self._clock() + reset
+                self._restart()
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None

@@ -169,6 +169,9 @@ class FakeLLM:
     invalid_for: set[str] = field(default_factory=set)  # titles always answered with a schema-violating verdict
     retry_after: str | None = "0.05"
     retry_after_ms: str | None = None
+    # Enforce a requests-per-minute limit as OpenAI does, quantized to one second's worth (6,000 RPM as 100 a
+    # second); beyond it: 429 at once, with retry-after(-ms) saying when the next request would pass.
+    requests_per_minute: int | None = None
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -177,6 +180,30 @@ class FakeLLM:
     prompts: list[list[dict[str, str]]] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _bucket: float | None = None
+    _bucket_at: float = 0.0
+
+    def _admit(self, now: float) -> float | None:
+        """Take one request from the rate bucket; None if admitted, else the seconds until one would be."""
+        if self.requests_per_minute is None:
+            return None
+        per_second = self.requests_per_minute / 60
+        if self._bucket is None:
+            self._bucket = per_second
+        self._bucket = min(per_second, self._bucket + (now - self._bucket_at) * per_second)
+        self._bucket_at = now
+        if self._bucket >= 1:
+            self._bucket -= 1
+            return None
+        return (1 - self._bucket) / per_second
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "max_in_flight": self.max_in_flight,
+            "statuses": self.statuses,
+            "arrivals": self.arrivals,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
@@ -184,6 +211,10 @@ class FakeLLM:
         body = await _read_body(receive)
         if headers.get("authorization") != f"Bearer {self.api_key}":
             await self._error(send, 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+            return
+        if scope["path"].endswith("/stats"):
+            with self._lock:
+                await _respond(send, 200, json.dumps(self.stats()).encode(), _json)
             return
         if scope["path"].endswith("/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in self.models]
@@ -196,10 +227,17 @@ class FakeLLM:
             self.requests += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            self.arrivals.append(time.monotonic())
+            now = time.monotonic()
+            self.arrivals.append(now)
+            wait = self._admit(now)
             behaviour = self.script.pop(0) if self.script else self._random_behaviour()
         try:
-            await self._complete(json.loads(body), behaviour, send)
+            if wait is not None:
+                await self._rate_limited(send, wait)
+            elif behaviour == "429":  # rate-limit answers come at once, without the model's latency
+                await self._error(send, 429, "Rate limit reached for requests", "requests", "rate_limit_exceeded")
+            else:
+                await self._complete(json.loads(body), behaviour, send)
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -217,9 +255,6 @@ class FakeLLM:
             await asyncio.sleep(self.latency)
         if behaviour == "hang":
             await asyncio.sleep(3600)
-        if behaviour == "429":
-            await self._error(send, 429, "Rate limit reached for requests", "requests", "rate_limit_exceeded")
-            return
         if behaviour == "quota":
             await self._error(send, 429, "You exceeded your current quota.", "insufficient_quota", "insufficient_quota")
             return
@@ -267,7 +302,7 @@ class FakeLLM:
             },
         }
         await self._count(200)
-        await _respond(send, 200, json.dumps(completion).encode(), {**_json, **_limits})
+        await _respond(send, 200, json.dumps(completion).encode(), {**_json, **self._limit_headers()})
 
     async def _error(self, send: Send, status: int, message: str, kind: str, code: str | None) -> None:
         await self._count(status)
@@ -280,19 +315,44 @@ class FakeLLM:
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         await _respond(send, status, json.dumps(body).encode(), headers)
 
+    async def _rate_limited(self, send: Send, wait: float) -> None:
+        await self._count(429)
+        assert self.requests_per_minute is not None
+        headers = {
+            **_json,
+            **_limits,
+            "x-ratelimit-limit-requests": str(self.requests_per_minute),
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": f"{wait * 1000:.0f}ms",
+            "retry-after": str(max(1, round(wait))),
+            "retry-after-ms": f"{wait * 1000:.0f}",
+        }
+        message = f"Rate limit reached for requests: Limit {self.requests_per_minute}, Used {self.requests_per_minute}."
+        body = {"error": {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
+        await _respond(send, 429, json.dumps(body).encode(), headers)
+
+    def _limit_headers(self) -> dict[str, str]:
+        if self.requests_per_minute is None or self._bucket is None:
+            return _limits
+        return {
+            **_limits,
+            "x-ratelimit-limit-requests": str(self.requests_per_minute),
+            "x-ratelimit-remaining-requests": str(int(self._bucket)),
+        }
+
     async def _count(self, status: int) -> None:
         with self._lock:
             self.statuses[status] = self.statuses.get(status, 0) + 1
 
 
 _json = {"content-type": "application/json"}
-_limits = {
-    "x-ratelimit-limit-requests": "10000",
-    "x-ratelimit-remaining-requests": "9999",
-    "x-ratelimit-reset-requests": "6ms",
-    "x-ratelimit-limit-tokens": "2000000",
-    "x-ratelimit-remaining-tokens": "1999000",
-    "x-ratelimit-reset-tokens": "30ms",
+_limits = {  # an account with generous limits (OpenAI's tier 5 for gpt-4o-mini), so that only tests that ask meet them
+    "x-ratelimit-limit-requests": "30000",
+    "x-ratelimit-remaining-requests": "29999",
+    "x-ratelimit-reset-requests": "2ms",
+    "x-ratelimit-limit-tokens": "150000000",
+    "x-ratelimit-remaining-tokens": "149999000",
+    "x-ratelimit-reset-tokens": "0s",
 }
 
 

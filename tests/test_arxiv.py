@@ -8,10 +8,9 @@ from collections import Counter
 
 import pytest
 
-from digest.arxiv import API_REQUESTS_PER_MINUTE, USER_AGENT, fetch_feed, fetch_since, parse_feed
+from digest.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
 from digest.config import ArxivConfig
 from digest.errors import FetchError
-from digest.ratelimit import RateLimiter
 from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED
 from tests.servers import ApiServer, FeedServer, serve_asgi
 
@@ -166,7 +165,7 @@ def test_backfill_pages_through_the_export_api_three_seconds_apart():
     api = ApiServer(page=API_PAGE.read_bytes(), clock=lambda: now[0], failures=[503])
     with serve_asgi(api) as url:
         config = ArxivConfig(categories=["cs.CL", "cs.LG"], api_url=f"{url}/api/query", api_page_size=20)
-        pacer = RateLimiter(API_REQUESTS_PER_MINUTE, 10**12, clock=lambda: now[0], sleep=sleep)
+        pacer = api_pacer(clock=lambda: now[0], sleep=sleep)
         feed = asyncio.run(fetch_since(config, dt.date(2026, 6, 25), pacer=pacer, sleep=sleep))
     assert len(api.entries) == 50
     assert [r["start"] for r in api.requests] == ["0", "0", "20", "40"]  # a 503, retried, then three pages

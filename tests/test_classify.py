@@ -14,7 +14,7 @@ from digest.classify import Classifier, Job, Outcome, estimate_cost, response_fo
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
 from digest.models import Failure, Paper, Usage, Verdict
-from digest.ratelimit import RateLimiter, parse_duration
+from digest.ratelimit import BURST_SECONDS, RateLimiter, parse_duration
 from tests.conftest import CL_FEED
 from tests.servers import FakeLLM, serve_asgi
 
@@ -84,13 +84,33 @@ def test_never_more_requests_in_flight_than_the_limit(llm):
 
 def test_requests_are_paced_under_the_requests_per_minute_limit(llm):
     url, app = llm
-    rpm = 600  # 10 a second
+    rpm = 600  # 10 a second, of which up to half a second's worth may go at once
     _classify(_config(url, requests_per_minute=rpm), PAPERS[:25])
     arrivals = sorted(app.arrivals)
-    # No window of one second holds more than the rate allows (the whole run is shorter than a minute).
+    # Counted at the server: no window of one second holds more than the rate plus the burst allows.
     for i, start in enumerate(arrivals):
         in_window = sum(1 for t in arrivals[i:] if t - start < 1.0)
-        assert in_window <= rpm / 60 + 1
+        assert in_window <= rpm / 60 * (1 + BURST_SECONDS) + 1
+
+
+def test_no_sixty_second_window_holds_more_than_the_limit():
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(600, 10**9, clock=lambda: now[0], sleep=sleep)
+    sent: list[float] = []
+
+    async def main() -> None:
+        while now[0] < 180:
+            await limiter.acquire(100)
+            sent.append(now[0])
+
+    asyncio.run(main())
+    assert sum(1 for t in sent if t < 1.0) > 1  # a burst at the start
+    for i, start in enumerate(sent):
+        assert sum(1 for t in sent[i : i + 700] if t - start < 60.0) <= 600
 
 
 @pytest.mark.parametrize(
@@ -117,12 +137,16 @@ def test_server_errors_and_hangs_are_retried(llm):
 
 def test_invalid_json_is_retried_then_recorded_as_a_failure_never_guessed(llm):
     url, app = llm
-    app.script = ["malformed"] + ["schema"] * 3
-    outcomes, _ = _classify(_config(url, max_concurrency=1, max_attempts=3), PAPERS[:2])
-    first, second = (outcomes[p.key] for p in PAPERS[:2])
-    assert isinstance(first, Failure)
-    assert "not a valid verdict" in first.reason and "score" in first.reason
-    assert isinstance(second, Verdict)
+    app.script = ["malformed", "schema", "schema"]
+    outcomes, usage = _classify(_config(url, max_attempts=3), PAPERS[:1])
+    failure = outcomes[PAPERS[0].key]
+    assert isinstance(failure, Failure)
+    assert "not a valid verdict" in failure.reason and "score" in failure.reason
+    assert usage.requests == 3
+
+    app.script = ["malformed"]
+    outcomes, _ = _classify(_config(url, max_attempts=3), PAPERS[:1])
+    assert isinstance(outcomes[PAPERS[0].key], Verdict)
 
 
 def test_insufficient_quota_stops_the_run_at_once(llm):
@@ -195,15 +219,58 @@ def test_the_rate_limiter_spaces_requests_and_pauses_everybody_on_a_429():
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    limiter = RateLimiter(60, 1_000_000, clock=lambda: now[0], sleep=sleep)
+    limiter = RateLimiter(60, 1_000_000, burst_seconds=0, clock=lambda: now[0], sleep=sleep)
 
     async def main() -> None:
         for _ in range(3):
             await limiter.acquire(10)
-        limiter.rate_limited(5.0)
+        limiter.rate_limited(5.0, {})
         await limiter.acquire(10)
 
     asyncio.run(main())
     assert slept[:2] == [1.0, 2.0]  # one a second, reserved in order without sleeping in between
     assert slept[2] == 5.0  # after the 429: wait for the pause
     assert limiter.rate < 1.0  # and go on more slowly
+
+
+def test_the_rate_limiter_learns_the_servers_limits_and_ignores_transient_429s():
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    limiter = RateLimiter(12_000, 1_000_000, burst_seconds=0, clock=lambda: now[0], sleep=sleep)
+    limiter.observe({"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "5000"})
+    assert limiter.rate == 100.0  # never aim above what the server announces
+    limiter.rate_limited(1.0, {"x-ratelimit-remaining-requests": "12", "x-ratelimit-remaining-tokens": "9000"})
+    assert limiter.rate == 100.0  # the server still has room: a transient 429, no slow-down for everybody
+    limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"})
+
+    async def main() -> None:
+        await limiter.acquire(1)
+
+    asyncio.run(main())
+    assert slept == [2.0]  # the server said its window is spent: wait for its reset
+
+
+def test_progress_is_a_live_bar_on_a_terminal_and_one_line_otherwise():
+    import io
+
+    from digest.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    usage = Usage(requests=2, retries=1, prompt_tokens=1000, completion_tokens=100)
+    for stream, live in ((Terminal(), True), (io.StringIO(), False)):
+        progress = Progress(2, lambda u: 0.0123, stream)
+        progress.advance(usage)
+        progress.advance(usage)
+        progress.finish(usage)
+        text = stream.getvalue()
+        assert "classified 2/2 papers" in text and "1,100 tokens" in text and "~$0.0123" in text
+        assert "1 retries" in text
+        assert ("[####" in text) == live
+        assert text.count("\n") == 1

@@ -321,3 +321,38 @@ def test_send_empty_sends_a_digest_on_a_quiet_day(tmp_path, feed_server, fake_ll
     assert result.returncode == 0, result.stderr
     html = (tmp_path / "outbox" / "me" / "2026-06-27.html").read_text()
     assert "Nothing matched your interests today." in html
+
+
+def test_arxiv_down_is_a_clear_error_and_records_no_papers(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, feed = feed_server
+    llm_url, llm = fake_llm
+    feed.failures = [(503, b"<html>Service Unavailable</html>")] * 100
+    result = run_cli("run", "--config", str(write_config(base_config(tmp_path, feed_url, llm_url))))
+    assert result.returncode == 1
+    assert "arXiv feed" in result.stdout and "HTTP 503" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert llm.requests == 0
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM papers").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM feeds").fetchone()[0] == 0
+
+
+def test_editing_one_profiles_interests_invalidates_only_its_cache(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    config = base_config(tmp_path, feed_url, llm_url)
+    config["profiles"].append({"name": "you", "interests": "Speech recognition."})
+    path = write_config(config)
+    assert run_cli("run", "--config", str(path)).returncode == 0
+    assert llm.requests == 2 * 137  # one request per paper per profile; cs.CL has 137 new and cross papers
+
+    assert run_cli("run", "--config", str(path)).returncode == 0
+    assert llm.requests == 2 * 137  # a re-run makes no request
+
+    config["profiles"][0]["interests"] = "Machine translation."
+    path = write_config(config)
+    preview = run_cli("preview", "--config", str(path))
+    assert preview.returncode == 0, preview.stderr
+    assert llm.requests == 3 * 137  # "me" is read again against its new interests; "you" comes from the cache
+    assert run_cli("preview", "--config", str(path)).returncode == 0
+    assert llm.requests == 3 * 137

@@ -1,0 +1,243 @@
+"""The bounded async classifier against an OpenAI-compatible server on loopback that answers after 500 ms and
+enforces 6,000 requests per minute (as OpenAI does, quantized to 100 a second; 429 with retry-after beyond).
+The server runs in its own process, so that it does not share a CPU with the client under test. Prints figures;
+asserts nothing.
+
+    .venv/bin/python benchmarks/classify.py            # every scenario (about four minutes)
+    .venv/bin/python benchmarks/classify.py --quick    # 300 papers instead of 1,000, no 10,000-paper memory run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import socket
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from digest.arxiv import parse_feed
+from digest.classify import Classifier, Job, Outcome, paper_message, response_format, system_prompt
+from digest.config import LLMConfig, Profile
+from digest.models import Paper, Verdict
+
+FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"
+PROFILE = Profile(name="bench", interests="Language models: training, inference, evaluation.")
+LATENCY = 0.5
+SERVER_RPM = 6000
+CONCURRENCY = 64
+
+
+def _serve(port: int, settings: dict[str, Any]) -> None:
+    import uvicorn
+
+    from tests.servers import FakeLLM
+
+    uvicorn.run(FakeLLM(**settings), host="127.0.0.1", port=port, log_level="error", lifespan="off")
+
+
+class Server:
+    """A FakeLLM in a child process; its counters come from GET /v1/stats."""
+
+    def __init__(self, **settings: Any) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_serve, args=(self.port, settings), daemon=True
+        )
+
+    def __enter__(self) -> Server:
+        self._process.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/stats", headers={"Authorization": "Bearer test-key"}, timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("benchmark server did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.join(5)
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/stats", headers={"Authorization": "Bearer test-key"}, timeout=10)
+        return dict(response.json())
+
+
+def papers(count: int) -> list[Paper]:
+    real = [
+        p
+        for name in ("cs.CV_2026-06-23_rss.xml", "cs.CL_2026-06-30_rss.xml", "cs.CL+cs.AI_2026-07-01_rss.xml")
+        for p in parse_feed(
+            (FIXTURES / name).read_bytes(),
+            url=name,
+            categories=name.split("_")[0].split("+"),
+            announce_types=["new", "cross", "replace", "replace-cross"],
+        ).papers
+    ]
+    return [
+        real[n % len(real)].model_copy(update={"arxiv_id": f"9{n // 100000:03d}.{n % 100000:05d}", "version": 1})
+        for n in range(count)
+    ]
+
+
+def config(url: str, **overrides: Any) -> LLMConfig:
+    settings: dict[str, Any] = {
+        "base_url": url,
+        "api_key": "test-key",
+        "max_concurrency": CONCURRENCY,
+        "requests_per_minute": SERVER_RPM,
+        "tokens_per_minute": 1_000_000_000,
+        "timeout_seconds": 30,
+        "max_attempts": 10,
+    }
+    return LLMConfig.model_validate(settings | overrides)
+
+
+async def classify(llm: LLMConfig, batch: list[Paper]) -> tuple[float, dict[str, Outcome], Classifier]:
+    outcomes: dict[str, Outcome] = {}
+    classifier = Classifier(llm)
+    start = time.monotonic()
+    await classifier.classify([Job(PROFILE, p) for p in batch], lambda job, o: outcomes.__setitem__(job.paper.key, o))
+    elapsed = time.monotonic() - start
+    await classifier.close()
+    return elapsed, outcomes, classifier
+
+
+def max_in_window(arrivals: list[float], window: float) -> int:
+    arrivals = sorted(arrivals)
+    best, left = 0, 0
+    for right, t in enumerate(arrivals):
+        while t - arrivals[left] >= window:
+            left += 1
+        best = max(best, right - left + 1)
+    return best
+
+
+def report(name: str, elapsed: float, bound: float, stats: dict[str, Any], classified: int, total: int) -> None:
+    statuses = {int(k): v for k, v in stats["statuses"].items()}
+    requests = stats["requests"]
+    share_429 = statuses.get(429, 0) / max(requests, 1)
+    print(
+        f"{name:<44} {elapsed:6.2f} s = {elapsed / bound:4.2f} x bound  {requests:>5} requests  "
+        f"429: {statuses.get(429, 0):>4} ({share_429:5.1%})  500: {statuses.get(500, 0):>3}  "
+        f"classified {classified}/{total}  in flight max {stats['max_in_flight']}  "
+        f"busiest second {max_in_window(stats['arrivals'], 1.0)}"
+    )
+
+
+async def sequential(url: str, batch: list[Paper]) -> tuple[float, int]:
+    client = openai.AsyncOpenAI(api_key="test-key", base_url=url)
+    done = 0
+    start = time.monotonic()
+    for paper in batch:
+        try:
+            await client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[
+                    {"role": "system", "content": system_prompt(PROFILE)},
+                    {"role": "user", "content": paper_message(paper)},
+                ],
+                response_format=response_format("json_schema"),
+            )
+            done += 1
+        except openai.APIError:
+            pass
+    await client.close()
+    return time.monotonic() - start, done
+
+
+async def naive_gather(url: str, batch: list[Paper]) -> tuple[float, int]:
+    """What the template this product descends from does: gather under a bare semaphore, SDK retries only."""
+    client = openai.AsyncOpenAI(api_key="test-key", base_url=url)
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(paper: Paper) -> bool:
+        async with semaphore:
+            try:
+                completion = await client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[
+                        {"role": "system", "content": system_prompt(PROFILE)},
+                        {"role": "user", "content": paper_message(paper)},
+                    ],
+                    response_format=response_format("json_schema"),
+                )
+                return completion.choices[0].message.content is not None
+            except openai.APIError:
+                return False
+
+    start = time.monotonic()
+    results = await asyncio.gather(*(one(p) for p in batch))
+    await client.close()
+    return time.monotonic() - start, sum(results)
+
+
+def memory(count: int) -> None:
+    batch = papers(count)
+    with Server() as server:
+        tracemalloc.start()
+        elapsed, outcomes, _ = asyncio.run(
+            classify(config(server.url, requests_per_minute=10**7, max_concurrency=64), batch)
+        )
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    print(
+        f"peak memory, {count:>6} papers (no latency, no limit): {peak / 1e6:6.1f} MB traced "
+        f"({peak / count / 1e3:.1f} kB a paper), {len(outcomes)} outcomes in {elapsed:.1f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    count = 300 if args.quick else 1000
+    batch = papers(count)
+    bound = max(count / (SERVER_RPM / 60), count * LATENCY / CONCURRENCY)
+    print(
+        f"{count} papers, server: {LATENCY * 1000:.0f} ms latency, {SERVER_RPM} RPM enforced as "
+        f"{SERVER_RPM // 60}/s; max_concurrency {CONCURRENCY}; bound max(N/RPM, N x latency / concurrency) "
+        f"= {bound:.1f} s"
+    )
+
+    scenarios: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("digest, told the real limit (6,000 RPM)", {}, {}),
+        ("digest, told twice the limit (12,000 RPM)", {}, {"requests_per_minute": 2 * SERVER_RPM}),
+        ("digest, 20% random 429 and 5% random 500", {"random_failures": {"429": 0.2, "500": 0.05}}, {}),
+    ]
+    for name, server_settings, client_settings in scenarios:
+        with Server(latency=LATENCY, requests_per_minute=SERVER_RPM, **server_settings) as server:
+            elapsed, outcomes, _ = asyncio.run(classify(config(server.url, **client_settings), batch))
+            classified = sum(isinstance(o, Verdict) for o in outcomes.values())
+            report(name, elapsed, bound, server.stats(), classified, count)
+
+    with Server(latency=LATENCY, requests_per_minute=SERVER_RPM) as server:
+        elapsed, done = asyncio.run(naive_gather(server.url, batch))
+        report("asyncio.gather + Semaphore(64), SDK retries", elapsed, bound, server.stats(), done, count)
+
+    sample = 40
+    with Server(latency=LATENCY, requests_per_minute=SERVER_RPM) as server:
+        elapsed, done = asyncio.run(sequential(server.url, batch[:sample]))
+        report(f"sequential loop, first {sample} papers", elapsed, bound * sample / count, server.stats(), done, sample)
+        print(f"{'':<44} -> {count} papers sequentially: about {elapsed / sample * count:.0f} s (extrapolated)")
+
+    memory(1000)
+    if not args.quick:
+        memory(10_000)
+
+
+if __name__ == "__main__":
+    main()
