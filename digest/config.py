@@ -182,6 +182,12 @@ class SMTPConfig(StrictModel):
     username: str | None = None
     password: SecretStr | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    ca_file: Path | None = None  # a private CA's certificate, for a server whose certificate it signed
+
+    @field_validator("ca_file")
+    @classmethod
+    def _relative_to_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve_path(value, info)
 
     @model_validator(mode="after")
     def _login_needs_both(self) -> SMTPConfig:

@@ -139,7 +139,7 @@ class SMTPChannel:
 
     def _session(self, action: Callable[[smtplib.SMTP], T]) -> T:
         config = self._config
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=config.ca_file)
         try:
             smtp: smtplib.SMTP
             if config.security == "ssl":

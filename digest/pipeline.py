@@ -290,27 +290,31 @@ class Pipeline:
         profile_summary.digest = f"{digest.relevant_count} of {len(classified)} papers for {announced}"
 
     async def _deliver_pending(self, store: Store, summary: RunSummary) -> None:
-        """Send every pending delivery; a failure leaves it pending for the next run and fails this one."""
+        """Send every pending delivery, oldest digest first: one message per digest and channel, to all its
+        pending recipients at once. A failure leaves it pending for the next run and fails this one."""
         problems: list[str] = []
         for pending in store.pending_deliveries():
             announced = dt.date.fromisoformat(pending.announced)
+            by_channel: dict[str, list[str]] = {}
             for recipient in pending.recipients:
-                channel = channel_for(recipient, self.config)
+                by_channel.setdefault(channel_for(recipient, self.config).kind, []).append(recipient)
+            for recipients in by_channel.values():
+                channel = channel_for(recipients[0], self.config)
                 try:
-                    refused = await channel.deliver(pending.message, [recipient], pending.profile, announced)
+                    refused = await channel.deliver(pending.message, recipients, pending.profile, announced)
                 except DeliveryError as error:
-                    store.mark_failed(pending.digest_id, recipient, error.message)
                     problems.append(str(error))
-                    summary.deliveries_pending += 1
-                    continue
-                if refused:
-                    store.mark_failed(pending.digest_id, recipient, refused[recipient])
-                    problems.append(f"{recipient} was refused: {refused[recipient]}")
-                    summary.deliveries_pending += 1
+                    refused = dict.fromkeys(recipients, error.message)
                 else:
-                    store.mark_delivered(pending.digest_id, recipient)
-                    summary.deliveries_sent += 1
-                    log.info("deliver: %s digest of %s to %s", pending.profile, announced, recipient)
+                    problems += [f"{r} was refused: {why}" for r, why in refused.items()]
+                for recipient in recipients:
+                    if recipient in refused:
+                        store.mark_failed(pending.digest_id, recipient, refused[recipient])
+                        summary.deliveries_pending += 1
+                    else:
+                        store.mark_delivered(pending.digest_id, recipient)
+                        summary.deliveries_sent += 1
+                        log.info("deliver: %s digest of %s to %s", pending.profile, announced, recipient)
         if problems:
             unique = list(dict.fromkeys(problems))
             raise DeliveryError(

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import css_inline
 import jinja2
 
 from digest.config import OutputConfig, Profile
@@ -84,6 +85,8 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._env.filters["short_authors"] = short_authors
+        # Mail clients ignore most <style> blocks: the CSS goes into style attributes; nothing is fetched.
+        self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
 
     def render(self, digest: Digest) -> Rendered:
         context = {"digest": digest, "subject": subject(digest)}
@@ -91,5 +94,5 @@ class Renderer:
         if self._format == "markdown":
             markdown = self._env.get_template("digest.md.j2").render(context)
             return Rendered(subject=subject(digest), text=text, html=None, markdown=markdown)
-        html = self._env.get_template("digest.html.j2").render(context)
+        html = self._inliner.inline(self._env.get_template("digest.html.j2").render(context))
         return Rendered(subject=subject(digest), text=text, html=html, markdown=None)

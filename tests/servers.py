@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import json
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,8 +23,10 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qsl
 
+import trustme
 import uvicorn
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -360,8 +364,16 @@ _limits = {  # an account with generous limits (OpenAI's tier 5 for gpt-4o-mini)
 
 
 class _Inbox:
-    def __init__(self) -> None:
+    def __init__(self, refuse: set[str]) -> None:
         self.messages: list[tuple[str, list[str], EmailMessage]] = []
+        self.logins: list[str] = []
+        self._refuse = refuse
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address in self._refuse:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = message_from_bytes(envelope.content, policy=policy.default)
@@ -376,11 +388,51 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class TLS:
+    """A throwaway certificate authority and a server certificate for 127.0.0.1, for SMTP over TLS."""
+
+    ca_file: str
+    server_context: ssl.SSLContext
+
+
+def make_tls(folder: str) -> TLS:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
+    ca_file = f"{folder}/ca.pem"
+    ca.cert_pem.write_to_path(ca_file)
+    return TLS(ca_file=ca_file, server_context=server_context)
+
+
 @contextmanager
-def smtp_server() -> Iterator[tuple[int, _Inbox]]:
-    inbox = _Inbox()
+def smtp_server(
+    *,
+    tls: TLS | None = None,
+    implicit_tls: bool = False,
+    login: tuple[str, str] | None = None,
+    refuse: set[str] | None = None,
+) -> Iterator[tuple[int, _Inbox]]:
+    """aiosmtpd on loopback: plain, with STARTTLS (`tls`), or TLS from the first byte (`implicit_tls`); with AUTH
+    when `login` is given (accepted over TLS only, as real servers do)."""
+    inbox = _Inbox(refuse or set())
     port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        assert login is not None
+        ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == login
+        if ok:
+            inbox.logins.append(data.login.decode())
+        return AuthResult(success=ok, handled=False)
+
+    settings: dict[str, Any] = {}
+    if tls is not None and implicit_tls:
+        settings["ssl_context"] = tls.server_context
+    elif tls is not None:
+        settings.update(tls_context=tls.server_context, require_starttls=True)
+    if login is not None:
+        settings.update(authenticator=authenticate, auth_required=True, auth_require_tls=True)
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, server_hostname="127.0.0.1", **settings)
     controller.start()
     try:
         yield port, inbox
@@ -390,11 +442,8 @@ def smtp_server() -> Iterator[tuple[int, _Inbox]]:
 
 def html_titles(message: EmailMessage) -> list[str]:
     """The paper titles linked in a digest's HTML part, unescaped."""
-    import html
-
     part = message.get_body(preferencelist=("html",))
     assert part is not None
-    links = re.findall(
-        r'<a href="https://arxiv.org/abs/[^"]+"[^>]*font-weight:600[^>]*>(.*?)</a>', part.get_content(), re.S
-    )
+    pattern = r'<p class="title"[^>]*>\s*<a href="https://arxiv.org/abs/[^"]+"[^>]*>(.*?)</a>'
+    links = re.findall(pattern, part.get_content(), re.S)
     return [html.unescape(t) for t in links]

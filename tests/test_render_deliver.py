@@ -20,7 +20,7 @@ from digest.errors import DeliveryError
 from digest.models import Usage, Verdict
 from digest.render import Renderer, build_digest, short_authors
 from tests.conftest import CL_FEED
-from tests.servers import html_titles
+from tests.servers import html_titles, make_tls, smtp_server
 
 REPO = Path(__file__).parent.parent
 PAPERS = parse_feed(CL_FEED.read_bytes(), url="t", categories=["cs.CL"], announce_types=["new", "cross"]).papers
@@ -68,7 +68,7 @@ def test_untrusted_text_is_escaped_in_html():
     rendered = Renderer(OutputConfig()).render(digest)
     assert rendered.html is not None
     assert "<script>" not in rendered.html
-    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Attention &amp; more" in rendered.html
+    assert "&lt;script&gt;alert('x')&lt;/script&gt; Attention &amp; more" in rendered.html
     assert "Reason 0 &lt;b&gt;bold&lt;/b&gt;" in rendered.html
     assert "<script>alert('x')</script>" in rendered.text  # plain text stays plain
 
@@ -156,3 +156,70 @@ def test_the_wheel_ships_the_templates(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for template in ("digest.html.j2", "digest.md.j2", "digest.txt.j2"):
         assert f"digest/templates/{template}" in names
+
+
+def _message() -> bytes:
+    rendered = Renderer(OutputConfig()).render(_digest())
+    return build_message(rendered, "digest@example.org", ["me@example.org", "you@example.org"]).as_bytes()
+
+
+def test_starttls_and_login(tmp_path):
+    tls = make_tls(str(tmp_path))
+    with smtp_server(tls=tls, login=("digest", "s3cret")) as (port, inbox):
+        config = SMTPConfig.model_validate(
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "security": "starttls",
+                "username": "digest",
+                "password": "s3cret",
+                "ca_file": tls.ca_file,
+            }
+        )
+        refused = asyncio.run(
+            SMTPChannel(config, "digest@example.org").deliver(_message(), ["me@example.org"], "me", DAY)
+        )
+    assert refused == {}
+    assert inbox.logins == ["digest"]
+    assert inbox.messages[0][1] == ["me@example.org"]
+
+
+def test_implicit_tls(tmp_path):
+    tls = make_tls(str(tmp_path))
+    with smtp_server(tls=tls, implicit_tls=True) as (port, inbox):
+        config = SMTPConfig(host="127.0.0.1", port=port, security="ssl", ca_file=Path(tls.ca_file))
+        asyncio.run(SMTPChannel(config, "digest@example.org").deliver(_message(), ["me@example.org"], "me", DAY))
+    assert len(inbox.messages) == 1
+
+
+def test_a_refused_login_is_reported_as_such_without_the_password(tmp_path):
+    tls = make_tls(str(tmp_path))
+    with smtp_server(tls=tls, login=("digest", "s3cret")) as (port, inbox):
+        config = SMTPConfig.model_validate(
+            {"host": "127.0.0.1", "port": port, "username": "digest", "password": "wrong-pass", "ca_file": tls.ca_file}
+        )
+        with pytest.raises(DeliveryError) as raised:
+            asyncio.run(SMTPChannel(config, "d@example.org").deliver(_message(), ["me@example.org"], "me", DAY))
+    assert "refused the login for user digest" in str(raised.value)
+    assert "wrong-pass" not in str(raised.value)
+    assert inbox.messages == []
+
+
+def test_an_untrusted_certificate_is_a_tls_failure_not_a_connection_failure(tmp_path):
+    tls = make_tls(str(tmp_path))
+    with smtp_server(tls=tls) as (port, _):
+        config = SMTPConfig(host="127.0.0.1", port=port, security="starttls")
+        with pytest.raises(
+            DeliveryError, match=r"TLS with SMTP server 127\.0\.0\.1:\d+ failed: CERTIFICATE_VERIFY_FAILED"
+        ):
+            asyncio.run(SMTPChannel(config, "d@example.org").check())
+
+
+def test_a_refused_recipient_is_reported_and_the_others_are_delivered(tmp_path):
+    with smtp_server(refuse={"you@example.org"}) as (port, inbox):
+        config = SMTPConfig(host="127.0.0.1", port=port, security="none")
+        refused = asyncio.run(
+            SMTPChannel(config, "d@example.org").deliver(_message(), ["me@example.org", "you@example.org"], "me", DAY)
+        )
+    assert list(refused) == ["you@example.org"] and refused["you@example.org"].startswith("550")
+    assert inbox.messages[0][1] == ["me@example.org"]
