@@ -1,24 +1,32 @@
-# digest in a container: `digest serve` on the configured schedule.
-# State and outbox live in the /data volume; the config is read from /config/config.yaml (mount it read-only,
-# with state: /data/digest.sqlite3 and output.outbox: /data/outbox in it). Secrets come from the environment.
+# digest in a container: `digest serve` on the schedule in config.yaml.
+#   state and outbox: the /data volume (relative paths in config.yaml resolve there: DIGEST_DATA)
+#   config: /config/config.yaml, mounted read-only
+#   secrets: environment variables (OPENAI_API_KEY, SMTP_PASSWORD, ...), from an env file
+# See compose.yaml, and the README's "Container" section.
 
-FROM python:3.12-slim AS build
+FROM python:3.12-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY digest ./digest
 COPY templates ./templates
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.12-slim
+FROM python:3.12-slim-bookworm
 LABEL org.opencontainers.image.title="digest" \
       org.opencontainers.image.description="A self-hosted daily arXiv digest, filtered by an LLM against your research interests" \
+      org.opencontainers.image.source="https://github.com/digest-dev/digest" \
       org.opencontainers.image.licenses="MIT"
-RUN useradd --create-home --uid 10001 digest && mkdir -p /data /config && chown digest /data
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && useradd --create-home --uid 10001 digest \
+    && mkdir -p /data /config && chown digest /data
 ENV DIGEST_CONFIG=/config/config.yaml \
+    DIGEST_DATA=/data \
     PYTHONUNBUFFERED=1
 VOLUME ["/data"]
 WORKDIR /data
 USER digest
-CMD ["digest", "serve"]
+# The scheduler touches a heartbeat file every 15 s; `digest health` fails when it is a minute old.
+HEALTHCHECK --interval=60s --timeout=10s --start-period=30s --retries=3 CMD ["digest", "health"]
+STOPSIGNAL SIGTERM
+CMD ["digest", "serve", "--log-format", "json"]

@@ -11,6 +11,7 @@ quota stops the whole run at once. Every pair ends as a Verdict or a Failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -153,8 +154,31 @@ class Classifier:
     async def close(self) -> None:
         await self._client.close()
 
-    async def classify(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnProgress | None = None) -> None:
-        """Classify every job; `on_outcome` is called once per job, as each one ends, in any order."""
+    async def classify(
+        self,
+        jobs: Sequence[Job],
+        on_outcome: OnOutcome,
+        on_progress: OnProgress | None = None,
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Classify every job; `on_outcome` is called once per job, as each one ends, in any order. Once `stop` is
+        set, requests in flight are abandoned and the jobs without an outcome are left for the next run."""
+        work = asyncio.create_task(self._work(jobs, on_outcome, on_progress))
+        stopped = asyncio.create_task((stop or asyncio.Event()).wait())
+        try:
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Stopped, or cancelled ourselves: nothing may outlive this call (the client closes after it).
+            for task in (work, stopped):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        if not work.cancelled():
+            work.result()  # raises the error that ended the work, if any
+
+    async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnProgress | None) -> None:
         queue: asyncio.Queue[Job] = asyncio.Queue()
         for job in jobs:
             queue.put_nowait(job)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from digest import __version__, report
 from digest.config import Config, default_config_path, load_config
 from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError
 from digest.pipeline import Pipeline, check, dry_run
-from digest.schedule import serve
+from digest.schedule import cron_trigger, healthy, serve
+from digest.store import Store
 
 log = logging.getLogger("digest")
 
@@ -33,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log every step")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print errors only")
+    common.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=argparse.SUPPRESS,
+        help="json: one JSON object per log line, for containers and log collectors",
+    )
 
     parser = argparse.ArgumentParser(
         prog="digest",
@@ -61,7 +70,27 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="validate the config and reach the feed, the LLM and the mail server"
     )
     commands.add_parser("preview", parents=[common], help="render today's digests to files without sending them")
+    status = commands.add_parser(
+        "status", parents=[common], help="show the last runs: papers, relevance, cost, delivery"
+    )
+    status.add_argument("--last", type=int, default=10, metavar="N", help="how many runs (default 10)")
+    commands.add_parser(
+        "health", parents=[common], help="exit 0 if `digest serve` is alive (for a container HEALTHCHECK), else 1"
+    )
     return parser
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def _past_date(text: str) -> dt.date:
@@ -77,10 +106,13 @@ def _past_date(text: str) -> dt.date:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    handler = logging.StreamHandler(sys.stderr)
+    if getattr(args, "log_format", "text") == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s" if verbose else "%(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s" if verbose else "%(message)s",
-        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO, handlers=[handler]
     )
     # Third-party libraries log every request at INFO; that is noise for a user, and may show URLs with keys.
     for name in ("httpx", "httpx2", "openai", "apscheduler"):
@@ -123,12 +155,36 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
         for result in results:
             print(f"{'ok  ' if result.ok else 'FAIL'} {result.what}: {result.detail}")
         return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
-    if command == "serve":
-
-        async def run_once() -> None:
-            summary = await Pipeline(config, show_progress=False).run()
-            print(report.run_summary(summary), flush=True)
-
-        await serve(config.schedule, run_once)
+    if command == "status":
+        store = Store(config.state)
+        try:
+            print(report.status_table(store.recent_runs(args.last)))
+        finally:
+            store.close()
         return EXIT_OK
+    if command == "health":
+        alive = healthy(heartbeat_path(config), time.time())
+        print("healthy: the scheduler is running" if alive else "unhealthy: no heartbeat from `digest serve`")
+        return EXIT_OK if alive else EXIT_FAILED
+    if command == "serve":
+        return await _serve(config)
     return EXIT_USAGE
+
+
+def heartbeat_path(config: Config) -> Path:
+    return config.state.with_name(config.state.name + ".heartbeat")
+
+
+async def _serve(config: Config) -> int:
+    async def run_once(stop: asyncio.Event) -> None:
+        summary = await Pipeline(config, show_progress=False).run(catch_up=True, stop=stop)
+        for line in report.run_summary(summary).splitlines():
+            log.info("%s", line)
+
+    store = Store(config.state)
+    try:
+        last_good_run = store.last_good_run()
+    finally:
+        store.close()
+    await serve(cron_trigger(config.schedule), run_once, last_good_run=last_good_run, heartbeat=heartbeat_path(config))
+    return EXIT_OK

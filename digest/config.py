@@ -26,6 +26,7 @@ from digest.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 ENV_CONFIG_PATH = "DIGEST_CONFIG"
+ENV_DATA_DIR = "DIGEST_DATA"
 
 # arXiv's archives; a category is an archive, optionally followed by a subject class (cs.CL, astro-ph.GA).
 ARCHIVES = frozenset(
@@ -318,7 +319,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         for loc, name in missing
     ]
     try:
-        config = Config.model_validate(data, context={"base_dir": path.resolve().parent})
+        # In a container the config is mounted read-only; DIGEST_DATA points relative paths at the data volume.
+        base_dir = Path(environ[ENV_DATA_DIR]) if environ.get(ENV_DATA_DIR) else path.resolve().parent
+        config = Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as error:
         problems += [_describe(e, lines) for e in error.errors() if not _is_missing_env(e["loc"], missing)]
     if problems:

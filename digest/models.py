@@ -167,4 +167,5 @@ class RunSummary(BaseModel):
     deliveries_pending: int = 0
     warnings: list[str] = []
     errors: list[str] = []
+    stopped: bool = False  # a signal stopped the run at a safe point; what was left is done by the next run
     seconds: float = 0.0

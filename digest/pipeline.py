@@ -8,6 +8,7 @@ re-run repeats nothing: cached verdicts cost no request, and a recorded digest i
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import sys
@@ -43,6 +44,7 @@ from digest.store import Store
 log = logging.getLogger(__name__)
 
 ClassifierFactory = Callable[[Config], Classifier]
+MISSED_AFTER = dt.timedelta(hours=30)  # a weekday run every 24 h; more than this apart, a day was missed
 
 
 def _classifier(config: Config) -> Classifier:
@@ -65,46 +67,70 @@ class Pipeline:
         self._http_client = http_client
         self._classifier_factory = classifier_factory
 
-    async def run(self, since: dt.date | None = None) -> RunSummary:
+    async def run(
+        self, since: dt.date | None = None, *, catch_up: bool = False, stop: asyncio.Event | None = None
+    ) -> RunSummary:
         """Fetch, classify, record one digest per profile, and deliver everything pending, oldest first.
 
+        `catch_up`: when the last good run is more than a day old, also fetch what was missed in between.
+        `stop`: once set, the run ends at the next safe point (in-flight LLM requests are abandoned, a message
+        being sent is finished); what is left stays pending for the next run.
         Errors a user can act on end up in the summary's `errors`, so the summary is always there to print.
         """
         started, clock = dt.datetime.now(dt.UTC), time.monotonic()
+        stop = stop or asyncio.Event()
         summary = RunSummary()
         store = Store(self.config.state)
         try:
+            store.lock_for_run()
+        except DigestError:
+            store.close()
+            raise
+        try:
+            if catch_up and since is None:
+                since = self._missed_since(store)
             try:
                 feed = await self._fetch(store, summary)
                 if since is not None:
                     await self._backfill(store, summary, since)
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
-                verdicts = await self._classify(store, summary, pending)
+                verdicts = await self._classify(store, summary, pending, stop)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
                 renderer = Renderer(self.config.output)
                 for profile, profile_summary in zip(self.config.profiles, summary.profiles, strict=True):
-                    self._record_digest(
-                        store,
-                        profile,
-                        profile_summary,
-                        announced,
-                        pending[profile.name],
-                        verdicts,
-                        renderer,
-                        summary,
-                    )
+                    if not stop.is_set():
+                        self._record_digest(
+                            store,
+                            profile,
+                            profile_summary,
+                            announced,
+                            pending[profile.name],
+                            verdicts,
+                            renderer,
+                            summary,
+                        )
             except DigestError as error:
                 summary.errors.append(str(error))
             # Digests left pending by earlier runs go out even when today's fetch or classification failed.
             try:
-                await self._deliver_pending(store, summary)
+                await self._deliver_pending(store, summary, stop)
             except DeliveryError as error:
                 summary.errors.append(str(error))
+            if stop.is_set():
+                summary.stopped = True
+                summary.warnings.append("stopped by a signal at a safe point; the next run does what was left")
         finally:
             summary.seconds = time.monotonic() - clock
-            store.record_run(started, summary.model_dump_json())
+            store.record_run(started, summary)
             store.close()
         return summary
+
+    def _missed_since(self, store: Store) -> dt.date | None:
+        last = store.last_good_run()
+        if last is not None and dt.datetime.now(dt.UTC) - last > MISSED_AFTER:
+            log.info("catch up: the last good run was at %s; fetching what was announced since", last)
+            return last.date()
+        return None
 
     async def preview(self) -> list[Path]:
         """Write each profile's digest to a file without sending it: the papers waiting for the next digest, or,
@@ -191,7 +217,11 @@ class Pipeline:
         return store.cached_verdicts((p.key for p in papers), profile.interests, self.config.llm.model, PROMPT_VERSION)
 
     async def _classify(
-        self, store: Store, summary: RunSummary, papers_of: dict[str, list[Paper]]
+        self,
+        store: Store,
+        summary: RunSummary,
+        papers_of: dict[str, list[Paper]],
+        stop: asyncio.Event | None = None,
     ) -> dict[str, dict[str, Verdict]]:
         """Classify each profile's papers that have no cached verdict; return every verdict, by profile."""
         verdicts: dict[str, dict[str, Verdict]] = {}
@@ -229,14 +259,15 @@ class Pipeline:
             enabled=self._show_progress,
         )
         try:
-            await classifier.classify(jobs, record, progress.advance)
+            await classifier.classify(jobs, record, progress.advance, stop=stop)
         finally:
             summary.usage = classifier.usage
             summary.cost = estimate_cost(classifier.usage, self.config.llm)
             progress.finish(classifier.usage)
             await classifier.close()
         log.info(
-            "classify: %d papers in %.2f s, %d requests, %d failed",
+            "classify: %d of %d papers in %.2f s, %d requests, %d failed",
+            sum(s.classified + s.failed for s in summary.profiles),
             len(jobs),
             time.monotonic() - clock,
             classifier.usage.requests,
@@ -289,11 +320,13 @@ class Pipeline:
         )
         profile_summary.digest = f"{digest.relevant_count} of {len(classified)} papers for {announced}"
 
-    async def _deliver_pending(self, store: Store, summary: RunSummary) -> None:
+    async def _deliver_pending(self, store: Store, summary: RunSummary, stop: asyncio.Event) -> None:
         """Send every pending delivery, oldest digest first: one message per digest and channel, to all its
         pending recipients at once. A failure leaves it pending for the next run and fails this one."""
         problems: list[str] = []
         for pending in store.pending_deliveries():
+            if stop.is_set():
+                break
             announced = dt.date.fromisoformat(pending.announced)
             by_channel: dict[str, list[str]] = {}
             for recipient in pending.recipients:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from digest.models import RunSummary
 from digest.pipeline import DryRunReport
 from digest.progress import describe_cost
@@ -54,4 +56,26 @@ def dry_run_report(report: DryRunReport) -> str:
         f"  would cost   {report.requests} requests, about {report.tokens:,} tokens, {describe_cost(report.cost)}, "
         f"at least {report.minutes_at_rate_limit * 60:.0f} s at the configured rate limits"
     )
+    return "\n".join(lines)
+
+
+def status_table(runs: list[tuple[dt.datetime, bool, RunSummary]]) -> str:
+    if not runs:
+        return "no runs yet: try `digest run`"
+    header = (
+        f"{'started':<16} {'announced':<10} {'papers':>6} {'relevant':<20} {'failed':>6} "
+        f"{'tokens':>9} {'cost':>8}  {'sent':>4} {'pend':>4}  result"
+    )
+    lines = [header, "-" * len(header)]
+    for started, ok, summary in runs:
+        relevant = " ".join(f"{p.name}={p.relevant}" for p in summary.profiles) or "-"
+        tokens = summary.usage.prompt_tokens + summary.usage.completion_tokens
+        cost = "?" if summary.cost is None else f"${summary.cost:.4f}"
+        result = "ok" if ok else "stopped" if summary.stopped else "failed: " + "; ".join(summary.errors)[:60]
+        lines.append(
+            f"{started.astimezone():%Y-%m-%d %H:%M} {summary.announced or '-'!s:<10} "
+            f"{sum(summary.fetched.values()) + summary.backfilled:>6} {relevant:<20} "
+            f"{sum(p.failed for p in summary.profiles):>6} {tokens:>9,} {cost:>8}  "
+            f"{summary.deliveries_sent:>4} {summary.deliveries_pending:>4}  {result}"
+        )
     return "\n".join(lines)

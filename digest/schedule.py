@@ -1,59 +1,110 @@
-"""`digest serve`: run the pipeline on the configured cron schedule until SIGTERM or SIGINT."""
+"""`digest serve`: run the pipeline on the configured cron schedule until SIGTERM or SIGINT.
+
+A run missed while the machine slept or the service was down happens once at start; a run still going when
+the next is due is not started twice; a signal stops the run in progress at a safe point. A heartbeat file,
+touched by the scheduler itself, tells a container's HEALTHCHECK whether the scheduler loop is alive.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from digest.config import ScheduleConfig
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_SECONDS = 8.0  # a container runtime kills after 10 s; leave room to exit cleanly
+STOP_GRACE_SECONDS = 8.0  # container runtimes kill 10 s after SIGTERM; leave room to exit cleanly
+HEARTBEAT_SECONDS = 15.0
+HEALTHY_WITHIN_SECONDS = 4 * HEARTBEAT_SECONDS
+RunOnce = Callable[[asyncio.Event], Awaitable[None]]
 
 
-async def serve(schedule: ScheduleConfig, run_once: Callable[[], Awaitable[None]]) -> None:
-    """Call `run_once` at every time the cron expression names; never two at once; stop on a signal."""
-    stop = asyncio.Event()
+def cron_trigger(schedule: ScheduleConfig) -> CronTrigger:
+    return CronTrigger.from_crontab(schedule.cron, timezone=schedule.timezone)
+
+
+def previous_fire_time(trigger: BaseTrigger, now: dt.datetime, lookback: dt.timedelta) -> dt.datetime | None:
+    """The last time at or before `now` that the trigger named (within `lookback`)."""
+    fire = trigger.get_next_fire_time(None, now - lookback)
+    last = None
+    while fire is not None and fire <= now:
+        last = fire
+        fire = trigger.get_next_fire_time(fire, fire + dt.timedelta(microseconds=1))
+    return last
+
+
+async def serve(
+    trigger: BaseTrigger,
+    run_once: RunOnce,
+    *,
+    last_good_run: dt.datetime | None,
+    heartbeat: Path,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Call `run_once(stop)` whenever `trigger` fires, one at a time, until a signal (or `stop`)."""
+    stop = stop or asyncio.Event()
+    running = asyncio.Lock()
     current: set[asyncio.Task[None]] = set()
 
     async def job() -> None:
+        if running.locked():
+            log.warning("serve: the previous run is still going; this one is skipped")
+            return
         task = asyncio.current_task()
         assert task is not None
-        current.add(task)
-        try:
-            await run_once()
-        except Exception:
-            log.exception("the scheduled run failed; the next one runs as scheduled")
-        finally:
-            current.discard(task)
+        async with running:
+            current.add(task)
+            try:
+                await run_once(stop)
+            except Exception:
+                log.exception("serve: the run failed; the next one runs as scheduled")
+            finally:
+                current.discard(task)
+
+    def beat() -> None:
+        heartbeat.parent.mkdir(parents=True, exist_ok=True)
+        heartbeat.touch()
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    trigger = CronTrigger.from_crontab(schedule.cron, timezone=schedule.timezone)
-    scheduler = AsyncIOScheduler(timezone=schedule.timezone)
+    scheduler = AsyncIOScheduler()
     scheduler.add_job(job, trigger, id="digest", coalesce=True, max_instances=1, misfire_grace_time=3600)
+    scheduler.add_job(beat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="heartbeat")
     scheduler.start()
-    log.info(
-        "serve: next run at %s (%s in %s)",
-        scheduler.get_job("digest").next_run_time,
-        schedule.cron,
-        schedule.timezone,
-    )
+    beat()
+    now = dt.datetime.now(dt.UTC)
+    missed = previous_fire_time(trigger, now, dt.timedelta(days=8))
+    if missed is not None and (last_good_run is None or last_good_run < missed):
+        log.info("serve: the run due at %s has not happened; running it now", missed)
+        scheduler.add_job(job, id="missed")
+    log.info("serve: next run at %s", scheduler.get_job("digest").next_run_time)
     try:
         await stop.wait()
     finally:
         log.info("serve: stopping")
-        scheduler.shutdown(wait=False)
+        scheduler.pause()  # no new runs; the one in progress sees `stop` and ends at its next safe point
         if current:
             _, still_running = await asyncio.wait(current, timeout=STOP_GRACE_SECONDS)
             for task in still_running:
                 task.cancel()
+        scheduler.shutdown(wait=False)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def healthy(heartbeat: Path, now: float) -> bool:
+    try:
+        return now - heartbeat.stat().st_mtime < HEALTHY_WITHIN_SECONDS
+    except FileNotFoundError:
+        return False

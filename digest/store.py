@@ -7,13 +7,16 @@ written by any earlier release keeps working.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
-from digest.models import Failure, Feed, Paper, Verdict
+from digest.errors import DigestError
+from digest.models import Failure, Feed, Paper, RunSummary, Verdict
 
 MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -83,6 +86,11 @@ MIGRATIONS: list[str] = [
         summary TEXT NOT NULL
     );
     """,
+    # 2: whether a run ended well, so `serve` can tell a missed schedule from a run that already happened.
+    """
+    ALTER TABLE runs ADD COLUMN finished_at TEXT;
+    ALTER TABLE runs ADD COLUMN ok INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -108,6 +116,8 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._lock: IO[str] | None = None
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA foreign_keys = ON")
@@ -116,6 +126,19 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+
+    def lock_for_run(self) -> None:
+        """One run at a time per state file, across processes (cron and `serve` side by side, say)."""
+        self._lock = open(f"{self._path}.lock", "a")  # noqa: SIM115 (held until close)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DigestError(
+                f"another digest run is using {self._path}",
+                hint="wait for it to finish; runs of one state file never overlap",
+            ) from None
 
     @property
     def schema_version(self) -> int:
@@ -298,6 +321,20 @@ class Store:
 
     # Runs
 
-    def record_run(self, started_at: dt.datetime, summary_json: str) -> None:
+    def record_run(self, started_at: dt.datetime, summary: RunSummary) -> None:
+        ok = not summary.errors and not summary.stopped
         with self._transaction() as db:
-            db.execute("INSERT INTO runs (started_at, summary) VALUES (?, ?)", (started_at.isoformat(), summary_json))
+            db.execute(
+                "INSERT INTO runs (started_at, finished_at, ok, summary) VALUES (?, ?, ?, ?)",
+                (started_at.isoformat(), _now(), int(ok), summary.model_dump_json()),
+            )
+
+    def last_good_run(self) -> dt.datetime | None:
+        row = self._db.execute("SELECT max(started_at) FROM runs WHERE ok = 1").fetchone()
+        return dt.datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def recent_runs(self, count: int) -> list[tuple[dt.datetime, bool, RunSummary]]:
+        rows = self._db.execute(
+            "SELECT started_at, ok, summary FROM runs ORDER BY id DESC LIMIT ?", (count,)
+        ).fetchall()
+        return [(dt.datetime.fromisoformat(r[0]), bool(r[1]), RunSummary.model_validate_json(r[2])) for r in rows]

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from digest.arxiv import parse_api_page, parse_feed
@@ -241,31 +237,6 @@ def test_quiet_prints_nothing_on_success_and_verbose_logs_each_stage(tmp_path, f
     assert verbose.returncode == 0
     assert "fetch: 0 papers" in verbose.stderr and "DEBUG" in verbose.stderr
     assert "test-key" not in verbose.stderr + verbose.stdout  # the API key is never logged
-
-
-def test_serve_waits_for_its_schedule_and_stops_cleanly_on_sigterm(tmp_path, feed_server, fake_llm, write_config):
-    feed_url, _ = feed_server
-    llm_url, llm = fake_llm
-    path = write_config(
-        base_config(tmp_path, feed_url, llm_url, schedule={"cron": "0 7 * * mon-fri", "timezone": "UTC"})
-    )
-    env = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"} | {"OPENAI_API_KEY": "test-key"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "serve", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert "serve: next run at" in line and "07:00:00" in line
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        process.kill()
-    assert llm.requests == 0
 
 
 def test_catch_up_with_since_reads_every_missed_paper_once(tmp_path, feed_server, fake_llm, write_config):
