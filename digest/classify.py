@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from digest.config import LLMConfig, Prices, Profile
 from digest.errors import LLMError
-from digest.models import Failure, Judgement, Paper, Usage, Verdict
+from digest.models import Failure, Judgement, JudgementWithTLDR, Paper, Usage, Verdict
 from digest.ratelimit import RateLimiter, Sleep, parse_duration
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,13 @@ Answer with one JSON object only:
 - "relevant": true if the researcher would want to read this paper, otherwise false.
 - "score": an integer from 0 (unrelated) to 10 (exactly what they work on); relevant papers score 6 or more.
 - "reason": one short sentence addressed to the researcher ("you"), saying why it matches or not.
-- "matched_interests": the interests it matches, quoted briefly in the researcher's own words; [] if none.
+- "matched_interests": the interests it matches, quoted briefly in the researcher's own words; [] if none.{extra}
 """
+TLDR_FIELD = """
+- "tldr": one plain-language sentence saying what the paper does, for a reader outside the field."""
+LANGUAGE_RULE = """
+
+Write "reason"{and_tldr} in {language}. Keep technical terms as researchers in that language use them."""
 
 # US dollars per million tokens: input, cached input, output. config's llm.price overrides.
 PRICES: dict[str, Prices] = {
@@ -88,7 +93,11 @@ def estimate_cost(usage: Usage, config: LLMConfig) -> float | None:
 
 
 def system_prompt(profile: Profile) -> str:
-    return SYSTEM_PROMPT.format(interests=profile.interests)
+    """Everything that depends on the profile and not on the paper: the stable, cacheable prefix."""
+    extra = TLDR_FIELD if profile.tldr else ""
+    if profile.language:
+        extra += LANGUAGE_RULE.format(and_tldr=' and "tldr"' if profile.tldr else "", language=profile.language)
+    return SYSTEM_PROMPT.format(interests=profile.interests, extra=extra)
 
 
 def paper_message(paper: Paper) -> str:
@@ -100,10 +109,14 @@ def estimate_tokens(*texts: str) -> int:
     return sum(len(t) for t in texts) // CHARS_PER_TOKEN + 8
 
 
-def response_format(mode: str) -> ResponseFormat:
+def answer_model(profile: Profile) -> type[Judgement]:
+    return JudgementWithTLDR if profile.tldr else Judgement
+
+
+def response_format(mode: str, answer: type[Judgement] = Judgement) -> ResponseFormat:
     if mode == "json_object":
         return {"type": "json_object"}
-    schema = Judgement.model_json_schema()
+    schema = answer.model_json_schema()
     schema["additionalProperties"] = False
     schema["required"] = list(schema["properties"])
     return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
@@ -145,7 +158,6 @@ class Classifier:
         )
         self._limiter = limiter or RateLimiter(config.requests_per_minute, config.tokens_per_minute, sleep=sleep)
         self._sleep = sleep
-        self._format = response_format(config.structured_output)
         self._reached_server = False
         self._in_flight = asyncio.Semaphore(config.max_concurrency)
         self._stopped: LLMError | None = None  # set by the first error that ends the run: no request after it
@@ -213,7 +225,7 @@ class Classifier:
                     await self._limiter.acquire(tokens)
                     if self._stopped is not None:
                         raise self._stopped
-                    return await self._request(job.paper, messages)
+                    return await self._request(job, messages)
             except _Retry as retry:
                 problem = retry.problem
                 if attempt == self._config.max_attempts:
@@ -229,13 +241,14 @@ class Classifier:
             )
         return Failure(paper_key=job.paper.key, reason=f"gave up after {attempt} attempts: {problem}")
 
-    async def _request(self, paper: Paper, messages: list[ChatCompletionMessageParam]) -> Outcome:
+    async def _request(self, job: Job, messages: list[ChatCompletionMessageParam]) -> Outcome:
+        paper, profile = job.paper, job.profile
         self.usage.requests += 1
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
                 model=self._config.model,
                 messages=messages,
-                response_format=self._format,
+                response_format=response_format(self._config.structured_output, answer_model(profile)),
             )
         except openai.APIStatusError as error:
             self._reached_server = True
@@ -260,7 +273,7 @@ class Classifier:
         if completion.choices[0].finish_reason == "length":
             raise _Retry("the answer was cut off (finish_reason=length)", invalid_answer=True)
         try:
-            judgement = Judgement.model_validate_json(message.content or "")
+            judgement = answer_model(profile).model_validate_json(message.content or "")
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(map(str, first["loc"])) or "answer"

@@ -19,7 +19,7 @@ from pathlib import Path
 from digest import __version__, report
 from digest.config import Config, default_config_path, load_config
 from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError
-from digest.pipeline import Pipeline, check, dry_run
+from digest.pipeline import Pipeline, check
 from digest.schedule import cron_trigger, healthy, serve
 from digest.store import Store
 
@@ -69,7 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "check", parents=[common], help="validate the config and reach the feed, the LLM and the mail server"
     )
-    commands.add_parser("preview", parents=[common], help="render today's digests to files without sending them")
+    preview = commands.add_parser(
+        "preview", parents=[common], help="render today's digests to files without sending them"
+    )
+    preview.add_argument(
+        "--min-score",
+        type=int,
+        choices=range(11),
+        metavar="0-10",
+        help="show what this threshold would give, from cached verdicts (no LLM request)",
+    )
     status = commands.add_parser(
         "status", parents=[common], help="show the last runs: papers, relevance, cost, delivery"
     )
@@ -139,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _command(command: str, args: argparse.Namespace, config: Config, quiet: bool) -> int:
     if command == "run" and args.dry_run:
-        print(report.dry_run_report(await dry_run(config, args.since)))
+        print(report.dry_run_report(await Pipeline(config).dry_run(args.since)))
         return EXIT_OK
     if command == "run":
         summary = await Pipeline(config, show_progress=not quiet).run(since=args.since)
@@ -147,8 +156,9 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
             print(report.run_summary(summary))
         return EXIT_FAILED if summary.errors else EXIT_OK
     if command == "preview":
-        for path in await Pipeline(config, show_progress=not quiet).preview():
+        for path, note in await Pipeline(config, show_progress=not quiet).preview(args.min_score):
             print(path)
+            print(f"  {note}")
         return EXIT_OK
     if command == "check":
         results = await check(config)

@@ -157,6 +157,19 @@ class Profile(StrictModel):
     interests: Annotated[str, Field(min_length=1)]
     min_score: Annotated[int, Field(ge=0, le=10)] = 6
     send_empty: bool = False
+    max_papers: Annotated[int, Field(ge=1)] | None = None
+    group_by: Literal["interest", "category", "none"] = "interest"
+    categories: Annotated[list[str], Field(min_length=1)] | None = None
+    follow_authors: list[str] = []
+    must_include: list[str] = []
+    exclude: list[str] = []
+    language: Annotated[str, Field(min_length=2, max_length=40)] | None = None
+    tldr: bool = False
+
+    @field_validator("categories")
+    @classmethod
+    def _valid_categories(cls, categories: list[str] | None) -> list[str] | None:
+        return None if categories is None else list(dict.fromkeys(_check_category(c.strip()) for c in categories))
 
     @field_validator("email", mode="before")
     @classmethod
@@ -265,6 +278,22 @@ class Config(StrictModel):
         if duplicates:
             raise ValueError(f"profile names must be unique; {', '.join(duplicates)} appears more than once")
         return profiles
+
+    @property
+    def all_categories(self) -> list[str]:
+        """What one fetch asks for: the global categories and every profile's own."""
+        found = list(self.arxiv.categories)
+        for profile in self.profiles:
+            found += [c for c in profile.categories or [] if c not in found]
+        return found
+
+    @property
+    def fetched(self) -> ArxivConfig:
+        """The arXiv settings with every category any profile follows: one fetch serves them all."""
+        return self.arxiv.model_copy(update={"categories": self.all_categories})
+
+    def categories_of(self, profile: Profile) -> list[str]:
+        return profile.categories or self.arxiv.categories
 
     @model_validator(mode="after")
     def _recipients_when_sending(self) -> Config:

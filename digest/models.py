@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
+Rule = Literal["author", "keyword", "excluded"]  # a followed author, a must_include keyword, an exclude keyword
 
 
 class Frozen(BaseModel):
@@ -86,12 +87,20 @@ class Judgement(BaseModel):
     )
 
 
+class JudgementWithTLDR(Judgement):
+    tldr: Annotated[
+        str, Field(min_length=1, max_length=300, description="One plain-language sentence: what the paper does.")
+    ]
+
+
 class Verdict(Frozen):
     paper_key: str
     relevant: bool
     score: int
     reason: str
     matched_interests: list[str]
+    tldr: str | None = None
+    rule: Rule | None = None  # set when one of the reader's rules decided, not the LLM (see rules.py)
 
 
 class Failure(Frozen):
@@ -123,12 +132,14 @@ class Digest(Frozen):
     """One profile's digest for one announcement date, ready to render."""
 
     profile: str
+    grouped_by: str  # "interest", "category" or "none"
     announced: dt.date
     categories: list[str]
     groups: list[tuple[str, list[Entry]]]  # (interest, entries by score), best group first
     papers_read: int
     unclassified: int  # papers that could not be classified yet and are carried to the next run
     min_score: int
+    left_out: int  # relevant papers beyond the profile's max_papers
     usage: Usage
     cost: float | None
 
@@ -148,6 +159,7 @@ class ProfileSummary(BaseModel):
     name: str
     to_classify: int = 0
     cached: int = 0
+    ruled: int = 0  # decided by the reader's rules (followed authors, keywords), without a request
     classified: int = 0
     failed: int = 0
     relevant: int = 0

@@ -39,6 +39,7 @@ from digest.errors import DeliveryError, DigestError
 from digest.models import Failure, Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict
 from digest.progress import Progress
 from digest.render import Renderer, build_digest
+from digest.rules import Rules
 from digest.store import Store
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,11 @@ class Pipeline:
             return last.date()
         return None
 
-    async def preview(self) -> list[Path]:
+    async def preview(self, min_score: int | None = None) -> list[tuple[Path, str]]:
         """Write each profile's digest to a file without sending it: the papers waiting for the next digest, or,
         when there are none, the latest recorded digest again. Verdicts come from the cache; papers without one
-        for the profile's current interests are classified (and cached for the run that follows)."""
+        for the profile's current prompt are classified (and cached for the run that follows). `min_score`
+        shows what another threshold would give, at no cost. Returns each file with a line about it."""
         summary = RunSummary()
         store = Store(self.config.state)
         try:
@@ -145,40 +147,53 @@ class Pipeline:
                 papers = store.undigested_papers(profile.name)
                 announced = feed.announced or dt.date.today()
                 latest = store.latest_digest_date(profile.name)
-                if not papers and latest is not None:
+                if not self._in_scope(profile, papers) and latest is not None:
                     announced, papers = latest, store.papers_of_digest(profile.name, latest)
-                shown[profile.name] = (announced, papers)
+                shown[profile.name] = (announced, self._in_scope(profile, papers))
             verdicts = await self._classify(store, summary, {name: papers for name, (_, papers) in shown.items()})
             renderer = Renderer(self.config.output)
-            paths = []
+            previews = []
             for profile in self.config.profiles:
                 announced, papers = shown[profile.name]
                 mine = verdicts[profile.name]
-                digest = build_digest(
-                    profile,
-                    announced,
-                    self.config.arxiv.categories,
-                    papers,
-                    mine,
-                    sum(p.key not in mine for p in papers),
-                    summary.usage,
-                    summary.cost,
-                )
+
+                unclassified = sum(p.key not in mine for p in papers)
+                digests = {
+                    threshold: build_digest(
+                        profile.model_copy(update={"min_score": threshold}),
+                        announced,
+                        self.config.categories_of(profile),
+                        papers,
+                        mine,
+                        unclassified,
+                        summary.usage,
+                        summary.cost,
+                    )
+                    for threshold in {profile.min_score, profile.min_score if min_score is None else min_score}
+                }
+                digest = digests[profile.min_score if min_score is None else min_score]
+                note = f"{profile.name}: {digest.relevant_count} papers for you at min_score {digest.min_score}"
+                if digest.min_score != profile.min_score:
+                    usual = digests[profile.min_score].relevant_count
+                    change = digest.relevant_count - usual
+                    note += (
+                        f", {abs(change)} {'more' if change >= 0 else 'fewer'} than at {profile.min_score} ({usual})"
+                    )
                 rendered = renderer.render(digest)
                 body, suffix = (rendered.html, "html") if rendered.html is not None else (rendered.markdown, "md")
                 path = self.config.output.outbox / profile.name / f"{announced.isoformat()}-preview.{suffix}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(body or "", "utf-8")
-                paths.append(path)
-            return paths
+                previews.append((path, note))
+            return previews
         finally:
             store.close()
 
     async def _fetch(self, store: Store, summary: RunSummary) -> Feed:
-        url = feed_url(self.config.arxiv)
+        url = feed_url(self.config.fetched)
         etag, last_modified, last_announced = store.feed_state(url)
         clock = time.monotonic()
-        feed = await fetch_feed(self.config.arxiv, etag=etag, last_modified=last_modified, client=self._http_client)
+        feed = await fetch_feed(self.config.fetched, etag=etag, last_modified=last_modified, client=self._http_client)
         summary.announced = feed.announced or last_announced
         summary.fetched = feed.count_by_type()
         # feed.announced is None on a 304; a dated feed no newer than what was processed is stale.
@@ -201,7 +216,7 @@ class Pipeline:
 
     async def _backfill(self, store: Store, summary: RunSummary, since: dt.date) -> None:
         clock = time.monotonic()
-        backfill = await fetch_since(self.config.arxiv, since, client=self._http_client)
+        backfill = await fetch_since(self.config.fetched, since, client=self._http_client)
         summary.backfilled = len(backfill.papers)
         added = store.record_feed(backfill, [p.name for p in self.config.profiles])
         summary.new_papers += added
@@ -214,7 +229,68 @@ class Pipeline:
         )
 
     def _cached(self, store: Store, profile: Profile, papers: list[Paper]) -> dict[str, Verdict]:
-        return store.cached_verdicts((p.key for p in papers), profile.interests, self.config.llm.model, PROMPT_VERSION)
+        return store.cached_verdicts(
+            (p.key for p in papers), system_prompt(profile), self.config.llm.model, PROMPT_VERSION
+        )
+
+    def _in_scope(self, profile: Profile, papers: list[Paper]) -> list[Paper]:
+        """The papers in the profile's own categories (all of them when it follows the global ones)."""
+        mine = set(self.config.categories_of(profile))
+        return [p for p in papers if mine.intersection(p.categories)]
+
+    def _plan(
+        self, store: Store | None, papers_of: dict[str, list[Paper]]
+    ) -> tuple[dict[str, dict[str, Verdict]], list[Job], list[ProfileSummary]]:
+        """Per profile: the papers in its categories, decided by its rules, found in the cache, or left to ask."""
+        verdicts: dict[str, dict[str, Verdict]] = {}
+        jobs: list[Job] = []
+        summaries = []
+        for profile in self.config.profiles:
+            papers = self._in_scope(profile, papers_of[profile.name])
+            rules = Rules(profile.follow_authors, profile.must_include, profile.exclude)
+            # The reader's rules decide for free and are never cached: editing them re-decides at once.
+            ruled = {p.key: v for p in papers if (v := rules.decide(p)) is not None}
+            undecided = [p for p in papers if p.key not in ruled]
+            cached = self._cached(store, profile, undecided) if store is not None else {}
+            verdicts[profile.name] = {**cached, **ruled}
+            todo = [Job(profile, p) for p in undecided if p.key not in cached]
+            jobs += todo
+            summaries.append(
+                ProfileSummary(name=profile.name, to_classify=len(todo), cached=len(cached), ruled=len(ruled))
+            )
+        return verdicts, jobs, summaries
+
+    async def dry_run(self, since: dt.date | None = None) -> DryRunReport:
+        """Fetch and count what a run would classify and what it would cost; call no LLM, write no state."""
+        feed = await fetch_feed(self.config.fetched, client=self._http_client)
+        papers = feed.papers
+        if since is not None:
+            backfill = await fetch_since(self.config.fetched, since, client=self._http_client)
+            papers = list({p.key: p for p in [*backfill.papers, *feed.papers]}.values())
+        store = Store(self.config.state) if self.config.state.exists() else None
+        try:
+            _, jobs, profiles = self._plan(store, {p.name: papers for p in self.config.profiles})
+        finally:
+            if store is not None:
+                store.close()
+        prompt = sum(estimate_tokens(system_prompt(job.profile), paper_message(job.paper)) for job in jobs)
+        usage = Usage(
+            requests=len(jobs), prompt_tokens=prompt, completion_tokens=COMPLETION_TOKENS_ESTIMATE * len(jobs)
+        )
+        llm = self.config.llm
+        return DryRunReport(
+            announced=feed.announced,
+            fetched=Feed(url=feed.url, announced=feed.announced, papers=papers).count_by_type(),
+            skipped=feed.skipped,
+            profiles=profiles,
+            requests=len(jobs),
+            tokens=usage.prompt_tokens + usage.completion_tokens,
+            cost=estimate_cost(usage, llm),
+            minutes_at_rate_limit=max(
+                len(jobs) / llm.requests_per_minute,
+                (usage.prompt_tokens + usage.completion_tokens) / llm.tokens_per_minute,
+            ),
+        )
 
     async def _classify(
         self,
@@ -224,17 +300,8 @@ class Pipeline:
         stop: asyncio.Event | None = None,
     ) -> dict[str, dict[str, Verdict]]:
         """Classify each profile's papers that have no cached verdict; return every verdict, by profile."""
-        verdicts: dict[str, dict[str, Verdict]] = {}
-        jobs: list[Job] = []
-        summary.profiles = []
         summary.cost = estimate_cost(summary.usage, self.config.llm)
-        for profile in self.config.profiles:
-            papers = papers_of[profile.name]
-            cached = self._cached(store, profile, papers)
-            verdicts[profile.name] = cached
-            todo = [Job(profile, p) for p in papers if p.key not in cached]
-            jobs += todo
-            summary.profiles.append(ProfileSummary(name=profile.name, to_classify=len(todo), cached=len(cached)))
+        verdicts, jobs, summary.profiles = self._plan(store, papers_of)
         by_name = {s.name: s for s in summary.profiles}
 
         def record(job: Job, outcome: Outcome) -> None:
@@ -244,7 +311,7 @@ class Pipeline:
                 by_name[name].failed += 1
                 log.warning("could not classify %s for %s: %s", job.paper.key, name, outcome.reason)
                 return
-            store.save_verdict(outcome, name, job.profile.interests, self.config.llm.model, PROMPT_VERSION)
+            store.save_verdict(outcome, name, system_prompt(job.profile), self.config.llm.model, PROMPT_VERSION)
             verdicts[name][outcome.paper_key] = outcome
             by_name[name].classified += 1
 
@@ -287,8 +354,9 @@ class Pipeline:
         summary: RunSummary,
     ) -> None:
         mine = verdicts[profile.name]
-        classified = [p for p in papers if p.key in mine]
-        unclassified = len(papers) - len(classified)
+        in_scope = self._in_scope(profile, papers)
+        classified = [p for p in in_scope if p.key in mine]
+        unclassified = len(in_scope) - len(classified)
         if store.has_digest(profile.name, announced):
             profile_summary.digest = f"already recorded for {announced}"
             if classified:
@@ -300,7 +368,7 @@ class Pipeline:
         digest = build_digest(
             profile,
             announced,
-            self.config.arxiv.categories,
+            self.config.categories_of(profile),
             classified,
             mine,
             unclassified,
@@ -310,15 +378,20 @@ class Pipeline:
         profile_summary.relevant = digest.relevant_count
         rendered = renderer.render(digest)
         message = build_message(rendered, self.config.email.from_, profile.email)
+        send = digest.relevant_count > 0 or profile.send_empty
+        # Papers outside the profile's categories are retired with this digest, so they are not looked at again.
+        outside = [p.key for p in papers if p not in in_scope]
         store.record_digest(
             profile.name,
             announced,
             rendered.subject,
             message.as_bytes(),
-            [p.key for p in classified],
-            destinations(profile.email, self.config),
+            [p.key for p in classified] + outside,
+            destinations(profile.email, self.config) if send else [],
         )
         profile_summary.digest = f"{digest.relevant_count} of {len(classified)} papers for {announced}"
+        if not send:
+            profile_summary.digest += ": nothing relevant, no email (send_empty: true sends one)"
 
     async def _deliver_pending(self, store: Store, summary: RunSummary, stop: asyncio.Event) -> None:
         """Send every pending delivery, oldest digest first: one message per digest and channel, to all its
@@ -360,52 +433,11 @@ class DryRunReport(BaseModel):
     announced: dt.date | None
     fetched: dict[str, int]
     skipped: dict[str, int]
-    per_profile: dict[str, tuple[int, int]]  # name -> (requests needed, verdicts cached)
+    profiles: list[ProfileSummary]
     requests: int
     tokens: int
     cost: float | None
     minutes_at_rate_limit: float
-
-
-async def dry_run(
-    config: Config, since: dt.date | None = None, http_client: httpx.AsyncClient | None = None
-) -> DryRunReport:
-    """Fetch and count what a run would classify and what it would cost; call no LLM, write no state."""
-    feed = await fetch_feed(config.arxiv, client=http_client)
-    if since is not None:
-        backfill = await fetch_since(config.arxiv, since, client=http_client)
-        papers = {p.key: p for p in [*backfill.papers, *feed.papers]}
-        feed = feed.model_copy(update={"papers": list(papers.values())})
-    cached: dict[str, int] = {}
-    jobs: list[tuple[Profile, Paper]] = []
-    if config.state.exists():
-        store = Store(config.state)
-        try:
-            for profile in config.profiles:
-                found = store.cached_verdicts(
-                    (p.key for p in feed.papers), profile.interests, config.llm.model, PROMPT_VERSION
-                )
-                cached[profile.name] = len(found)
-                jobs += [(profile, p) for p in feed.papers if p.key not in found]
-        finally:
-            store.close()
-    else:
-        jobs = [(profile, p) for profile in config.profiles for p in feed.papers]
-    prompt = sum(estimate_tokens(system_prompt(profile), paper_message(p)) for profile, p in jobs)
-    usage = Usage(requests=len(jobs), prompt_tokens=prompt, completion_tokens=COMPLETION_TOKENS_ESTIMATE * len(jobs))
-    return DryRunReport(
-        announced=feed.announced,
-        fetched=feed.count_by_type(),
-        skipped=feed.skipped,
-        per_profile={p.name: (sum(1 for job in jobs if job[0] is p), cached.get(p.name, 0)) for p in config.profiles},
-        requests=len(jobs),
-        tokens=usage.prompt_tokens + usage.completion_tokens,
-        cost=estimate_cost(usage, config.llm),
-        minutes_at_rate_limit=max(
-            len(jobs) / config.llm.requests_per_minute,
-            (usage.prompt_tokens + usage.completion_tokens) / config.llm.tokens_per_minute,
-        ),
-    )
 
 
 class CheckResult(BaseModel):
@@ -418,12 +450,12 @@ async def check(config: Config, http_client: httpx.AsyncClient | None = None) ->
     """Reach the feed, the LLM server and the delivery channel without classifying or sending anything."""
     results: list[CheckResult] = []
     try:
-        feed = await fetch_feed(config.arxiv.model_copy(update={"max_retry_seconds": 0}), client=http_client)
+        feed = await fetch_feed(config.fetched.model_copy(update={"max_retry_seconds": 0}), client=http_client)
         results.append(
             CheckResult(
                 what="arXiv feed",
                 ok=True,
-                detail=f"{feed_url(config.arxiv)}: {len(feed.papers)} papers dated {feed.announced}",
+                detail=f"{feed_url(config.fetched)}: {len(feed.papers)} papers dated {feed.announced}",
             )
         )
     except DigestError as error:

@@ -13,6 +13,9 @@ from digest.config import OutputConfig, Profile
 from digest.models import Digest, Entry, Paper, Rendered, Usage, Verdict
 
 OTHER_GROUP = "Also relevant"
+AUTHOR_GROUP = "By authors you follow"
+KEYWORD_GROUP = "Matching your keywords"
+ALL_GROUP = "For you"
 AUTHORS_SHOWN = 5
 
 
@@ -32,37 +35,69 @@ def build_digest(
     usage: Usage,
     cost: float | None,
 ) -> Digest:
-    """Pick the papers at or above the profile's min_score, grouped by the interest they match best."""
-    papers = list(papers)
-    chosen = [
-        Entry(paper=p, verdict=verdicts[p.key])
-        for p in papers
-        if p.key in verdicts and verdicts[p.key].relevant and verdicts[p.key].score >= profile.min_score
-    ]
+    """Pick the papers the reader's rules put in and those scoring at least min_score, best first, up to
+    max_papers, grouped as the profile asks (papers by followed authors and keyword matches first)."""
+    read = [p for p in papers if p.key in verdicts]
+    chosen = sorted(
+        (Entry(paper=p, verdict=verdicts[p.key]) for p in read if _selected(verdicts[p.key], profile.min_score)),
+        key=lambda e: (e.verdict.rule is None, -e.verdict.score, e.paper.title.lower()),
+    )
+    left_out = 0
+    if profile.max_papers is not None and len(chosen) > profile.max_papers:
+        left_out = len(chosen) - profile.max_papers
+        chosen = chosen[: profile.max_papers]
     groups: dict[str, list[Entry]] = {}
     for entry in chosen:
-        interests = entry.verdict.matched_interests
-        groups.setdefault(interests[0].strip() if interests else OTHER_GROUP, []).append(entry)
-    for entries in groups.values():
-        entries.sort(key=lambda e: (-e.verdict.score, e.paper.title.lower()))
-    ordered = sorted(groups.items(), key=lambda g: (g[0] == OTHER_GROUP, -g[1][0].verdict.score, g[0].lower()))
+        groups.setdefault(_group_of(entry, profile.group_by), []).append(entry)
+    first = {AUTHOR_GROUP: 0, KEYWORD_GROUP: 1}
+    ordered = sorted(
+        groups.items(),
+        key=lambda g: (first.get(g[0], 2), g[0] == OTHER_GROUP, -g[1][0].verdict.score, g[0].lower()),
+    )
     return Digest(
         profile=profile.name,
+        grouped_by=profile.group_by,
         announced=announced,
         categories=categories,
         groups=ordered,
-        papers_read=len([p for p in papers if p.key in verdicts]),
+        papers_read=len(read),
         unclassified=unclassified,
         min_score=profile.min_score,
+        left_out=left_out,
         usage=usage,
         cost=cost,
     )
+
+
+def _selected(verdict: Verdict, min_score: int) -> bool:
+    """min_score is the reader's knob: lowering it shows papers the LLM scored lower, whatever it called them."""
+    if verdict.rule is not None:
+        return verdict.rule != "excluded"
+    return verdict.score >= min_score
+
+
+def _group_of(entry: Entry, group_by: str) -> str:
+    if entry.verdict.rule == "author":
+        return AUTHOR_GROUP
+    if entry.verdict.rule == "keyword":
+        return KEYWORD_GROUP
+    if group_by == "category":
+        return entry.paper.primary_category
+    if group_by == "none":
+        return ALL_GROUP
+    interests = entry.verdict.matched_interests
+    return interests[0].strip() if interests else OTHER_GROUP
 
 
 def subject(digest: Digest) -> str:
     count = digest.relevant_count
     papers = "paper" if count == 1 else "papers"
     return f"arXiv digest - {digest.announced:%d %b %Y} - {count} {papers} for you"
+
+
+def badge(verdict: Verdict) -> str:
+    """What stands beside a title: the score, or which of the reader's rules put the paper there."""
+    return {"author": "followed", "keyword": "keyword"}.get(verdict.rule or "", f"{verdict.score}/10")
 
 
 def short_authors(authors: list[str], shown: int = AUTHORS_SHOWN) -> str:
@@ -85,6 +120,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._env.filters["short_authors"] = short_authors
+        self._env.filters["badge"] = badge
         # Mail clients ignore most <style> blocks: the CSS goes into style attributes; nothing is fetched.
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
 

@@ -27,7 +27,8 @@ def run_summary(summary: RunSummary) -> str:
     for profile in summary.profiles:
         lines.append(
             f"  {profile.name:<12} {profile.classified} classified, {profile.cached} cached, "
-            f"{profile.failed} failed, {profile.relevant} relevant - digest: {profile.digest}"
+            f"{profile.ruled} by your rules, {profile.failed} failed, {profile.relevant} relevant - "
+            f"digest: {profile.digest}"
         )
     lines.append(
         f"  llm          {usage.requests} requests, {usage.retries} retries, {usage.rate_limited} rate-limited, "
@@ -50,8 +51,11 @@ def dry_run_report(report: DryRunReport) -> str:
     ]
     if report.skipped:
         lines.append(f"  left out     {_counts(report.skipped)} (not in arxiv.announce_types)")
-    for name, (requests, cached) in report.per_profile.items():
-        lines.append(f"  {name:<12} {requests} papers to classify, {cached} already cached")
+    for profile in report.profiles:
+        lines.append(
+            f"  {profile.name:<12} {profile.to_classify} papers to classify, {profile.cached} already cached, "
+            f"{profile.ruled} decided by your rules"
+        )
     lines.append(
         f"  would cost   {report.requests} requests, about {report.tokens:,} tokens, {describe_cost(report.cost)}, "
         f"at least {report.minutes_at_rate_limit * 60:.0f} s at the configured rate limits"

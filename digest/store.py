@@ -94,8 +94,8 @@ MIGRATIONS: list[str] = [
 ]
 
 
-def interests_hash(interests: str) -> str:
-    return hashlib.sha256(interests.strip().encode()).hexdigest()[:16]
+def prompt_hash(prompt: str) -> str:
+    return hashlib.sha256(prompt.strip().encode()).hexdigest()[:16]
 
 
 def _now() -> str:
@@ -221,11 +221,12 @@ class Store:
     # Verdicts
 
     def cached_verdicts(
-        self, paper_keys: Iterable[str], interests: str, model: str, prompt_version: int
+        self, paper_keys: Iterable[str], prompt: str, model: str, prompt_version: int
     ) -> dict[str, Verdict]:
+        """Verdicts given under exactly this profile prompt (interests, language, TL;DR), model and version."""
         keys = list(paper_keys)
         found: dict[str, Verdict] = {}
-        digest = interests_hash(interests)
+        digest = prompt_hash(prompt)
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             rows = self._db.execute(
@@ -236,14 +237,14 @@ class Store:
             found.update({key: Verdict.model_validate_json(data) for key, data in rows})
         return found
 
-    def save_verdict(self, verdict: Verdict, profile: str, interests: str, model: str, prompt_version: int) -> None:
+    def save_verdict(self, verdict: Verdict, profile: str, prompt: str, model: str, prompt_version: int) -> None:
         with self._transaction() as db:
             db.execute(
                 """INSERT OR REPLACE INTO verdicts (paper_key, interests_hash, model, prompt_version, data, created_at)
                    VALUES (?, ?, ?, ?, ?, ?)""",
                 (
                     verdict.paper_key,
-                    interests_hash(interests),
+                    prompt_hash(prompt),
                     model,
                     prompt_version,
                     verdict.model_dump_json(),

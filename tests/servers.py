@@ -279,6 +279,9 @@ class FakeLLM:
             "reason": "It is about language models." if relevant else "It is not about your topics.",
             "matched_interests": ["language models"] if relevant else [],
         }
+        schema = request.get("response_format", {}).get("json_schema", {}).get("schema", {})
+        if "tldr" in schema.get("properties", {}):
+            answer["tldr"] = f"In short: {paper['title'][:60]}."
         content = json.dumps(answer)
         if paper["title"] in self.invalid_for:
             behaviour = "schema"
