@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import email.utils
 import logging
@@ -11,7 +10,7 @@ import random
 import re
 import time
 import xml.sax
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import feedparser
@@ -42,7 +41,6 @@ async def fetch_feed(
     *,
     etag: str | None = None,
     last_modified: str | None = None,
-    client: httpx.AsyncClient | None = None,
     sleep: Sleep = asyncio.sleep,
 ) -> Feed:
     """One request for all followed categories; retried with backoff, then a FetchError."""
@@ -52,7 +50,7 @@ async def fetch_feed(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    async with _http_client(client, config.timeout_seconds) as http:
+    async with httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=True) as http:
         response = await _get_with_retries(http, url, headers, config.max_retry_seconds, sleep)
     if response.status_code == 304:
         log.info("feed not modified since the last run: %s", url)
@@ -61,16 +59,6 @@ async def fetch_feed(
     return feed.model_copy(
         update={"etag": response.headers.get("etag"), "last_modified": response.headers.get("last-modified")}
     )
-
-
-@contextlib.asynccontextmanager
-async def _http_client(client: httpx.AsyncClient | None, timeout_seconds: float) -> AsyncIterator[httpx.AsyncClient]:
-    """The caller's client, or one of our own for the duration."""
-    if client is not None:
-        yield client
-        return
-    async with httpx.AsyncClient(timeout=timeout_seconds, follow_redirects=True) as own:
-        yield own
 
 
 async def _get_with_retries(
@@ -213,7 +201,6 @@ async def fetch_since(
     config: ArxivConfig,
     since: dt.date,
     *,
-    client: httpx.AsyncClient | None = None,
     pacer: RateLimiter | None = None,
     sleep: Sleep = asyncio.sleep,
 ) -> Feed:
@@ -228,7 +215,7 @@ async def fetch_since(
     papers: dict[str, Paper] = {}
     skipped: dict[str, int] = {}
     start, total = 0, None
-    async with _http_client(client, config.timeout_seconds) as http:
+    async with httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=True) as http:
         while total is None or start < total:
             params = {
                 "search_query": query,

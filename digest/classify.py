@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
@@ -133,11 +134,10 @@ OnProgress = Callable[[Usage], None]
 
 
 class _Retry(Exception):
-    def __init__(self, problem: str, delay: float | None = None, *, invalid_answer: bool = False) -> None:
+    def __init__(self, problem: str, delay: float | None = None) -> None:
         super().__init__(problem)
         self.problem = problem
         self.delay = delay
-        self.invalid_answer = invalid_answer
 
 
 class Classifier:
@@ -204,7 +204,7 @@ class Classifier:
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(WORKERS_PER_PLACE * self._config.max_concurrency, len(jobs))):
+                for _ in range(min(math.ceil(WORKERS_PER_PLACE * self._config.max_concurrency), len(jobs))):
                     group.create_task(worker())
         except* LLMError as errors:
             raise errors.exceptions[0] from None
@@ -266,18 +266,18 @@ class Classifier:
             details = completion.usage.prompt_tokens_details
             self.usage.cached_tokens += (details.cached_tokens or 0) if details else 0
         if not completion.choices:
-            raise _Retry("the answer had no choices", invalid_answer=True)
+            raise _Retry("the answer had no choices")
         message = completion.choices[0].message
         if message.refusal:
             return Failure(paper_key=paper.key, reason=f"the model refused: {message.refusal[:200]}")
         if completion.choices[0].finish_reason == "length":
-            raise _Retry("the answer was cut off (finish_reason=length)", invalid_answer=True)
+            raise _Retry("the answer was cut off (finish_reason=length)")
         try:
             judgement = answer_model(profile).model_validate_json(message.content or "")
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(map(str, first["loc"])) or "answer"
-            raise _Retry(f"the answer was not a valid verdict ({where}: {first['msg']})", invalid_answer=True) from None
+            raise _Retry(f"the answer was not a valid verdict ({where}: {first['msg']})") from None
         return Verdict(paper_key=paper.key, **judgement.model_dump())
 
     def _status_error(self, paper: Paper, error: openai.APIStatusError) -> Outcome:

@@ -13,11 +13,8 @@ import datetime as dt
 import logging
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
 
-import httpx
 import openai
 from pydantic import BaseModel
 
@@ -44,29 +41,13 @@ from digest.store import Store
 
 log = logging.getLogger(__name__)
 
-ClassifierFactory = Callable[[Config], Classifier]
 MISSED_AFTER = dt.timedelta(hours=30)  # a weekday run every 24 h; more than this apart, a day was missed
 
 
-def _classifier(config: Config) -> Classifier:
-    return Classifier(config.llm)
-
-
 class Pipeline:
-    def __init__(
-        self,
-        config: Config,
-        *,
-        progress_stream: TextIO = sys.stderr,
-        show_progress: bool = True,
-        http_client: httpx.AsyncClient | None = None,
-        classifier_factory: ClassifierFactory = _classifier,
-    ) -> None:
+    def __init__(self, config: Config, *, show_progress: bool = True) -> None:
         self.config = config
-        self._progress_stream = progress_stream
         self._show_progress = show_progress
-        self._http_client = http_client
-        self._classifier_factory = classifier_factory
 
     async def run(
         self, since: dt.date | None = None, *, catch_up: bool = False, stop: asyncio.Event | None = None
@@ -193,7 +174,7 @@ class Pipeline:
         url = feed_url(self.config.fetched)
         etag, last_modified, last_announced = store.feed_state(url)
         clock = time.monotonic()
-        feed = await fetch_feed(self.config.fetched, etag=etag, last_modified=last_modified, client=self._http_client)
+        feed = await fetch_feed(self.config.fetched, etag=etag, last_modified=last_modified)
         summary.announced = feed.announced or last_announced
         summary.fetched = feed.count_by_type()
         # feed.announced is None on a 304; a dated feed no newer than what was processed is stale.
@@ -216,7 +197,7 @@ class Pipeline:
 
     async def _backfill(self, store: Store, summary: RunSummary, since: dt.date) -> None:
         clock = time.monotonic()
-        backfill = await fetch_since(self.config.fetched, since, client=self._http_client)
+        backfill = await fetch_since(self.config.fetched, since)
         summary.backfilled = len(backfill.papers)
         added = store.record_feed(backfill, [p.name for p in self.config.profiles])
         summary.new_papers += added
@@ -262,10 +243,10 @@ class Pipeline:
 
     async def dry_run(self, since: dt.date | None = None) -> DryRunReport:
         """Fetch and count what a run would classify and what it would cost; call no LLM, write no state."""
-        feed = await fetch_feed(self.config.fetched, client=self._http_client)
+        feed = await fetch_feed(self.config.fetched)
         papers = feed.papers
         if since is not None:
-            backfill = await fetch_since(self.config.fetched, since, client=self._http_client)
+            backfill = await fetch_since(self.config.fetched, since)
             papers = list({p.key: p for p in [*backfill.papers, *feed.papers]}.values())
         store = Store(self.config.state) if self.config.state.exists() else None
         try:
@@ -318,11 +299,11 @@ class Pipeline:
         if not jobs:
             return verdicts
         clock = time.monotonic()
-        classifier = self._classifier_factory(self.config)
+        classifier = Classifier(self.config.llm)
         progress = Progress(
             len(jobs),
             lambda usage: estimate_cost(usage, self.config.llm),
-            self._progress_stream,
+            sys.stderr,
             enabled=self._show_progress,
         )
         try:
@@ -446,11 +427,11 @@ class CheckResult(BaseModel):
     detail: str
 
 
-async def check(config: Config, http_client: httpx.AsyncClient | None = None) -> list[CheckResult]:
+async def check(config: Config) -> list[CheckResult]:
     """Reach the feed, the LLM server and the delivery channel without classifying or sending anything."""
     results: list[CheckResult] = []
     try:
-        feed = await fetch_feed(config.fetched.model_copy(update={"max_retry_seconds": 0}), client=http_client)
+        feed = await fetch_feed(config.fetched.model_copy(update={"max_retry_seconds": 0}))
         results.append(
             CheckResult(
                 what="arXiv feed",

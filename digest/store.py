@@ -12,6 +12,7 @@ import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -102,13 +103,13 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+@dataclass(frozen=True)
 class PendingDelivery:
-    def __init__(self, digest_id: int, profile: str, announced: str, message: bytes, recipients: list[str]) -> None:
-        self.digest_id = digest_id
-        self.profile = profile
-        self.announced = announced
-        self.message = message
-        self.recipients = recipients
+    digest_id: int
+    profile: str
+    announced: str
+    message: bytes
+    recipients: list[str]
 
 
 class Store:
