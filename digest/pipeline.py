@@ -78,7 +78,7 @@ class Pipeline:
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
                 verdicts = await self._classify(store, summary, pending, stop)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
-                renderer = Renderer(self.config.output)
+                renderer, clock_render = Renderer(self.config.output), time.monotonic()
                 for profile, profile_summary in zip(self.config.profiles, summary.profiles, strict=True):
                     if not stop.is_set():
                         self._record_digest(
@@ -91,6 +91,11 @@ class Pipeline:
                             renderer,
                             summary,
                         )
+                log.info(
+                    "render: %s, in %.2f s",
+                    "; ".join(f"{p.name}: {p.digest}" for p in summary.profiles),
+                    time.monotonic() - clock_render,
+                )
             except DigestError as error:
                 summary.errors.append(str(error))
             # Digests left pending by earlier runs go out even when today's fetch or classification failed.
@@ -378,6 +383,7 @@ class Pipeline:
         """Send every pending delivery, oldest digest first: one message per digest and channel, to all its
         pending recipients at once. A failure leaves it pending for the next run and fails this one."""
         problems: list[str] = []
+        clock = time.monotonic()
         for pending in store.pending_deliveries():
             if stop.is_set():
                 break
@@ -402,6 +408,13 @@ class Pipeline:
                         store.mark_delivered(pending.digest_id, recipient)
                         summary.deliveries_sent += 1
                         log.info("deliver: %s digest of %s to %s", pending.profile, announced, recipient)
+        if summary.deliveries_sent or summary.deliveries_pending:
+            log.info(
+                "deliver: %d sent, %d still pending, in %.2f s",
+                summary.deliveries_sent,
+                summary.deliveries_pending,
+                time.monotonic() - clock,
+            )
         if problems:
             unique = list(dict.fromkeys(problems))
             raise DeliveryError(
