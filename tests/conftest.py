@@ -40,6 +40,28 @@ def smtp() -> Iterator[tuple[int, Any]]:
         yield port, inbox
 
 
+def smtp_email(port: int, sender: str = "digest@example.org") -> dict[str, Any]:
+    """config.yaml's email section for the loopback SMTP server, without TLS."""
+    return {"from": sender, "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}}
+
+
+class FakeClock:
+    """An injectable clock for pacing tests: `sleep` records each wait and, if `advance`, moves time on by it."""
+
+    def __init__(self, start: float = 0.0, *, advance: bool = True) -> None:
+        self.now = start
+        self.slept: list[float] = []
+        self._advance = advance
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        if self._advance:
+            self.now += seconds
+
+
 def base_config(tmp_path: Path, feed_url: str, llm_url: str, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "arxiv": {"categories": ["cs.CL"], "feed_url": f"{feed_url}/rss", "max_retry_seconds": 1},

@@ -11,7 +11,7 @@ import pytest
 from digest.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
 from digest.config import ArxivConfig
 from digest.errors import FetchError
-from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED
+from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED, FakeClock
 from tests.servers import ApiServer, FeedServer, serve_asgi
 
 ALL_TYPES = ["new", "cross", "replace", "replace-cross"]
@@ -157,16 +157,12 @@ def test_an_unreachable_server_is_a_clear_error():
 
 
 def test_backfill_pages_through_the_export_api_three_seconds_apart():
-    now = [1000.0]
-
-    async def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    api = ApiServer(page=API_PAGE.read_bytes(), clock=lambda: now[0], failures=[503])
+    clock = FakeClock(1000.0)
+    api = ApiServer(page=API_PAGE.read_bytes(), clock=clock, failures=[503])
     with serve_asgi(api) as url:
         config = ArxivConfig(categories=["cs.CL", "cs.LG"], api_url=f"{url}/api/query", api_page_size=20)
-        pacer = api_pacer(clock=lambda: now[0], sleep=sleep)
-        feed = asyncio.run(fetch_since(config, dt.date(2026, 6, 25), pacer=pacer, sleep=sleep))
+        pacer = api_pacer(clock=clock, sleep=clock.sleep)
+        feed = asyncio.run(fetch_since(config, dt.date(2026, 6, 25), pacer=pacer, sleep=clock.sleep))
     assert len(api.entries) == 50
     assert [r["start"] for r in api.requests] == ["0", "0", "20", "40"]  # a 503, retried, then three pages
     assert all(r["max_results"] == "20" for r in api.requests)

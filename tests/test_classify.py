@@ -15,7 +15,7 @@ from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
 from digest.models import Failure, Paper, Usage, Verdict
 from digest.ratelimit import BURST_SECONDS, RateLimiter, parse_duration
-from tests.conftest import CL_FEED
+from tests.conftest import CL_FEED, FakeClock
 from tests.servers import FakeLLM, serve_asgi
 
 PROFILE = Profile(name="me", interests="Language models and how to evaluate them.")
@@ -94,18 +94,14 @@ def test_requests_are_paced_under_the_requests_per_minute_limit(llm):
 
 
 def test_no_sixty_second_window_holds_more_than_the_limit():
-    now = [0.0]
-
-    async def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    limiter = RateLimiter(600, 10**9, clock=lambda: now[0], sleep=sleep)
+    clock = FakeClock()
+    limiter = RateLimiter(600, 10**9, clock=clock, sleep=clock.sleep)
     sent: list[float] = []
 
     async def main() -> None:
-        while now[0] < 180:
+        while clock.now < 180:
             await limiter.acquire(100)
-            sent.append(now[0])
+            sent.append(clock.now)
 
     asyncio.run(main())
     assert sum(1 for t in sent if t < 1.0) > 1  # a burst at the start
@@ -213,13 +209,9 @@ def test_reset_durations_are_parsed():
 
 
 def test_the_rate_limiter_spaces_requests_and_pauses_everybody_on_a_429():
-    now = [0.0]
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    limiter = RateLimiter(60, 1_000_000, burst_seconds=0, clock=lambda: now[0], sleep=sleep)
+    clock = FakeClock(advance=False)  # time stands still: every wait is measured from the same instant
+    slept = clock.slept
+    limiter = RateLimiter(60, 1_000_000, burst_seconds=0, clock=clock, sleep=clock.sleep)
 
     async def main() -> None:
         for _ in range(3):
@@ -234,13 +226,9 @@ def test_the_rate_limiter_spaces_requests_and_pauses_everybody_on_a_429():
 
 
 def test_the_rate_limiter_learns_the_servers_limits_and_ignores_transient_429s():
-    now = [0.0]
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    limiter = RateLimiter(12_000, 1_000_000, burst_seconds=0, clock=lambda: now[0], sleep=sleep)
+    clock = FakeClock(advance=False)
+    slept = clock.slept
+    limiter = RateLimiter(12_000, 1_000_000, burst_seconds=0, clock=clock, sleep=clock.sleep)
     limiter.observe({"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "5000"})
     assert limiter.rate == 100.0  # never aim above what the server announces
     limiter.rate_limited(1.0, {"x-ratelimit-remaining-requests": "12", "x-ratelimit-remaining-tokens": "9000"})

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from digest.arxiv import parse_api_page, parse_feed
-from tests.conftest import API_PAGE, CL_FEED, EMPTY_FEED, base_config, run_cli
+from tests.conftest import API_PAGE, CL_FEED, EMPTY_FEED, base_config, run_cli, smtp_email
 from tests.servers import ApiServer, html_titles, serve_asgi, smtp_server
 
 
@@ -22,7 +22,7 @@ def test_run_emails_exactly_the_papers_the_llm_judged_relevant(tmp_path, feed_se
         tmp_path,
         feed_url,
         llm_url,
-        email={"from": "digest@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+        email=smtp_email(port),
     )
     result = run_cli("run", "--config", str(write_config(config)))
     assert result.returncode == 0, result.stderr + result.stdout
@@ -54,7 +54,7 @@ def test_second_run_on_the_same_day_sends_nothing_and_asks_nothing(tmp_path, fee
         tmp_path,
         feed_url,
         llm_url,
-        email={"from": "digest@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+        email=smtp_email(port),
     )
     path = write_config(config)
     assert run_cli("run", "--config", str(path)).returncode == 0
@@ -127,7 +127,7 @@ def test_check_reports_each_server(tmp_path, feed_server, fake_llm, smtp, write_
         tmp_path,
         feed_url,
         llm_url,
-        email={"from": "d@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+        email=smtp_email(port, "d@example.org"),
     )
     result = run_cli("check", "--config", str(write_config(good)))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -149,7 +149,7 @@ def test_preview_writes_a_file_and_sends_nothing(tmp_path, feed_server, fake_llm
         tmp_path,
         feed_url,
         llm_url,
-        email={"from": "d@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+        email=smtp_email(port, "d@example.org"),
     )
     path = write_config(config)
     result = run_cli("preview", "--config", str(path))
@@ -339,7 +339,7 @@ def test_a_refused_recipient_gets_the_digest_on_a_later_run_and_nobody_gets_it_t
             tmp_path,
             feed_url,
             llm_url,
-            email={"from": "d@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+            email=smtp_email(port, "d@example.org"),
         )
         config["profiles"][0]["email"] = ["me@example.org", "you@example.org"]
         path = write_config(config)

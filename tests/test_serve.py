@@ -22,7 +22,7 @@ from digest.models import RunSummary
 from digest.pipeline import Pipeline
 from digest.schedule import HEALTHY_WITHIN_SECONDS, healthy, previous_fire_time, serve
 from digest.store import Store
-from tests.conftest import API_PAGE, base_config, run_cli
+from tests.conftest import API_PAGE, base_config, run_cli, smtp_email
 from tests.servers import ApiServer, serve_asgi
 
 REPO = Path(__file__).parent.parent
@@ -171,7 +171,7 @@ def test_sigterm_mid_run_then_restart_delivers_each_digest_exactly_once(
         tmp_path,
         feed_url,
         llm_url,
-        email={"from": "d@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+        email=smtp_email(port, "d@example.org"),
         schedule={"cron": "0 7 * * *", "timezone": "UTC"},
     )
     config["llm"]["max_concurrency"] = 2
