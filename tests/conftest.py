@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.servers import FakeLLM, FeedServer, serve_asgi, smtp_server
+from tests.servers import ApiServer, FakeLLM, FeedServer, serve_asgi, smtp_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CL_FEED = FIXTURES / "cs.CL_2026-06-30_rss.xml"
@@ -25,6 +25,14 @@ def feed_server() -> Iterator[tuple[str, FeedServer]]:
     app = FeedServer(feeds={"/rss/cs.CL": CL_FEED.read_bytes(), "/rss/cs.CL+cs.AI": CL_AI_FEED.read_bytes()})
     with serve_asgi(app) as url:
         yield url, app
+
+
+@pytest.fixture
+def export_api() -> Iterator[tuple[str, ApiServer]]:
+    """The arXiv export API on loopback, serving pages of a real API result; yields its query URL."""
+    app = ApiServer(page=API_PAGE.read_bytes())
+    with serve_asgi(app) as url:
+        yield f"{url}/api/query", app
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from digest.arxiv import parse_api_page, parse_feed
 from tests.conftest import API_PAGE, CL_FEED, EMPTY_FEED, base_config, run_cli, smtp_email
-from tests.servers import ApiServer, html_titles, serve_asgi, smtp_server
+from tests.servers import html_titles, smtp_server
 
 
 def _expected_relevant(llm_judged: dict[str, tuple[bool, int]], min_score: int = 6) -> set[str]:
@@ -239,26 +239,25 @@ def test_quiet_prints_nothing_on_success_and_verbose_logs_each_stage(tmp_path, f
     assert "test-key" not in verbose.stderr + verbose.stdout  # the API key is never logged
 
 
-def test_catch_up_with_since_reads_every_missed_paper_once(tmp_path, feed_server, fake_llm, write_config):
+def test_catch_up_with_since_reads_every_missed_paper_once(tmp_path, feed_server, fake_llm, export_api, write_config):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
-    api = ApiServer(page=API_PAGE.read_bytes())
-    with serve_asgi(api) as api_url:
-        config = base_config(tmp_path, feed_url, llm_url)
-        config["arxiv"]["api_url"] = f"{api_url}/api/query"
-        path = write_config(config)
-        first = run_cli("run", "--since", "2026-06-25", "--config", str(path))
-        assert first.returncode == 0, first.stdout + first.stderr
-        rss = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers
-        backfill = parse_api_page(API_PAGE.read_bytes(), url="", categories=["cs.CL"])[0]
-        union = {p.key for p in rss} | {p.key for p in backfill}
-        assert llm.requests == len(union)
-        assert "caught up    50 papers" in first.stdout
+    api_url, _ = export_api
+    config = base_config(tmp_path, feed_url, llm_url)
+    config["arxiv"]["api_url"] = api_url
+    path = write_config(config)
+    first = run_cli("run", "--since", "2026-06-25", "--config", str(path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    rss = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers
+    backfill = parse_api_page(API_PAGE.read_bytes(), url="", categories=["cs.CL"])[0]
+    union = {p.key for p in rss} | {p.key for p in backfill}
+    assert llm.requests == len(union)
+    assert "caught up    50 papers" in first.stdout
 
-        again = run_cli("run", "--since", "2026-06-25", "--config", str(path))
-        assert again.returncode == 0
-        assert llm.requests == len(union)
-        assert len(list((tmp_path / "outbox" / "me").glob("*.eml"))) == 1
+    again = run_cli("run", "--since", "2026-06-25", "--config", str(path))
+    assert again.returncode == 0
+    assert llm.requests == len(union)
+    assert len(list((tmp_path / "outbox" / "me").glob("*.eml"))) == 1
 
 
 def test_since_must_be_a_past_date():

@@ -22,8 +22,7 @@ from digest.models import RunSummary
 from digest.pipeline import Pipeline
 from digest.schedule import HEALTHY_WITHIN_SECONDS, healthy, previous_fire_time, serve
 from digest.store import Store
-from tests.conftest import API_PAGE, base_config, run_cli, smtp_email
-from tests.servers import ApiServer, serve_asgi
+from tests.conftest import base_config, run_cli, smtp_email
 
 REPO = Path(__file__).parent.parent
 
@@ -260,18 +259,19 @@ def test_one_run_at_a_time_per_state_file(tmp_path, feed_server, fake_llm, write
     assert llm.requests == 0
 
 
-def test_after_days_away_the_run_catches_up_through_the_export_api(tmp_path, feed_server, fake_llm, write_config):
+def test_after_days_away_the_run_catches_up_through_the_export_api(
+    tmp_path, feed_server, fake_llm, export_api, write_config
+):
     feed_url, _ = feed_server
     llm_url, _ = fake_llm
-    api = ApiServer(page=API_PAGE.read_bytes())
-    with serve_asgi(api) as api_url:
-        settings = base_config(tmp_path, feed_url, llm_url)
-        settings["arxiv"]["api_url"] = f"{api_url}/api/query"
-        config = load_config(write_config(settings), {"OPENAI_API_KEY": "test-key"})
-        store = Store(config.state)
-        store.record_run(dt.datetime.now(dt.UTC) - dt.timedelta(days=4), RunSummary())
-        store.close()
-        summary = asyncio.run(Pipeline(config, show_progress=False).run(catch_up=True))
+    api_url, api = export_api
+    settings = base_config(tmp_path, feed_url, llm_url)
+    settings["arxiv"]["api_url"] = api_url
+    config = load_config(write_config(settings), {"OPENAI_API_KEY": "test-key"})
+    store = Store(config.state)
+    store.record_run(dt.datetime.now(dt.UTC) - dt.timedelta(days=4), RunSummary())
+    store.close()
+    summary = asyncio.run(Pipeline(config, show_progress=False).run(catch_up=True))
     assert not summary.errors
     assert summary.backfilled == 50
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=4)).strftime("%Y%m%d")
