@@ -47,23 +47,29 @@ async def _serve_for(trigger, run_once, *, last_good_run, heartbeat: Path, until
     await watcher
 
 
-def test_a_trigger_runs_the_pipeline_again_and_again(tmp_path):
-    calls: list[float] = []
+def test_a_trigger_runs_the_pipeline_again_and_again(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    config = load_config(write_config(base_config(tmp_path, feed_url, llm_url)), {"OPENAI_API_KEY": "test-key"})
+    summaries: list[RunSummary] = []
 
     async def run_once(stop: asyncio.Event) -> None:
-        calls.append(time.monotonic())
+        summaries.append(await Pipeline(config, show_progress=False).run(catch_up=True, stop=stop))
 
     now = dt.datetime.now(dt.UTC)
     asyncio.run(
         _serve_for(
-            IntervalTrigger(seconds=0.3),
+            IntervalTrigger(seconds=0.5),
             run_once,
             last_good_run=now,
             heartbeat=tmp_path / "hb",
-            until=lambda: len(calls) >= 3,
+            until=lambda: len(summaries) >= 3,
         )
     )
-    assert len(calls) >= 3
+    assert [s.errors for s in summaries] == [[], [], []]
+    assert summaries[0].profiles[0].classified == 137 and summaries[0].deliveries_sent == 1
+    assert all(s.not_modified and s.usage.requests == 0 for s in summaries[1:])  # later runs: nothing new
+    assert llm.requests == 137
     assert (tmp_path / "hb").exists()
 
 
