@@ -264,6 +264,7 @@ class Config(StrictModel):
     output: OutputConfig = OutputConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     state: Path = Path("digest.sqlite3")
+    retention_days: Annotated[int, Field(ge=30)] = 365
 
     @field_validator("state")
     @classmethod

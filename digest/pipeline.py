@@ -106,6 +106,10 @@ class Pipeline:
             if stop.is_set():
                 summary.stopped = True
                 summary.warnings.append("stopped by a signal at a safe point; the next run does what was left")
+            elif not summary.errors:
+                forgotten = store.prune(started - dt.timedelta(days=self.config.retention_days))
+                if forgotten:
+                    log.info("prune: forgot %d papers older than %d days", forgotten, self.config.retention_days)
         finally:
             summary.seconds = time.monotonic() - clock
             store.record_run(started, summary)

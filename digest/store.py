@@ -321,6 +321,36 @@ class Store:
                 (error, digest_id, recipient),
             )
 
+    def prune(self, older_than: dt.datetime) -> int:
+        """Forget what is done and old: papers fetched before `older_than` that are in a digest for every profile
+        (with their verdicts), and digests from before then whose every delivery was sent. Returns papers
+        forgotten. Nothing pending, failed or undelivered is ever pruned."""
+        cutoff = older_than.isoformat(timespec="seconds")
+        with self._transaction() as db:
+            db.execute(
+                """CREATE TEMP TABLE old_papers AS SELECT key FROM papers p WHERE p.fetched_at < ?
+                   AND NOT EXISTS (SELECT 1 FROM profiles pr WHERE NOT EXISTS (
+                       SELECT 1 FROM digest_papers d WHERE d.profile = pr.name AND d.paper_key = p.key))""",
+                (cutoff,),
+            )
+            db.execute("DELETE FROM verdicts WHERE paper_key IN (SELECT key FROM old_papers)")
+            db.execute("DELETE FROM failures WHERE paper_key IN (SELECT key FROM old_papers)")
+            db.execute("DELETE FROM digest_papers WHERE paper_key IN (SELECT key FROM old_papers)")
+            forgotten = db.execute("DELETE FROM papers WHERE key IN (SELECT key FROM old_papers)").rowcount
+            db.execute("DROP TABLE old_papers")
+            db.execute(
+                """DELETE FROM deliveries WHERE digest_id IN (SELECT d.id FROM digests d WHERE d.created_at < ?
+                   AND NOT EXISTS (SELECT 1 FROM deliveries v WHERE v.digest_id = d.id AND v.status != 'sent'))""",
+                (cutoff,),
+            )
+            db.execute(
+                """DELETE FROM digests WHERE created_at < ?
+                   AND NOT EXISTS (SELECT 1 FROM deliveries v WHERE v.digest_id = digests.id)
+                   AND NOT EXISTS (SELECT 1 FROM digest_papers p WHERE p.digest_id = digests.id)""",
+                (cutoff,),
+            )
+        return int(forgotten)
+
     # Runs
 
     def record_run(self, started_at: dt.datetime, summary: RunSummary) -> None:

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -282,19 +281,6 @@ def test_after_days_away_the_run_catches_up_through_the_export_api(
     assert summary.backfilled == 50
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=4)).strftime("%Y%m%d")
     assert f"submittedDate:[{since}0000" in api.requests[0]["search_query"]
-
-
-def test_state_migrates_from_the_first_schema(tmp_path):
-    path = tmp_path / "old.sqlite3"
-    from digest.store import MIGRATIONS
-
-    with sqlite3.connect(path) as db:
-        db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
-        db.execute("INSERT INTO runs (started_at, summary) VALUES ('2026-06-30T06:30:00+00:00', '{}')")
-    store = Store(path)
-    assert store.schema_version == len(MIGRATIONS)
-    assert store.last_good_run() is None  # runs from before the migration count as not known to be good
-    store.close()
 
 
 # The container: no Docker engine runs here, so the Dockerfile is checked statically and its install steps are

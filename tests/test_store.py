@@ -1,0 +1,50 @@
+"""The state file: what is kept, and what is forgotten after retention_days."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+from digest.arxiv import parse_feed
+from digest.models import Feed, Verdict
+from digest.store import Store
+from tests.conftest import CL_FEED
+
+PAPERS = parse_feed(CL_FEED.read_bytes(), url="t", categories=["cs.CL"], announce_types=["new", "cross"]).papers[:3]
+
+
+def test_prune_forgets_only_what_is_done(tmp_path):
+    store = Store(tmp_path / "state.sqlite3")
+    done, waiting, undelivered = PAPERS
+    store.record_feed(Feed(url="u", announced=done.announced, papers=PAPERS), ["me"])
+    for paper in PAPERS:
+        verdict = Verdict(paper_key=paper.key, relevant=True, score=8, reason="r", matched_interests=[])
+        store.save_verdict(verdict, "me", "prompt", "model", 1)
+    sent = store.record_digest("me", dt.date(2026, 6, 29), "s", b"message", [done.key], ["me@example.org"])
+    store.mark_delivered(sent, "me@example.org")
+    store.record_digest("me", dt.date(2026, 6, 30), "s", b"message", [undelivered.key], ["me@example.org"])
+
+    forgotten = store.prune(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))  # everything counts as old
+
+    assert forgotten == 2  # the two papers that are in a digest; the undigested one stays
+    assert [p.key for p in store.undigested_papers("me")] == [waiting.key]
+    assert set(store.cached_verdicts([p.key for p in PAPERS], "prompt", "model", 1)) == {waiting.key}
+    assert [d.announced for d in store.pending_deliveries()] == ["2026-06-30"]  # still to be sent, kept
+    assert store.latest_digest_date("me") == dt.date(2026, 6, 30)
+    assert not store.has_digest("me", dt.date(2026, 6, 29))  # delivered and old: forgotten
+
+    assert store.prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=1)) == 0  # nothing is that old
+    store.close()
+
+
+def test_state_migrates_from_the_first_schema(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    from digest.store import MIGRATIONS
+
+    with sqlite3.connect(path) as db:
+        db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+        db.execute("INSERT INTO runs (started_at, summary) VALUES ('2026-06-30T06:30:00+00:00', '{}')")
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.last_good_run() is None  # runs from before the migration count as not known to be good
+    store.close()
