@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -114,6 +115,7 @@ def answer_model(profile: Profile) -> type[Judgement]:
     return JudgementWithTLDR if profile.tldr else Judgement
 
 
+@functools.cache  # built once per kind of answer, not once per request
 def response_format(mode: str, answer: type[Judgement] = Judgement) -> ResponseFormat:
     if mode == "json_object":
         return {"type": "json_object"}
