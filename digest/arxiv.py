@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import email.utils
 import logging
-import random
 import re
 import time
 import xml.sax
@@ -20,7 +19,7 @@ from digest import __version__
 from digest.config import ArxivConfig
 from digest.errors import FetchError
 from digest.models import AnnounceType, Feed, Paper
-from digest.ratelimit import RateLimiter, Sleep
+from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +29,8 @@ GUID = re.compile(r"^(?:oai:arXiv\.org:)?(?P<id>.+?)v(?P<version>\d+)$")
 ABSTRACT_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*Abstract:\s*", re.IGNORECASE)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 API_REQUESTS_PER_MINUTE = 20  # the export API's terms: one request every three seconds
+FIRST_BACKOFF_SECONDS = 2.0  # arXiv fails under load: give it time
+LONGEST_BACKOFF_SECONDS = 30.0
 
 
 def feed_url(config: ArxivConfig) -> str:
@@ -78,17 +79,22 @@ async def _get_with_retries(
         attempt += 1
         if before_each is not None:
             await before_each()
+        asked: float | None = None  # the wait the server named, if it did
         try:
             response = await http.get(url, headers=headers)
             problem = f"HTTP {response.status_code}"
             if response.status_code not in RETRYABLE_STATUS:
                 break
-            retry_after = _retry_after(response)
-            delay = _backoff(attempt) if retry_after is None else retry_after
+            asked = retry_after(response.headers)
         except httpx.TimeoutException:
-            problem, delay = "timed out", _backoff(attempt)
+            problem = "timed out"
         except httpx.TransportError as error:
-            problem, delay = f"connection failed ({error.__class__.__name__}: {error})", _backoff(attempt)
+            problem = f"connection failed ({error.__class__.__name__}: {error})"
+        delay = (
+            asked
+            if asked is not None
+            else backoff(attempt, first=FIRST_BACKOFF_SECONDS, longest=LONGEST_BACKOFF_SECONDS)
+        )
         if time.monotonic() + delay > deadline:
             raise FetchError(
                 f"{what} {url} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}",
@@ -102,21 +108,6 @@ async def _get_with_retries(
         f"{what} {url} answered HTTP {response.status_code}",
         hint="check arxiv.feed_url, arxiv.api_url and arxiv.categories in config.yaml",
     )
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(2 ** (attempt - 1), 30) * (0.5 + random.random()))
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        return None if when is None else max(0.0, when.timestamp() - time.time())
 
 
 def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_types: Iterable[AnnounceType]) -> Feed:

@@ -1,22 +1,21 @@
 """Ask the LLM, for every (profile, paper) pair, whether the paper matches the profile's interests.
 
-A fixed pool of workers pulls pairs from a queue (one task per paper, created up front, would hold a thousand
-abstracts and coroutines at once). Each request takes one of `max_concurrency` places, then waits for its slot
-from the shared RateLimiter and is sent: so no more are ever in flight, and a worker backing off before a retry
-holds no place. There are more workers than places for that reason.
+A pool of `max_concurrency` workers pulls pairs from a queue (one task per paper, created up front, would hold a
+thousand abstracts and coroutines at once, and bound nothing). A worker waits for its slot from the shared
+RateLimiter, sends one request and waits for its answer: so no more requests are ever in flight, and the pacing
+the server sees is the pacing the limiter planned. A failed attempt goes back into the queue after its wait, ahead
+of fresh pairs, while the worker moves on.
 Rate limits, server errors, timeouts and invalid answers are retried with backoff; a refused key or an exhausted
-quota stops the whole run at once. Every pair ends as a Verdict or a Failure.
-"""
+quota stops the whole run at once. Every pair ends as a Verdict or a Failure."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import logging
-import math
-import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -28,7 +27,7 @@ from pydantic import ValidationError
 from digest.config import LLMConfig, Prices, Profile
 from digest.errors import LLMError
 from digest.models import Failure, Judgement, JudgementWithTLDR, Paper, Usage, Verdict
-from digest.ratelimit import RateLimiter, Sleep, parse_duration
+from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,10 @@ log = logging.getLogger(__name__)
 PROMPT_VERSION = 1
 CHARS_PER_TOKEN = 4  # a deliberately rough local estimate; no tokenizer download at run time
 COMPLETION_TOKENS_ESTIMATE = 120
-MAX_BACKOFF_SECONDS = 30.0
-WORKERS_PER_PLACE = 2  # workers per request in flight: while some back off, the others keep the places busy
+FIRST_BACKOFF_SECONDS = 0.25
+LONGEST_BACKOFF_SECONDS = 30.0
+# Queue priorities: a retry goes before every fresh paper, so that retries do not pile up at the end of a run.
+RETRY, FRESH, FINISHED = 0, 1, 2
 
 SYSTEM_PROMPT = """\
 You screen newly announced arXiv papers for one researcher and decide, for each paper, whether it belongs in \
@@ -135,6 +136,22 @@ OnOutcome = Callable[[Job, Outcome], None]
 OnProgress = Callable[[Usage], None]
 
 
+class _Pending:
+    """A job on its way: the request it makes, and what its attempts so far came to."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        instructions, paper = system_prompt(job.profile), paper_message(job.paper)
+        self.messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": instructions},
+            {"role": "user", "content": paper},
+        ]
+        self.tokens = estimate_tokens(instructions, paper) + COMPLETION_TOKENS_ESTIMATE
+        self.attempts = 0
+        self.failures_without_wait = 0
+        self.problem = "no attempt was made"
+
+
 class _Retry(Exception):
     def __init__(self, problem: str, delay: float | None = None) -> None:
         super().__init__(problem)
@@ -161,7 +178,6 @@ class Classifier:
         self._limiter = limiter or RateLimiter(config.requests_per_minute, config.tokens_per_minute, sleep=sleep)
         self._sleep = sleep
         self._reached_server = False
-        self._in_flight = asyncio.Semaphore(config.max_concurrency)
         self._stopped: LLMError | None = None  # set by the first error that ends the run: no request after it
         self.usage = Usage()
 
@@ -193,55 +209,76 @@ class Classifier:
             work.result()  # raises the error that ended the work, if any
 
     async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnProgress | None) -> None:
-        queue: asyncio.Queue[Job] = asyncio.Queue()
+        queue: asyncio.PriorityQueue[tuple[int, int, _Pending | None]] = asyncio.PriorityQueue()
+        arrival = itertools.count()  # first in, first out within a priority
         for job in jobs:
-            queue.put_nowait(job)
+            queue.put_nowait((FRESH, next(arrival), _Pending(job)))
+        workers = min(self._config.max_concurrency, len(jobs))
+        unfinished = len(jobs)
+
+        async def retry_later(pending: _Pending, delay: float) -> None:
+            await self._sleep(delay)
+            queue.put_nowait((RETRY, next(arrival), pending))
 
         async def worker() -> None:
-            while not queue.empty():
-                job = queue.get_nowait()
-                on_outcome(job, await self._classify_one(job))
+            nonlocal unfinished
+            while (pending := (await queue.get())[2]) is not None:
+                try:
+                    outcome = await self._attempt(pending)
+                except _Retry as retry:
+                    delay = self._retry_delay(pending, retry)
+                    if delay is not None:
+                        # The worker moves on: a back-off holds no place, and the retry queues ahead of fresh papers.
+                        group.create_task(retry_later(pending, delay))
+                        continue
+                    outcome = self._give_up(pending)
+                on_outcome(pending.job, outcome)
                 if on_progress is not None:
                     on_progress(self.usage)
+                unfinished -= 1
+                if unfinished == 0:
+                    for _ in range(workers):
+                        queue.put_nowait((FINISHED, next(arrival), None))
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(math.ceil(WORKERS_PER_PLACE * self._config.max_concurrency), len(jobs))):
+                for _ in range(workers):
                     group.create_task(worker())
         except* LLMError as errors:
             raise errors.exceptions[0] from None
 
-    async def _classify_one(self, job: Job) -> Outcome:
-        instructions, paper = system_prompt(job.profile), paper_message(job.paper)
-        messages: list[ChatCompletionMessageParam] = [
-            {"role": "system", "content": instructions},
-            {"role": "user", "content": paper},
-        ]
-        tokens = estimate_tokens(instructions, paper) + COMPLETION_TOKENS_ESTIMATE
-        problem = "no attempt was made"
-        for attempt in range(1, self._config.max_attempts + 1):
-            try:
-                # The place first, then the slot: a request leaves the moment its slot comes, so the pacing
-                # the server sees is the pacing the limiter planned.
-                async with self._in_flight:
-                    await self._limiter.acquire(tokens)
-                    if self._stopped is not None:
-                        raise self._stopped
-                    return await self._request(job, messages)
-            except _Retry as retry:
-                problem = retry.problem
-                if attempt == self._config.max_attempts:
-                    break
-                self.usage.retries += 1
-                delay = retry.delay if retry.delay is not None else _backoff(attempt)
-                log.debug("paper %s: %s; retrying in %.2f s", job.paper.key, problem, delay)
-                await self._sleep(delay)
+    async def _attempt(self, pending: _Pending) -> Outcome:
+        pending.attempts += 1
+        await self._limiter.acquire(pending.tokens)
+        if self._stopped is not None:
+            raise self._stopped
+        return await self._request(pending.job, pending.messages)
+
+    def _retry_delay(self, pending: _Pending, retry: _Retry) -> float | None:
+        """How long before the next attempt; None when the attempts are spent."""
+        pending.problem = retry.problem
+        if pending.attempts >= self._config.max_attempts:
+            return None
+        self.usage.retries += 1
+        if retry.delay is None:
+            # Back-off grows with the failures that named no wait (server errors, timeouts, invalid answers), not
+            # with the rate limits met before them: those waited as long as the server asked, and the run slowed.
+            pending.failures_without_wait += 1
+            delay = backoff(pending.failures_without_wait, first=FIRST_BACKOFF_SECONDS, longest=LONGEST_BACKOFF_SECONDS)
+        else:
+            delay = retry.delay
+        log.debug("paper %s: %s; retrying in %.2f s", pending.job.paper.key, retry.problem, delay)
+        return delay
+
+    def _give_up(self, pending: _Pending) -> Failure:
         if not self._reached_server:
             raise LLMError(
-                f"cannot reach the LLM server at {self._config.base_url}: {problem}",
+                f"cannot reach the LLM server at {self._config.base_url}: {pending.problem}",
                 hint="check llm.base_url in config.yaml and that the server is running (digest check tests it)",
             )
-        return Failure(paper_key=job.paper.key, reason=f"gave up after {attempt} attempts: {problem}")
+        return Failure(
+            paper_key=pending.job.paper.key, reason=f"gave up after {pending.attempts} attempts: {pending.problem}"
+        )
 
     async def _request(self, job: Job, messages: list[ChatCompletionMessageParam]) -> Outcome:
         paper, profile = job.paper, job.profile
@@ -309,7 +346,7 @@ class Classifier:
             )
         if status == 429:
             self.usage.rate_limited += 1
-            delay = _retry_after(error.response.headers)
+            delay = retry_after(error.response.headers)
             self._limiter.rate_limited(delay if delay is not None else 1.0, error.response.headers)
             raise _Retry(f"rate limited (HTTP 429): {detail}", delay)
         if status in (408, 409) or status >= 500:
@@ -327,16 +364,3 @@ def _error_message(error: openai.APIStatusError) -> str:
     if isinstance(body, Mapping) and isinstance(body.get("message"), str):
         return str(body["message"])[:300]
     return str(error.message)[:300]
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    if "retry-after-ms" in headers:
-        try:
-            return float(headers["retry-after-ms"]) / 1000
-        except ValueError:
-            pass
-    return parse_duration(headers["retry-after"]) if "retry-after" in headers else None
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(0.25 * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS) * (0.5 + random.random() / 2))

@@ -1,9 +1,11 @@
-"""Client-side pacing under a requests- and tokens-per-minute limit, shared by every request of a run."""
+"""Client-side pacing: a rate limiter shared by every request of a run, and how long to wait before a retry."""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import math
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,6 +31,34 @@ def parse_duration(text: str) -> float | None:
         except ValueError:
             return None
     return sum(float(number) * UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The wait a server asks for: OpenAI's retry-after-ms, or retry-after in seconds, as a duration, or as an
+    HTTP date (RFC 9110). None when there is no usable answer."""
+    if "retry-after-ms" in headers:
+        try:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    seconds = parse_duration(value)
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def backoff(failures: int, *, first: float, longest: float) -> float:
+    """Exponential back-off with jitter after `failures` consecutive failures that named no wait: about `first`
+    seconds after the first, doubling each time up to `longest`, each drawn from the upper half so that clients
+    failing together do not retry together."""
+    return float(min(first * 2 ** (failures - 1), longest) * random.uniform(0.5, 1.0))
 
 
 class RateLimiter:

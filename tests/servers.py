@@ -81,6 +81,7 @@ class FeedServer:
 
     feeds: dict[str, bytes] = field(default_factory=dict)  # path (/rss/cs.CL) -> body
     failures: list[tuple[int, bytes]] = field(default_factory=list)  # answered first, one per request
+    retry_after: str = "0"  # sent with each failure
     requests: list[dict[str, str]] = field(default_factory=list)
     last_modified: str = "Tue, 30 Jun 2026 04:00:00 GMT"
 
@@ -90,7 +91,7 @@ class FeedServer:
         self.requests.append({"path": scope["path"], **headers})
         if self.failures:
             status, body = self.failures.pop(0)
-            await _respond(send, status, body, {"content-type": "text/html", "retry-after": "0"})
+            await _respond(send, status, body, {"content-type": "text/html", "retry-after": self.retry_after})
             return
         body = self.feeds.get(scope["path"])
         if body is None:
@@ -183,6 +184,7 @@ class FakeLLM:
     judged: dict[str, tuple[bool, int]] = field(default_factory=dict)  # title -> verdict answered
     prompts: list[list[dict[str, str]]] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    over_limit: int = 0  # 429s answered because the requests-per-minute limit was spent (not scripted ones)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _bucket: float | None = None
     _bucket_at: float = 0.0
@@ -206,6 +208,7 @@ class FakeLLM:
             "requests": self.requests,
             "max_in_flight": self.max_in_flight,
             "statuses": self.statuses,
+            "over_limit": self.over_limit,
             "arrivals": self.arrivals,
         }
 
@@ -324,6 +327,8 @@ class FakeLLM:
 
     async def _rate_limited(self, send: Send, wait: float) -> None:
         await self._count(429)
+        with self._lock:
+            self.over_limit += 1
         assert self.requests_per_minute is not None
         headers = {
             **_json,

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from digest.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
+from digest.arxiv import FIRST_BACKOFF_SECONDS, USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
 from digest.config import ArxivConfig
 from digest.errors import FetchError
 from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED, FakeClock
@@ -127,8 +127,31 @@ def test_fetch_retries_503_then_succeeds():
     assert len(app.requests) == 3
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        ("2", (2.0, 2.0)),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", (1e9, None)),  # an HTTP date: (far) in the future
+        ("Thu, 01 Jan 1970 00:00:00 GMT", (0.0, 0.0)),  # in the past: no wait
+        ("soon, maybe", (FIRST_BACKOFF_SECONDS / 2, FIRST_BACKOFF_SECONDS)),  # unusable: our own back-off
+    ],
+)
+def test_fetch_waits_as_long_as_retry_after_says(retry_after, expected):
+    app = FeedServer(feeds={"/rss/cs.CL": CL_FEED.read_bytes()}, failures=[(503, b"busy")], retry_after=retry_after)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    with serve_asgi(app) as url:
+        feed = asyncio.run(fetch_feed(_config(url, max_retry_seconds=10**12), sleep=sleep))
+    assert len(feed.papers) == 137
+    low, high = expected
+    assert len(waits) == 1 and waits[0] >= low and (high is None or waits[0] <= high)
+
+
 def test_fetch_gives_up_with_a_clear_error():
-    app = FeedServer(feeds={}, failures=[(503, b"busy")] * 50)
+    app = FeedServer(feeds={}, failures=[(503, b"busy")] * 100_000)
     with serve_asgi(app) as url, pytest.raises(FetchError, match=r"failed after \d+ attempts?: HTTP 503"):
         asyncio.run(fetch_feed(_config(url, max_retry_seconds=0.5)))
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from digest.arxiv import parse_feed
-from digest.classify import Classifier, Job, Outcome, estimate_cost, response_format
+from digest.classify import FIRST_BACKOFF_SECONDS, Classifier, Job, Outcome, estimate_cost, response_format
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
 from digest.models import Failure, Paper, Usage, Verdict
-from digest.ratelimit import BURST_SECONDS, RateLimiter, parse_duration
+from digest.ratelimit import BURST_SECONDS, RateLimiter, Sleep, parse_duration
 from tests.conftest import CL_FEED, FakeClock
 from tests.servers import FakeLLM, serve_asgi
 
@@ -42,7 +42,9 @@ def _config(url: str, **overrides: Any) -> LLMConfig:
     return LLMConfig.model_validate(settings)
 
 
-def _classify(config: LLMConfig, papers: list[Paper]) -> tuple[dict[str, Outcome], Usage]:
+def _classify(
+    config: LLMConfig, papers: list[Paper], *, sleep: Sleep = asyncio.sleep
+) -> tuple[dict[str, Outcome], Usage]:
     outcomes: dict[str, Outcome] = {}
 
     def record(job: Job, outcome: Outcome) -> None:
@@ -50,7 +52,7 @@ def _classify(config: LLMConfig, papers: list[Paper]) -> tuple[dict[str, Outcome
         outcomes[job.paper.key] = outcome
 
     async def main() -> Usage:
-        classifier = Classifier(config)
+        classifier = Classifier(config, sleep=sleep)
         try:
             await classifier.classify([Job(PROFILE, p) for p in papers], record)
         finally:
@@ -130,6 +132,40 @@ def test_server_errors_and_hangs_are_retried(llm):
     outcomes, usage = _classify(_config(url, timeout_seconds=0.5), PAPERS[:6])
     assert all(isinstance(o, Verdict) for o in outcomes.values()) and len(outcomes) == 6
     assert usage.retries == 3
+
+
+def test_a_retry_goes_ahead_of_fresh_papers(llm):
+    url, app = llm
+    app.script = ["malformed"]
+    first, second, third = PAPERS[:3]
+    outcomes, _ = _classify(_config(url, max_concurrency=1), [first, second, third], sleep=_no_wait)
+    assert all(isinstance(o, Verdict) for o in outcomes.values())
+    # The worker moves on while the first paper waits; once it may go again, it goes before the third.
+    assert [json.loads(p[1]["content"])["title"] for p in app.prompts] == [
+        first.title,
+        second.title,
+        first.title,
+        third.title,
+    ]
+
+
+def test_back_off_grows_with_server_errors_not_with_the_rate_limits_before_them(llm):
+    url, app = llm
+    app.script = ["429", "429", "429", "429", "500", "500"]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    outcomes, _ = _classify(_config(url, max_concurrency=1, max_attempts=7), PAPERS[:1], sleep=sleep)
+    assert isinstance(outcomes[PAPERS[0].key], Verdict)
+    assert waits[:4] == [0.05] * 4  # as long as retry-after says
+    assert FIRST_BACKOFF_SECONDS / 2 <= waits[4] <= FIRST_BACKOFF_SECONDS  # the first step, not the fifth
+    assert FIRST_BACKOFF_SECONDS <= waits[5] <= 2 * FIRST_BACKOFF_SECONDS
+
+
+async def _no_wait(seconds: float) -> None:
+    await asyncio.sleep(0)
 
 
 def test_invalid_json_is_retried_then_recorded_as_a_failure_never_guessed(llm):
