@@ -3,8 +3,9 @@ enforces 6,000 requests per minute (as OpenAI does, quantized to 100 a second; 4
 The server runs in its own process, so that it does not share a CPU with the client under test. Prints figures;
 asserts nothing.
 
-    .venv/bin/python benchmarks/classify.py            # every scenario (about four minutes)
-    .venv/bin/python benchmarks/classify.py --quick    # 300 papers instead of 1,000, no 10,000-paper memory run
+    .venv/bin/python benchmarks/classify.py                       # every scenario (about three minutes)
+    .venv/bin/python benchmarks/classify.py --quick               # 300 papers, no 10,000-paper memory run
+    .venv/bin/python benchmarks/classify.py --only 3 --repeat 20  # one scenario's spread over 20 runs
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 PROMPT_VERSION = 1
 CHARS_PER_TOKEN = 4  # a deliberately rough local estimate; no tokenizer download at run time
 COMPLETION_TOKENS_ESTIMATE = 120
-FIRST_BACKOFF_SECONDS = 0.25
+FIRST_BACKOFF_SECONDS = 0.1  # the shared limiter bounds the request rate, so a quick retry cannot storm the server
 LONGEST_BACKOFF_SECONDS = 30.0
 # Queue priorities: a retry goes before every fresh paper, so that retries do not pile up at the end of a run.
 RETRY, FRESH, FINISHED = 0, 1, 2
@@ -137,19 +137,22 @@ OnProgress = Callable[[Usage], None]
 
 
 class _Pending:
-    """A job on its way: the request it makes, and what its attempts so far came to."""
+    """A job on its way, and what its attempts so far came to."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, instructions: str) -> None:
         self.job = job
-        instructions, paper = system_prompt(job.profile), paper_message(job.paper)
-        self.messages: list[ChatCompletionMessageParam] = [
-            {"role": "system", "content": instructions},
-            {"role": "user", "content": paper},
-        ]
-        self.tokens = estimate_tokens(instructions, paper) + COMPLETION_TOKENS_ESTIMATE
+        self.instructions = instructions  # one string shared by every job of the profile
+        self.tokens = estimate_tokens(instructions, paper_message(job.paper)) + COMPLETION_TOKENS_ESTIMATE
         self.attempts = 0
         self.failures_without_wait = 0
         self.problem = "no attempt was made"
+
+    def messages(self) -> list[ChatCompletionMessageParam]:
+        # Built when sent rather than held: a day's messages at once would hold every abstract twice over.
+        return [
+            {"role": "system", "content": self.instructions},
+            {"role": "user", "content": paper_message(self.job.paper)},
+        ]
 
 
 class _Retry(Exception):
@@ -211,8 +214,11 @@ class Classifier:
     async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnProgress | None) -> None:
         queue: asyncio.PriorityQueue[tuple[int, int, _Pending | None]] = asyncio.PriorityQueue()
         arrival = itertools.count()  # first in, first out within a priority
+        instructions: dict[str, str] = {}
         for job in jobs:
-            queue.put_nowait((FRESH, next(arrival), _Pending(job)))
+            if job.profile.name not in instructions:
+                instructions[job.profile.name] = system_prompt(job.profile)
+            queue.put_nowait((FRESH, next(arrival), _Pending(job, instructions[job.profile.name])))
         workers = min(self._config.max_concurrency, len(jobs))
         unfinished = len(jobs)
 
@@ -220,9 +226,19 @@ class Classifier:
             await self._sleep(delay)
             queue.put_nowait((RETRY, next(arrival), pending))
 
+        async def next_pending() -> _Pending | None:
+            item = await queue.get()
+            if item[2] is None:
+                return None
+            await self._limiter.acquire(item[2].tokens)
+            # A retry may have come due while this worker waited for its slot: the slot goes to the most urgent
+            # job waiting (papers are of a size, so the tokens reserved fit either).
+            queue.put_nowait(item)
+            return queue.get_nowait()[2]
+
         async def worker() -> None:
             nonlocal unfinished
-            while (pending := (await queue.get())[2]) is not None:
+            while (pending := await next_pending()) is not None:
                 try:
                     outcome = await self._attempt(pending)
                 except _Retry as retry:
@@ -249,10 +265,9 @@ class Classifier:
 
     async def _attempt(self, pending: _Pending) -> Outcome:
         pending.attempts += 1
-        await self._limiter.acquire(pending.tokens)
         if self._stopped is not None:
             raise self._stopped
-        return await self._request(pending.job, pending.messages)
+        return await self._request(pending.job, pending.messages())
 
     def _retry_delay(self, pending: _Pending, retry: _Retry) -> float | None:
         """How long before the next attempt; None when the attempts are spent."""
