@@ -149,6 +149,17 @@ def test_a_retry_goes_ahead_of_fresh_papers(llm):
     ]
 
 
+def test_a_retry_that_comes_due_takes_the_next_free_slot(llm):
+    url, app = llm
+    app.script = ["malformed"]
+    first, second, third = PAPERS[:3]
+    # About one slot a second: the second worker holds the second paper while it waits for its slot, and the
+    # first paper's retry comes due in the meantime. The slot goes to the retry.
+    _classify(_config(url, max_concurrency=2, requests_per_minute=60), [first, second, third])
+    titles = [json.loads(p[1]["content"])["title"] for p in app.prompts]
+    assert titles[:2] == [first.title, first.title] and sorted(titles[2:]) == sorted([second.title, third.title])
+
+
 def test_back_off_grows_with_server_errors_not_with_the_rate_limits_before_them(llm):
     url, app = llm
     app.script = ["429", "429", "429", "429", "500", "500"]
