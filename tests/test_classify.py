@@ -134,6 +134,17 @@ def test_server_errors_and_hangs_are_retried(llm):
     assert usage.retries == 3
 
 
+def test_under_random_failures_every_paper_gets_a_verdict_within_the_bound(llm):
+    url, app = llm
+    app.latency = 0.02
+    app.random_failures = {"429": 0.2, "500": 0.05, "malformed": 0.05}
+    outcomes, usage = _classify(_config(url, max_concurrency=8, max_attempts=12), PAPERS[:120])
+    assert len(outcomes) == 120 and all(isinstance(o, Verdict) for o in outcomes.values())
+    assert app.max_in_flight <= 8
+    assert usage.requests == app.requests == 120 + usage.retries
+    assert usage.rate_limited == app.statuses[429] > 0 and app.statuses[500] > 0
+
+
 def test_a_retry_goes_ahead_of_fresh_papers(llm):
     url, app = llm
     app.script = ["malformed"]
