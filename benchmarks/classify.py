@@ -226,7 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="run each digest scenario N times")
-    parser.add_argument("--only", type=int, choices=(1, 2, 3), help="run only this digest scenario")
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run only this digest scenario")
     args = parser.parse_args()
     count = 300 if args.quick else 1000
     batch = papers(count)
@@ -241,6 +241,12 @@ def main() -> None:
         ("digest, told the real limit (6,000 RPM)", {}, {}),
         ("digest, told twice the limit (12,000 RPM)", {}, {"requests_per_minute": 2 * SERVER_RPM}),
         ("digest, 20% random 429 and 5% random 500", {"random_failures": {"429": 0.2, "500": 0.05}}, {}),
+        # Learning from the 429s alone: no x-ratelimit-* headers, as vLLM and Ollama send none.
+        (
+            "digest, told 12,000 RPM, no limit headers",
+            {"limit_headers": False},
+            {"requests_per_minute": 2 * SERVER_RPM},
+        ),
     ]
     for number, (name, server_settings, client_settings) in enumerate(scenarios, 1):
         if args.only not in (None, number):

@@ -70,7 +70,7 @@ async def _get_with_retries(
     sleep: Sleep,
     *,
     what: str = "arXiv feed",
-    before_each: Callable[[], Awaitable[None]] | None = None,
+    before_each: Callable[[], Awaitable[object]] | None = None,
 ) -> httpx.Response:
     """GET with backoff and jitter on timeouts, connection errors, 429 and 5xx, within `budget_seconds`."""
     deadline = time.monotonic() + budget_seconds

@@ -144,6 +144,7 @@ class _Pending:
         self.instructions = instructions  # one string shared by every job of the profile
         self.tokens = estimate_tokens(instructions, paper_message(job.paper)) + COMPLETION_TOKENS_ESTIMATE
         self.attempts = 0
+        self.sent_at = 0.0  # the rate limiter's time of the latest attempt's slot
         self.failures_without_wait = 0
         self.problem = "no attempt was made"
 
@@ -230,11 +231,14 @@ class Classifier:
             item = await queue.get()
             if item[2] is None:
                 return None
-            await self._limiter.acquire(item[2].tokens)
+            slot = await self._limiter.acquire(item[2].tokens)
             # A retry may have come due while this worker waited for its slot: the slot goes to the most urgent
             # job waiting (papers are of a size, so the tokens reserved fit either).
             queue.put_nowait(item)
-            return queue.get_nowait()[2]
+            pending = queue.get_nowait()[2]
+            assert pending is not None  # the queue is closed only once no job is left, and this worker holds one
+            pending.sent_at = slot
+            return pending
 
         async def worker() -> None:
             nonlocal unfinished
@@ -267,7 +271,7 @@ class Classifier:
         pending.attempts += 1
         if self._stopped is not None:
             raise self._stopped
-        return await self._request(pending.job, pending.messages())
+        return await self._request(pending)
 
     def _retry_delay(self, pending: _Pending, retry: _Retry) -> float | None:
         """How long before the next attempt; None when the attempts are spent."""
@@ -295,18 +299,18 @@ class Classifier:
             paper_key=pending.job.paper.key, reason=f"gave up after {pending.attempts} attempts: {pending.problem}"
         )
 
-    async def _request(self, job: Job, messages: list[ChatCompletionMessageParam]) -> Outcome:
-        paper, profile = job.paper, job.profile
+    async def _request(self, pending: _Pending) -> Outcome:
+        paper, profile = pending.job.paper, pending.job.profile
         self.usage.requests += 1
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
                 model=self._config.model,
-                messages=messages,
+                messages=pending.messages(),
                 response_format=response_format(self._config.structured_output, answer_model(profile)),
             )
         except openai.APIStatusError as error:
             self._reached_server = True
-            return self._status_error(paper, error)
+            return self._status_error(pending, error)
         except openai.APITimeoutError:
             raise _Retry(f"no answer within {self._config.timeout_seconds:g} s") from None
         except openai.APIConnectionError as error:
@@ -334,14 +338,14 @@ class Classifier:
             raise _Retry(f"the answer was not a valid verdict ({where}: {first['msg']})") from None
         return Verdict(paper_key=paper.key, **judgement.model_dump())
 
-    def _status_error(self, paper: Paper, error: openai.APIStatusError) -> Outcome:
+    def _status_error(self, pending: _Pending, error: openai.APIStatusError) -> Outcome:
         try:
-            return self._judge_status(paper, error)
+            return self._judge_status(pending, error)
         except LLMError as fatal:
             self._stopped = self._stopped or fatal
             raise
 
-    def _judge_status(self, paper: Paper, error: openai.APIStatusError) -> Outcome:
+    def _judge_status(self, pending: _Pending, error: openai.APIStatusError) -> Outcome:
         status = error.status_code
         detail = _error_message(error)
         if status == 429 and error.code == "insufficient_quota":
@@ -362,7 +366,7 @@ class Classifier:
         if status == 429:
             self.usage.rate_limited += 1
             delay = retry_after(error.response.headers)
-            self._limiter.rate_limited(delay if delay is not None else 1.0, error.response.headers)
+            self._limiter.rate_limited(delay if delay is not None else 1.0, error.response.headers, pending.sent_at)
             raise _Retry(f"rate limited (HTTP 429): {detail}", delay)
         if status in (408, 409) or status >= 500:
             raise _Retry(f"server error (HTTP {status}): {detail}")
@@ -371,7 +375,7 @@ class Classifier:
                 f"the LLM server does not support structured output: {detail}",
                 hint="set llm.structured_output: json_object in config.yaml",
             )
-        return Failure(paper_key=paper.key, reason=f"HTTP {status}: {detail}")
+        return Failure(paper_key=pending.job.paper.key, reason=f"HTTP {status}: {detail}")
 
 
 def _error_message(error: openai.APIStatusError) -> str:

@@ -15,9 +15,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-SLOW_DOWN = 0.75  # factor applied to the request rate on a 429, at most once per SLOW_DOWN_EVERY seconds
-SLOW_DOWN_EVERY = 1.0  # the 429s of one overshoot arrive together; they are one signal, not many
-RECOVERY_PER_SECOND = 1.5  # without 429s the rate grows by this factor a second, back up to the limit
+SLOW_DOWN = 0.75  # factor applied to the request rate on a 429 met by a request sent at the current rate
+RECOVERY_PER_SECOND = 1.1  # without 429s the rate grows by this factor a second, back up to the limit
 BURST_SECONDS = 0.5  # how many seconds' worth of requests may go at once
 
 
@@ -64,12 +63,13 @@ def backoff(failures: int, *, first: float, longest: float) -> float:
 class RateLimiter:
     """Paces requests so that no 60-second window holds more than the configured requests or tokens.
 
-    Servers enforce per-minute limits in one-second quanta (6,000 RPM as 100 a second), so up to one second's
-    worth may go at once and the rest is spaced evenly (a generic cell rate algorithm); the sustained rate leaves
-    room for that burst within every minute. Slots are reserved without awaiting in between, so concurrent
-    callers never share one. A 429 that means a limit is spent pauses everybody (not just the task that met it),
-    lowers the rate and takes back what was reserved at the old rate; successes raise the rate gradually, never
-    above the configured rate nor above the limit the server announces in its headers.
+    Servers enforce per-minute limits in one-second quanta (6,000 RPM as 100 a second), so a burst of up to one
+    second's worth passes; half of that may go at once (the other half is margin for requests the network bunches
+    up) and the rest is spaced evenly (a generic cell rate algorithm); the sustained rate leaves room for that
+    burst within every minute. Slots are reserved without awaiting in between, so concurrent callers never share
+    one. A 429 that means a limit is spent pauses everybody (not just the task that met it) and takes back what
+    was reserved; if the request was sent at the rate in force, the rate goes down. Successes raise it again
+    gradually, never above the configured rate nor above the limit the server announces in its headers.
     """
 
     def __init__(
@@ -94,18 +94,20 @@ class RateLimiter:
         self._paused_until = 0.0
         self._epoch = 0  # bumped whenever reservations made so far are void
         self._rate_changed_at = -math.inf
+        self._slowed_at = -math.inf
 
-    async def acquire(self, tokens: int) -> None:
+    async def acquire(self, tokens: int) -> float:
+        """Wait for a slot for one request of about `tokens` tokens; return the slot's time on the clock."""
         while True:
             epoch, now = self._epoch, self._clock()
             start = max(now, self._paused_until, self._request_due - self._burst, self._tokens_due - self._burst)
             self._request_due = max(self._request_due, start) + 1.0 / self.rate
             self._tokens_due = max(self._tokens_due, start) + tokens / self._tokens_per_second
             if start <= now:
-                return
+                return now
             await self._sleep(start - now)
             if epoch == self._epoch:
-                return
+                return start
             # The rate fell or a pause began while we waited: our slot was reserved on old terms.
 
     def _restart(self) -> None:
@@ -114,18 +116,20 @@ class RateLimiter:
         self._request_due = self._tokens_due = start + self._burst
         self._epoch += 1
 
-    def rate_limited(self, retry_after: float, headers: Mapping[str, str]) -> None:
-        """A 429. When the server's counters say a limit is spent (or it sends none), everybody waits and the
-        run continues at a lower rate; a 429 while the server still reports room is transient, and only the
-        request that met it waits."""
+    def rate_limited(self, retry_after: float, headers: Mapping[str, str], sent_at: float) -> None:
+        """A 429 for the request whose slot was at `sent_at`. When the server's counters say a limit is spent (or
+        it sends none), everybody waits; a 429 while the server still reports room is transient, and only the
+        request that met it waits. The rate goes down only for a request sent since the last slow-down: the
+        429s of requests sent before it are echoes of the overshoot it answered, and would push the rate far
+        below the server's limit."""
         self.observe(headers)
         if all(_number(headers.get(f"x-ratelimit-remaining-{kind}")) for kind in ("requests", "tokens")):
             return
         now = self._clock()
         self._paused_until = max(self._paused_until, now + retry_after)
-        if now - self._rate_changed_at >= SLOW_DOWN_EVERY:
+        if sent_at >= self._slowed_at:
             self.rate = max(self.rate * SLOW_DOWN, self._max_rate / 100)
-            self._rate_changed_at = now
+            self._slowed_at = self._rate_changed_at = now
         self._restart()
 
     def succeeded(self, headers: Mapping[str, str]) -> None:

@@ -177,6 +177,7 @@ class FakeLLM:
     # Enforce a requests-per-minute limit as OpenAI does, quantized to one second's worth (6,000 RPM as 100 a
     # second); beyond it: 429 at once, with retry-after(-ms) saying when the next request would pass.
     requests_per_minute: int | None = None
+    limit_headers: bool = True  # False: no x-ratelimit-* headers at all, as vLLM and Ollama send none
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -312,11 +313,11 @@ class FakeLLM:
             },
         }
         await self._count(200)
-        await _respond(send, 200, json.dumps(completion).encode(), {**_json, **self._limit_headers()})
+        await _respond(send, 200, json.dumps(completion).encode(), self._headers(self._limit_headers()))
 
     async def _error(self, send: Send, status: int, message: str, kind: str, code: str | None) -> None:
         await self._count(status)
-        headers = {**_json, **_limits}
+        headers = self._headers(_limits)
         if status == 429 and code == "rate_limit_exceeded":
             if self.retry_after is not None:
                 headers["retry-after"] = self.retry_after
@@ -330,18 +331,23 @@ class FakeLLM:
         with self._lock:
             self.over_limit += 1
         assert self.requests_per_minute is not None
-        headers = {
-            **_json,
+        limits = {
             **_limits,
             "x-ratelimit-limit-requests": str(self.requests_per_minute),
             "x-ratelimit-remaining-requests": "0",
             "x-ratelimit-reset-requests": f"{wait * 1000:.0f}ms",
+        }
+        headers = {
+            **self._headers(limits),
             "retry-after": str(max(1, round(wait))),
             "retry-after-ms": f"{wait * 1000:.0f}",
         }
         message = f"Rate limit reached for requests: Limit {self.requests_per_minute}, Used {self.requests_per_minute}."
         body = {"error": {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
         await _respond(send, 429, json.dumps(body).encode(), headers)
+
+    def _headers(self, limits: dict[str, str]) -> dict[str, str]:
+        return {**_json, **limits} if self.limit_headers else dict(_json)
 
     def _limit_headers(self) -> dict[str, str]:
         if self.requests_per_minute is None or self._bucket is None:

@@ -14,7 +14,7 @@ from digest.classify import FIRST_BACKOFF_SECONDS, Classifier, Job, Outcome, est
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
 from digest.models import Failure, Paper, Usage, Verdict
-from digest.ratelimit import BURST_SECONDS, RateLimiter, Sleep, parse_duration
+from digest.ratelimit import BURST_SECONDS, RECOVERY_PER_SECOND, SLOW_DOWN, RateLimiter, Sleep, parse_duration
 from tests.conftest import CL_FEED, FakeClock
 from tests.servers import FakeLLM, serve_asgi
 
@@ -275,7 +275,7 @@ def test_the_rate_limiter_spaces_requests_and_pauses_everybody_on_a_429():
     async def main() -> None:
         for _ in range(3):
             await limiter.acquire(10)
-        limiter.rate_limited(5.0, {})
+        limiter.rate_limited(5.0, {}, sent_at=0.0)
         await limiter.acquire(10)
 
     asyncio.run(main())
@@ -290,7 +290,9 @@ def test_the_rate_limiter_learns_the_servers_limits_and_ignores_transient_429s()
     limiter = RateLimiter(12_000, 1_000_000, burst_seconds=0, clock=clock, sleep=clock.sleep)
     limiter.observe({"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "5000"})
     assert limiter.rate == 100.0  # never aim above what the server announces
-    limiter.rate_limited(1.0, {"x-ratelimit-remaining-requests": "12", "x-ratelimit-remaining-tokens": "9000"})
+    limiter.rate_limited(
+        1.0, {"x-ratelimit-remaining-requests": "12", "x-ratelimit-remaining-tokens": "9000"}, sent_at=0.0
+    )
     assert limiter.rate == 100.0  # the server still has room: a transient 429, no slow-down for everybody
     limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"})
 
@@ -299,6 +301,36 @@ def test_the_rate_limiter_learns_the_servers_limits_and_ignores_transient_429s()
 
     asyncio.run(main())
     assert slept == [2.0]  # the server said its window is spent: wait for its reset
+
+
+def test_one_overshoot_is_one_slow_down_and_the_rate_recovers_without_429s():
+    clock = FakeClock(advance=False)
+    limiter = RateLimiter(6000, 10**9, burst_seconds=0, clock=clock, sleep=clock.sleep)
+    full = limiter.rate
+    clock.now = 10.0
+    limiter.rate_limited(0.01, {}, sent_at=9.9)
+    assert limiter.rate == pytest.approx(full * SLOW_DOWN)
+    clock.now = 10.02
+    limiter.rate_limited(0.01, {}, sent_at=9.95)  # sent before the slow-down: an echo of the same overshoot
+    assert limiter.rate == pytest.approx(full * SLOW_DOWN)
+    clock.now = 10.2
+    limiter.rate_limited(0.01, {}, sent_at=10.1)  # sent at the lower rate, and still too fast
+    assert limiter.rate == pytest.approx(full * SLOW_DOWN**2)
+    clock.now = 11.2
+    limiter.succeeded({})
+    assert limiter.rate == pytest.approx(full * SLOW_DOWN**2 * RECOVERY_PER_SECOND)
+    clock.now = 100.0
+    limiter.succeeded({})
+    assert limiter.rate == full  # back up, and never above the configured rate
+
+
+def test_without_rate_limit_headers_the_limit_is_learned_from_the_429s(llm):
+    url, app = llm
+    app.limit_headers = False  # as vLLM and Ollama: nothing but the 429s tells the limit
+    app.requests_per_minute, app.latency = 3000, 0.02
+    outcomes, _ = _classify(_config(url, max_concurrency=16, requests_per_minute=6000), PAPERS[:137])
+    assert len(outcomes) == 137 and all(isinstance(o, Verdict) for o in outcomes.values())
+    assert app.over_limit < 0.1 * app.requests  # it slowed down (it used to storm: 1 in 3, papers lost)
 
 
 def test_progress_is_a_live_bar_on_a_terminal_and_one_line_otherwise():
