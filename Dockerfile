@@ -1,26 +1,30 @@
 # digest in a container: `digest serve` on the schedule in config.yaml.
 #   state and outbox: the /data volume (relative paths in config.yaml resolve there: DIGEST_DATA)
-#   config: /config/config.yaml, mounted read-only
+#   config: /config/config.yaml, mounted read-only (compose.yaml mounts ./my-config.yaml there)
 #   secrets: environment variables (OPENAI_API_KEY, SMTP_PASSWORD, ...), from an env file
-# See compose.yaml, and the README's "Container" section.
+# Dependencies come from requirements.lock, exact versions checked against their hashes, so two builds of the
+# same commit install the same code. See compose.yaml, and the README's "Container" section.
 
 FROM python:3.12-slim-bookworm AS build
 WORKDIR /src
+RUN python -m venv /venv
+COPY requirements.lock ./
+RUN /venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY digest ./digest
 COPY templates ./templates
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN /venv/bin/pip install --no-cache-dir --no-deps . && /venv/bin/pip check
 
 FROM python:3.12-slim-bookworm
 LABEL org.opencontainers.image.title="digest" \
       org.opencontainers.image.description="A self-hosted daily arXiv digest, filtered by an LLM against your research interests" \
       org.opencontainers.image.source="https://github.com/digest-dev/digest" \
       org.opencontainers.image.licenses="MIT"
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
-    && useradd --create-home --uid 10001 digest \
+COPY --from=build /venv /venv
+RUN useradd --create-home --uid 10001 digest \
     && mkdir -p /data /config && chown digest /data
-ENV DIGEST_CONFIG=/config/config.yaml \
+ENV PATH=/venv/bin:$PATH \
+    DIGEST_CONFIG=/config/config.yaml \
     DIGEST_DATA=/data \
     PYTHONUNBUFFERED=1
 VOLUME ["/data"]

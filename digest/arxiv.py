@@ -7,6 +7,7 @@ import datetime as dt
 import email.utils
 import logging
 import re
+import socket
 import time
 import xml.sax
 from collections.abc import Awaitable, Callable, Iterable
@@ -31,6 +32,8 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 API_REQUESTS_PER_MINUTE = 20  # the export API's terms: one request every three seconds
 FIRST_BACKOFF_SECONDS = 2.0  # arXiv fails under load: give it time
 LONGEST_BACKOFF_SECONDS = 30.0
+DNS_RETRIES = 2  # a name that does not resolve is retried this often, quickly, before the run gives up
+DNS_RETRY_SECONDS = 0.5
 
 
 def feed_url(config: ArxivConfig) -> str:
@@ -90,6 +93,17 @@ async def _get_with_retries(
             problem = "timed out"
         except httpx.TransportError as error:
             problem = f"connection failed ({error.__class__.__name__}: {error})"
+            if _name_not_resolved(error):
+                # Not arXiv's fault, and not worth minutes of back-off: a resolver that failed twice in a couple of
+                # seconds is down, or the name is wrong.
+                problem = f"the name {httpx.URL(url).host} does not resolve (DNS: {error})"
+                if attempt > DNS_RETRIES:
+                    raise FetchError(
+                        f"{what} {url}: {problem}",
+                        hint="check this machine's (or container's) network and DNS, and the host in arxiv.feed_url "
+                        "or arxiv.api_url. Nothing was recorded for this run.",
+                    ) from None
+                asked = DNS_RETRY_SECONDS * attempt
         delay = (
             asked
             if asked is not None
@@ -108,6 +122,16 @@ async def _get_with_retries(
         f"{what} {url} answered HTTP {response.status_code}",
         hint="check arxiv.feed_url, arxiv.api_url and arxiv.categories in config.yaml",
     )
+
+
+def _name_not_resolved(error: BaseException) -> bool:
+    """Whether a connection failed because the host name did not resolve: a socket.gaierror in the chain."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_types: Iterable[AnnounceType]) -> Feed:

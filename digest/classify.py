@@ -28,6 +28,7 @@ from digest.config import LLMConfig, Prices, Profile
 from digest.errors import LLMError
 from digest.models import Failure, Judgement, JudgementWithTLDR, Paper, Usage, Verdict
 from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
+from digest.stopping import Stopped, unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -198,19 +199,9 @@ class Classifier:
     ) -> None:
         """Classify every job; `on_outcome` is called once per job, as each one ends, in any order. Once `stop` is
         set, requests in flight are abandoned and the jobs without an outcome are left for the next run."""
-        work = asyncio.create_task(self._work(jobs, on_outcome, on_progress))
-        stopped = asyncio.create_task((stop or asyncio.Event()).wait())
-        try:
-            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Stopped, or cancelled ourselves: nothing may outlive this call (the client closes after it).
-            for task in (work, stopped):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-        if not work.cancelled():
-            work.result()  # raises the error that ended the work, if any
+        # Stopped, or cancelled ourselves: nothing may outlive this call (the client closes after it).
+        with contextlib.suppress(Stopped):
+            await unless_stopped(self._work(jobs, on_outcome, on_progress), stop)
 
     async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnProgress | None) -> None:
         queue: asyncio.PriorityQueue[tuple[int, int, _Pending | None]] = asyncio.PriorityQueue()

@@ -21,6 +21,7 @@ from digest.config import Config, default_config_path, load_config
 from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError
 from digest.pipeline import Pipeline, check
 from digest.schedule import cron_trigger, healthy, serve
+from digest.stopping import StopOnSignals
 from digest.store import Store
 
 log = logging.getLogger("digest")
@@ -151,10 +152,7 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
         print(report.dry_run_report(await Pipeline(config).dry_run(args.since)))
         return EXIT_OK
     if command == "run":
-        summary = await Pipeline(config, show_progress=not quiet).run(since=args.since)
-        if not quiet or summary.errors:
-            print(report.run_summary(summary))
-        return EXIT_FAILED if summary.errors else EXIT_OK
+        return await _run(config, args.since, quiet)
     if command == "preview":
         for path, note in await Pipeline(config, show_progress=not quiet).preview(args.min_score):
             print(path)
@@ -179,6 +177,21 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
     if command == "serve":
         return await _serve(config)
     return EXIT_USAGE
+
+
+async def _run(config: Config, since: dt.date | None, quiet: bool) -> int:
+    stop = asyncio.Event()
+    with StopOnSignals(stop) as signals:
+        summary = await Pipeline(config, show_progress=not quiet).run(since=since, stop=stop)
+    if not quiet or summary.errors:
+        print(report.run_summary(summary))
+    if signals.received is not None:
+        print(
+            f"digest: stopped by {signals.received.name} at a safe point; the next run finishes what this one left",
+            file=sys.stderr,
+        )
+        return 128 + signals.received.value
+    return EXIT_FAILED if summary.errors else EXIT_OK
 
 
 def heartbeat_path(config: Config) -> Path:

@@ -180,4 +180,5 @@ class RunSummary(BaseModel):
     warnings: list[str] = []
     errors: list[str] = []
     stopped: bool = False  # a signal stopped the run at a safe point; what was left is done by the next run
+    resumed: str | None = None  # what the previous run, stopped by a signal, had left for this one
     seconds: float = 0.0

@@ -37,6 +37,7 @@ from digest.models import Failure, Feed, Paper, ProfileSummary, RunSummary, Usag
 from digest.progress import Progress
 from digest.render import Renderer, build_digest
 from digest.rules import Rules
+from digest.stopping import Stopped, unless_stopped
 from digest.store import Store
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,14 @@ class Pipeline:
         try:
             if catch_up and since is None:
                 since = self._missed_since(store)
+            previous = store.recent_runs(1)
+            previous_ok = not previous or previous[0][1]
+            if previous and previous[0][2].stopped:
+                summary.resumed = _what_was_left(previous[0][0], previous[0][2])
             try:
-                feed = await self._fetch(store, summary)
+                feed = await unless_stopped(self._fetch(store, summary, warn_stale=previous_ok), stop)
                 if since is not None:
-                    await self._backfill(store, summary, since)
+                    await unless_stopped(self._backfill(store, summary, since), stop)
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
                 verdicts = await self._classify(store, summary, pending, stop)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
@@ -98,6 +103,8 @@ class Pipeline:
                 )
             except DigestError as error:
                 summary.errors.append(str(error))
+            except Stopped:
+                pass  # nothing of an abandoned download was recorded
             # Digests left pending by earlier runs go out even when today's fetch or classification failed.
             try:
                 await self._deliver_pending(store, summary, stop)
@@ -179,15 +186,17 @@ class Pipeline:
         finally:
             store.close()
 
-    async def _fetch(self, store: Store, summary: RunSummary) -> Feed:
+    async def _fetch(self, store: Store, summary: RunSummary, *, warn_stale: bool = True) -> Feed:
         url = feed_url(self.config.fetched)
         etag, last_modified, last_announced = store.feed_state(url)
         clock = time.monotonic()
         feed = await fetch_feed(self.config.fetched, etag=etag, last_modified=last_modified)
         summary.announced = feed.announced or last_announced
         summary.fetched = feed.count_by_type()
-        # feed.announced is None on a 304; a dated feed no newer than what was processed is stale.
-        if last_announced is not None and feed.announced is not None and feed.announced <= last_announced:
+        # feed.announced is None on a 304; a dated feed no newer than what was processed is stale, unless the run
+        # that processed it did not end well (stopped, failed): then this run is finishing its work.
+        stale = last_announced is not None and feed.announced is not None and feed.announced <= last_announced
+        if warn_stale and stale:
             summary.warnings.append(
                 f"the feed is stale: it is dated {feed.announced}, and {last_announced} was already processed"
             )
@@ -425,6 +434,19 @@ class Pipeline:
                 "could not deliver: " + "; ".join(unique),
                 hint="the digest is kept and sent first on the next run",
             )
+
+
+def _what_was_left(started: dt.datetime, stopped: RunSummary) -> str:
+    """What a run stopped by a signal had not done, in words, for the summary of the run that does it."""
+    left = sum(max(0, p.to_classify - p.classified - p.failed) for p in stopped.profiles)
+    if not stopped.profiles:
+        what = "before the feed was read"
+    elif left:
+        what = f"with {left} papers still to classify"
+    else:
+        what = "before its digests were recorded and sent"
+    when = f"{started.astimezone():%Y-%m-%d %H:%M}"
+    return f"the run started {when} was stopped by a signal {what}; this run did the rest"
 
 
 class DryRunReport(BaseModel):

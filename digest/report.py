@@ -36,6 +36,8 @@ def run_summary(summary: RunSummary) -> str:
         f"{usage.completion_tokens:,} completion tokens, {describe_cost(summary.cost)}"
     )
     lines.append(f"  delivered    {summary.deliveries_sent}, still pending {summary.deliveries_pending}")
+    if summary.resumed:
+        lines.append(f"  resumed      {summary.resumed}")
     lines += [f"  warning: {w}" for w in summary.warnings]
     failed = sum(p.failed for p in summary.profiles)
     if failed:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from digest.config import ScheduleConfig
+from digest.stopping import StopOnSignals
 
 log = logging.getLogger(__name__)
 
@@ -75,32 +75,28 @@ async def serve(
         heartbeat.parent.mkdir(parents=True, exist_ok=True)
         heartbeat.touch()
 
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    scheduler = AsyncIOScheduler()
-    scheduler.add_job(job, trigger, id="digest", coalesce=True, max_instances=1, misfire_grace_time=3600)
-    scheduler.add_job(beat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="heartbeat")
-    scheduler.start()
-    beat()
-    now = dt.datetime.now(dt.UTC)
-    missed = previous_fire_time(trigger, now, dt.timedelta(days=8))
-    if missed is not None and (last_good_run is None or last_good_run < missed):
-        log.info("serve: the run due at %s has not happened; running it now", missed)
-        scheduler.add_job(job, id="missed")
-    log.info("serve: next run at %s", scheduler.get_job("digest").next_run_time)
-    try:
-        await stop.wait()
-    finally:
-        log.info("serve: stopping")
-        scheduler.pause()  # no new runs; the one in progress sees `stop` and ends at its next safe point
-        if current:
-            _, still_running = await asyncio.wait(current, timeout=STOP_GRACE_SECONDS)
-            for task in still_running:
-                task.cancel()
-        scheduler.shutdown(wait=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+    with StopOnSignals(stop):
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(job, trigger, id="digest", coalesce=True, max_instances=1, misfire_grace_time=3600)
+        scheduler.add_job(beat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="heartbeat")
+        scheduler.start()
+        beat()
+        now = dt.datetime.now(dt.UTC)
+        missed = previous_fire_time(trigger, now, dt.timedelta(days=8))
+        if missed is not None and (last_good_run is None or last_good_run < missed):
+            log.info("serve: the run due at %s has not happened; running it now", missed)
+            scheduler.add_job(job, id="missed")
+        log.info("serve: next run at %s", scheduler.get_job("digest").next_run_time)
+        try:
+            await stop.wait()
+        finally:
+            log.info("serve: stopping")
+            scheduler.pause()  # no new runs; the one in progress sees `stop` and ends at its next safe point
+            if current:
+                _, still_running = await asyncio.wait(current, timeout=STOP_GRACE_SECONDS)
+                for task in still_running:
+                    task.cancel()
+            scheduler.shutdown(wait=False)
 
 
 def healthy(heartbeat: Path, now: float) -> bool:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -114,3 +116,23 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen[str], expect: int = 0) -> str:
+    """SIGTERM, as `docker stop` sends it; the process must exit by itself with `expect`. Returns its output."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=10)
+    finally:
+        process.kill()
+    output = process.stdout.read() if process.stdout else ""
+    assert code == expect, output
+    return output

@@ -84,6 +84,7 @@ class FeedServer:
     retry_after: str = "0"  # sent with each failure
     requests: list[dict[str, str]] = field(default_factory=list)
     last_modified: str = "Tue, 30 Jun 2026 04:00:00 GMT"
+    validators: bool = True  # False: no ETag and no Last-Modified, so every request gets the whole feed again
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
@@ -98,19 +99,11 @@ class FeedServer:
             await _respond(send, 404, b"<html><body>Not Found</body></html>", {"content-type": "text/html"})
             return
         etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-        if headers.get("if-none-match") == etag:
+        if self.validators and headers.get("if-none-match") == etag:
             await _respond(send, 304, b"", {"etag": etag})
             return
-        await _respond(
-            send,
-            200,
-            body,
-            {
-                "content-type": "application/rss+xml; charset=utf-8",
-                "etag": etag,
-                "last-modified": self.last_modified,
-            },
-        )
+        validators = {"etag": etag, "last-modified": self.last_modified} if self.validators else {}
+        await _respond(send, 200, body, {"content-type": "application/rss+xml; charset=utf-8", **validators})
 
 
 @dataclass
