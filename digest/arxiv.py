@@ -209,7 +209,7 @@ def _paper(entry: Any, announced: dt.date, url: str) -> Paper:
 
 def api_pacer(*, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep) -> RateLimiter:
     """One request every three seconds, strictly: no burst."""
-    return RateLimiter(API_REQUESTS_PER_MINUTE, 10**12, burst_seconds=0, clock=clock, sleep=sleep)
+    return RateLimiter(API_REQUESTS_PER_MINUTE, 10**12, burst_seconds=0, opening_seconds=0, clock=clock, sleep=sleep)
 
 
 async def fetch_since(

@@ -16,6 +16,8 @@ import functools
 import itertools
 import json
 import logging
+import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -38,6 +40,11 @@ CHARS_PER_TOKEN = 4  # a deliberately rough local estimate; no tokenizer downloa
 COMPLETION_TOKENS_ESTIMATE = 120
 FIRST_BACKOFF_SECONDS = 0.1  # the shared limiter bounds the request rate, so a quick retry cannot storm the server
 LONGEST_BACKOFF_SECONDS = 30.0
+FIRST_UNNAMED_WAIT_SECONDS = 1.0  # after a 429 that names no wait
+LONGEST_WAIT_SECONDS = 120.0  # a server that asks for longer is asked again after this
+SAME_ERROR_LIMIT = 3  # the same 4xx this many times in a row, with no success between: it is every request's
+# A 400 that names these is about the setup (model, key, route), not about one paper.
+SETUP_ERROR = re.compile(r"model|api[ _-]?key|\bkey\b|route|deployment|no connected db|authenticat", re.IGNORECASE)
 # Queue priorities: a retry goes before every fresh paper, so that retries do not pile up at the end of a run.
 RETRY, FRESH, FINISHED = 0, 1, 2
 
@@ -146,7 +153,8 @@ class _Pending:
         self.tokens = estimate_tokens(instructions, paper_message(job.paper)) + COMPLETION_TOKENS_ESTIMATE
         self.attempts = 0
         self.sent_at = 0.0  # the rate limiter's time of the latest attempt's slot
-        self.failures_without_wait = 0
+        self.failures_without_wait = 0  # bounded by max_attempts
+        self.rate_limited = 0  # not bounded: a wait the server asked for is not a failed attempt
         self.problem = "no attempt was made"
 
     def messages(self) -> list[ChatCompletionMessageParam]:
@@ -158,10 +166,11 @@ class _Pending:
 
 
 class _Retry(Exception):
-    def __init__(self, problem: str, delay: float | None = None) -> None:
+    def __init__(self, problem: str, delay: float | None = None, *, rate_limited: bool = False) -> None:
         super().__init__(problem)
         self.problem = problem
         self.delay = delay
+        self.rate_limited = rate_limited
 
 
 class Classifier:
@@ -184,6 +193,8 @@ class Classifier:
         self._sleep = sleep
         self._reached_server = False
         self._stopped: LLMError | None = None  # set by the first error that ends the run: no request after it
+        self._succeeded_at = time.monotonic()  # the last success (or the start): a run stalled too long stops
+        self._same_error: tuple[int, str, int] | None = None  # status, message, times in a row without a success
         self.usage = Usage()
 
     async def close(self) -> None:
@@ -267,16 +278,22 @@ class Classifier:
     def _retry_delay(self, pending: _Pending, retry: _Retry) -> float | None:
         """How long before the next attempt; None when the attempts are spent."""
         pending.problem = retry.problem
-        if pending.attempts >= self._config.max_attempts:
-            return None
-        self.usage.retries += 1
-        if retry.delay is None:
+        if retry.rate_limited:
+            # Not a failed attempt: the run is slowed and the paper waits as asked. The stall watchdog ends a run
+            # in which nothing gets through.
+            pending.rate_limited += 1
+            delay = retry.delay
+            if delay is None:
+                delay = backoff(pending.rate_limited, first=FIRST_UNNAMED_WAIT_SECONDS, longest=LONGEST_BACKOFF_SECONDS)
+        else:
             # Back-off grows with the failures that named no wait (server errors, timeouts, invalid answers), not
             # with the rate limits met before them: those waited as long as the server asked, and the run slowed.
             pending.failures_without_wait += 1
+            if pending.failures_without_wait >= self._config.max_attempts:
+                return None
             delay = backoff(pending.failures_without_wait, first=FIRST_BACKOFF_SECONDS, longest=LONGEST_BACKOFF_SECONDS)
-        else:
-            delay = retry.delay
+        self.usage.retries += 1
+        delay = min(delay, LONGEST_WAIT_SECONDS)
         log.debug("paper %s: %s; retrying in %.2f s", pending.job.paper.key, retry.problem, delay)
         return delay
 
@@ -303,10 +320,15 @@ class Classifier:
             self._reached_server = True
             return self._status_error(pending, error)
         except openai.APITimeoutError:
+            self.usage.timed_out += 1
+            self._limiter.failed()
             raise _Retry(f"no answer within {self._config.timeout_seconds:g} s") from None
         except openai.APIConnectionError as error:
+            self._limiter.failed()
             raise _Retry(f"connection failed ({error.__cause__ or error})") from None
         self._reached_server = True
+        self._succeeded_at = time.monotonic()
+        self._same_error = None
         self._limiter.succeeded(raw.headers)
         completion = raw.parse()
         if completion.usage is not None:
@@ -356,9 +378,17 @@ class Classifier:
             )
         if status == 429:
             self.usage.rate_limited += 1
+            stalled = time.monotonic() - self._succeeded_at
+            if stalled > self._config.stall_seconds:
+                raise LLMError(
+                    f"the LLM server has answered only 429 (rate limited) for {stalled:.0f} s: {detail}",
+                    hint="check the account's rate limits, or lower llm.requests_per_minute; the papers not yet "
+                    "classified stay pending for the next run",
+                )
             delay = retry_after(error.response.headers)
             self._limiter.rate_limited(delay if delay is not None else 1.0, error.response.headers, pending.sent_at)
-            raise _Retry(f"rate limited (HTTP 429): {detail}", delay)
+            raise _Retry(f"rate limited (HTTP 429): {detail}", delay, rate_limited=True)
+        self._limiter.failed()
         if status in (408, 409) or status >= 500:
             raise _Retry(f"server error (HTTP {status}): {detail}")
         if status == 400 and "response_format" in detail:
@@ -366,7 +396,16 @@ class Classifier:
                 f"the LLM server does not support structured output: {detail}",
                 hint="set llm.structured_output: json_object in config.yaml",
             )
-        return Failure(paper_key=pending.job.paper.key, reason=f"HTTP {status}: {detail}")
+        same = self._same_error is not None and self._same_error[:2] == (status, detail)
+        times = self._same_error[2] + 1 if same and self._same_error is not None else 1
+        self._same_error = (status, detail, times)
+        if (status == 400 and SETUP_ERROR.search(detail)) or times >= SAME_ERROR_LIMIT:
+            raise LLMError(
+                f"the LLM server refuses every request (HTTP {status}): {detail}",
+                hint="check llm.model, llm.api_key and llm.base_url in config.yaml (digest check tests them); "
+                "nothing was lost, the papers stay pending for the next run",
+            )
+        raise _Retry(f"HTTP {status}: {detail}")
 
 
 def _error_message(error: openai.APIStatusError) -> str:

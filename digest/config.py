@@ -129,8 +129,10 @@ class LLMConfig(StrictModel):
     max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
     requests_per_minute: Annotated[int, Field(ge=1)] = 500
     tokens_per_minute: Annotated[int, Field(ge=100)] = 200_000
-    timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # Gateways may hold a request for a minute before they answer it: a shorter timeout would send it twice.
+    timeout_seconds: Annotated[float, Field(gt=0)] = 120.0
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
+    stall_seconds: Annotated[float, Field(gt=0)] = 900.0
     structured_output: Literal["json_schema", "json_object"] = "json_schema"
     price: Prices | None = None
 

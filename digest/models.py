@@ -114,6 +114,7 @@ class Usage(BaseModel):
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
+    timed_out: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0

@@ -58,5 +58,5 @@ class Progress:
         return (
             f"{bar}classified {self._done}/{self._total} papers  {usage.requests / elapsed:.1f} req/s  "
             f"{tokens:,} tokens  {describe_cost(self._cost_of(usage))}  {usage.retries} retries  "
-            f"{usage.rate_limited} rate-limited"
+            f"{usage.rate_limited} rate-limited  {usage.timed_out} timed out"
         )

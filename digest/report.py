@@ -32,6 +32,7 @@ def run_summary(summary: RunSummary) -> str:
         )
     lines.append(
         f"  llm          {usage.requests} requests, {usage.retries} retries, {usage.rate_limited} rate-limited, "
+        f"{usage.timed_out} timed out, "
         f"{usage.prompt_tokens:,} prompt tokens ({usage.cached_tokens:,} cached), "
         f"{usage.completion_tokens:,} completion tokens, {describe_cost(summary.cost)}"
     )

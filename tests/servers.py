@@ -170,7 +170,12 @@ class FakeLLM:
     # Enforce a requests-per-minute limit as OpenAI does, quantized to one second's worth (6,000 RPM as 100 a
     # second); beyond it: 429 at once, with retry-after(-ms) saying when the next request would pass.
     requests_per_minute: int | None = None
-    limit_headers: bool = True  # False: no x-ratelimit-* headers at all, as vLLM and Ollama send none
+    # Which x-ratelimit-* families it sends: "both" (requests and tokens, as OpenAI), "requests" (as many gateways
+    # and proxies), "none" (as vLLM, Ollama and LM Studio behind a limiter).
+    limit_headers: str = "both"
+    # A gateway like LiteLLM's proxy: at most this many requests per calendar minute, refused already when one is
+    # left; successes say limit and remaining (requests only), a 429 says nothing but llm_provider-retry-after: 60.
+    gateway_per_minute: int | None = None
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -182,9 +187,19 @@ class FakeLLM:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _bucket: float | None = None
     _bucket_at: float = 0.0
+    _gateway_minute: int = -1
+    _gateway_used: int = 0
 
     def _admit(self, now: float) -> float | None:
         """Take one request from the rate bucket; None if admitted, else the seconds until one would be."""
+        if self.gateway_per_minute is not None:
+            minute = int(time.time() // 60)
+            if minute != self._gateway_minute:
+                self._gateway_minute, self._gateway_used = minute, 0
+            if self.gateway_per_minute - self._gateway_used <= 1:  # LiteLLM refuses when remaining is 1
+                return 60.0
+            self._gateway_used += 1
+            return None
         if self.requests_per_minute is None:
             return None
         per_second = self.requests_per_minute / 60
@@ -265,6 +280,10 @@ class FakeLLM:
         if behaviour == "401":
             await self._error(send, 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
             return
+        if behaviour == "400":  # what LiteLLM's proxy answers for a model it does not route
+            message = f"litellm.BadRequestError: Invalid model name passed in model={request['model']}"
+            await self._error(send, 400, message, "invalid_request_error", "400")
+            return
         messages = request["messages"]
         self.prompts.append(messages)
         paper = json.loads(messages[-1]["content"])
@@ -310,7 +329,7 @@ class FakeLLM:
 
     async def _error(self, send: Send, status: int, message: str, kind: str, code: str | None) -> None:
         await self._count(status)
-        headers = self._headers(_limits)
+        headers = self._headers(self._limit_headers())
         if status == 429 and code == "rate_limit_exceeded":
             if self.retry_after is not None:
                 headers["retry-after"] = self.retry_after
@@ -323,6 +342,11 @@ class FakeLLM:
         await self._count(429)
         with self._lock:
             self.over_limit += 1
+        if self.gateway_per_minute is not None:
+            message = "litellm.RateLimitError: Max parallel request limit reached for model group."
+            body = {"error": {"message": message, "type": "None", "param": "None", "code": "429"}}
+            await _respond(send, 429, json.dumps(body).encode(), {**_json, "llm_provider-retry-after": "60"})
+            return
         assert self.requests_per_minute is not None
         limits = {
             **_limits,
@@ -340,9 +364,19 @@ class FakeLLM:
         await _respond(send, 429, json.dumps(body).encode(), headers)
 
     def _headers(self, limits: dict[str, str]) -> dict[str, str]:
-        return {**_json, **limits} if self.limit_headers else dict(_json)
+        if self.limit_headers == "none":
+            return dict(_json)
+        if self.limit_headers == "requests":
+            return {**_json, **{k: v for k, v in limits.items() if k.endswith("-requests")}}
+        return {**_json, **limits}
 
     def _limit_headers(self) -> dict[str, str]:
+        """The counters as they stand: what a success (or a 429 not caused by the limit) reports."""
+        if self.gateway_per_minute is not None:
+            return {
+                "x-ratelimit-limit-requests": str(self.gateway_per_minute),
+                "x-ratelimit-remaining-requests": str(self.gateway_per_minute - self._gateway_used),
+            }
         if self.requests_per_minute is None or self._bucket is None:
             return _limits
         return {

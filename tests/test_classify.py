@@ -14,7 +14,15 @@ from digest.classify import FIRST_BACKOFF_SECONDS, Classifier, Job, Outcome, est
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
 from digest.models import Failure, Paper, Usage, Verdict
-from digest.ratelimit import BURST_SECONDS, RECOVERY_PER_SECOND, SLOW_DOWN, RateLimiter, Sleep, parse_duration
+from digest.ratelimit import (
+    BURST_SECONDS,
+    RECOVERY_PER_SECOND,
+    SLOW_DOWN,
+    RateLimiter,
+    Sleep,
+    parse_duration,
+    retry_after,
+)
 from tests.conftest import CL_FEED, FakeClock
 from tests.servers import FakeLLM, serve_asgi
 
@@ -34,7 +42,7 @@ def _config(url: str, **overrides: Any) -> LLMConfig:
         "base_url": url,
         "api_key": "test-key",
         "max_concurrency": 8,
-        "requests_per_minute": 100_000,
+        "requests_per_minute": 30_000,  # what the test server announces
         "tokens_per_minute": 100_000_000,
         "timeout_seconds": 5,
         **overrides,
@@ -98,7 +106,7 @@ def test_requests_are_paced_under_the_requests_per_minute_limit(llm):
 
 def test_no_sixty_second_window_holds_more_than_the_limit():
     clock = FakeClock()
-    limiter = RateLimiter(600, 10**9, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(600, 10**9, opening_seconds=0, clock=clock, sleep=clock.sleep)
     sent: list[float] = []
 
     async def main() -> None:
@@ -270,7 +278,7 @@ def test_reset_durations_are_parsed():
 def test_the_rate_limiter_spaces_requests_and_pauses_everybody_on_a_429():
     clock = FakeClock(advance=False)  # time stands still: every wait is measured from the same instant
     slept = clock.slept
-    limiter = RateLimiter(60, 1_000_000, burst_seconds=0, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(60, 1_000_000, burst_seconds=0, opening_seconds=0, clock=clock, sleep=clock.sleep)
 
     async def main() -> None:
         for _ in range(3):
@@ -287,13 +295,16 @@ def test_the_rate_limiter_spaces_requests_and_pauses_everybody_on_a_429():
 def test_the_rate_limiter_learns_the_servers_limits_and_ignores_transient_429s():
     clock = FakeClock(advance=False)
     slept = clock.slept
-    limiter = RateLimiter(12_000, 1_000_000, burst_seconds=0, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(12_000, 1_000_000, burst_seconds=0, opening_seconds=0, clock=clock, sleep=clock.sleep)
     limiter.observe({"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "5000"})
-    assert limiter.rate == 100.0  # never aim above what the server announces
+    announced = 5999 / 60  # never aim above what the server announces (one below: some gateways refuse at 1)
+    assert limiter.rate == pytest.approx(announced)
     limiter.rate_limited(
         1.0, {"x-ratelimit-remaining-requests": "12", "x-ratelimit-remaining-tokens": "9000"}, sent_at=0.0
     )
-    assert limiter.rate == 100.0  # the server still has room: a transient 429, no slow-down for everybody
+    assert limiter.rate == pytest.approx(announced)  # the server still has room: transient, nobody slows down
+    limiter.rate_limited(1.0, {"x-ratelimit-remaining-requests": "12"}, sent_at=0.0)
+    assert limiter.rate == pytest.approx(announced)  # no token counters is not "no tokens left"
     limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"})
 
     async def main() -> None:
@@ -305,18 +316,19 @@ def test_the_rate_limiter_learns_the_servers_limits_and_ignores_transient_429s()
 
 def test_one_overshoot_is_one_slow_down_and_the_rate_recovers_without_429s():
     clock = FakeClock(advance=False)
-    limiter = RateLimiter(6000, 10**9, burst_seconds=0, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(6000, 10**9, burst_seconds=0, opening_seconds=0, clock=clock, sleep=clock.sleep)
+    spent = {"x-ratelimit-remaining-requests": "0"}
     full = limiter.rate
     clock.now = 10.0
-    limiter.rate_limited(0.01, {}, sent_at=9.9)
+    limiter.rate_limited(0.01, spent, sent_at=9.9)
     assert limiter.rate == pytest.approx(full * SLOW_DOWN)
     clock.now = 10.02
-    limiter.rate_limited(0.01, {}, sent_at=9.95)  # sent before the slow-down: an echo of the same overshoot
+    limiter.rate_limited(0.01, spent, sent_at=9.95)  # sent before the slow-down: an echo of the same overshoot
     assert limiter.rate == pytest.approx(full * SLOW_DOWN)
     clock.now = 10.2
-    limiter.rate_limited(0.01, {}, sent_at=10.1)  # sent at the lower rate, and still too fast
+    limiter.rate_limited(0.01, spent, sent_at=10.1)  # sent at the lower rate, and still too fast
     assert limiter.rate == pytest.approx(full * SLOW_DOWN**2)
-    clock.now = 11.2
+    clock.now = 11.21  # a second after the pause ended
     limiter.succeeded({})
     assert limiter.rate == pytest.approx(full * SLOW_DOWN**2 * RECOVERY_PER_SECOND)
     clock.now = 100.0
@@ -326,7 +338,7 @@ def test_one_overshoot_is_one_slow_down_and_the_rate_recovers_without_429s():
 
 def test_without_rate_limit_headers_the_limit_is_learned_from_the_429s(llm):
     url, app = llm
-    app.limit_headers = False  # as vLLM and Ollama: nothing but the 429s tells the limit
+    app.limit_headers = "none"  # as vLLM and Ollama: nothing but the 429s tells the limit
     app.requests_per_minute, app.latency = 3000, 0.02
     outcomes, _ = _classify(_config(url, max_concurrency=16, requests_per_minute=6000), PAPERS[:137])
     assert len(outcomes) == 137 and all(isinstance(o, Verdict) for o in outcomes.values())
@@ -353,3 +365,59 @@ def test_progress_is_a_live_bar_on_a_terminal_and_one_line_otherwise():
         assert "1 retries" in text
         assert ("[####" in text) == live
         assert text.count("\n") == 1
+
+
+def test_a_paper_survives_ten_short_429s_in_a_row(llm):
+    url, app = llm
+    app.retry_after = "0.02"
+    app.script = ["429"] * 10  # a wait the server asked for is not a failed attempt
+    outcomes, usage = _classify(_config(url, max_concurrency=1, max_attempts=3), PAPERS[:1])
+    assert isinstance(outcomes[PAPERS[0].key], Verdict)
+    assert usage.rate_limited == 10 and usage.requests == 11
+
+
+def test_random_429s_from_a_server_that_reports_request_counters_only_do_not_slow_the_run(llm):
+    """The collapse: remaining-requests above zero and no token headers was read as "a limit is spent"."""
+    url, app = llm
+    app.limit_headers = "requests"
+    app.requests_per_minute, app.latency = 6000, 0.02
+    app.random_failures = {"429": 0.2, "500": 0.05}
+    limiter = RateLimiter(6000, 10**9)
+    outcomes: dict[str, Outcome] = {}
+
+    async def main() -> None:
+        classifier = Classifier(_config(url, max_concurrency=16, requests_per_minute=6000), limiter=limiter)
+        try:
+            await classifier.classify(
+                [Job(PROFILE, p) for p in PAPERS[:137]], lambda j, o: outcomes.update({j.paper.key: o})
+            )
+        finally:
+            await classifier.close()
+
+    asyncio.run(main())
+    assert len(outcomes) == 137 and all(isinstance(o, Verdict) for o in outcomes.values())
+    assert app.statuses[429] > 10 and app.over_limit == 0
+    assert limiter.rate == pytest.approx(5999 / 60.5)  # never slowed down for 429s the counters call transient
+
+
+def test_a_gateways_own_retry_header_and_counter_resets_are_waits_the_server_asked_for():
+    assert retry_after({"llm_provider-retry-after": "60"}) == 60.0
+    assert retry_after({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"}) == 360.0
+    assert retry_after({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "6m0s"}) is None
+    assert retry_after({"retry-after": "2", "llm_provider-retry-after": "60"}) == 2.0
+
+
+def test_the_same_client_error_for_every_request_stops_the_run_and_fails_no_paper(llm):
+    url, app = llm
+    app.random_failures = {"400": 1.0}
+    with pytest.raises(LLMError, match=r"refuses every request .*Invalid model name"):
+        _classify(_config(url), PAPERS[:40])
+    assert app.statuses[400] <= 8  # the requests already in flight, not one per paper
+
+
+def test_a_run_in_which_nothing_gets_through_ends_with_a_clear_error(llm):
+    url, app = llm
+    app.retry_after = "0.05"
+    app.random_failures = {"429": 1.0}
+    with pytest.raises(LLMError, match=r"answered only 429 \(rate limited\) for"):
+        _classify(_config(url, stall_seconds=1), PAPERS[:5])
