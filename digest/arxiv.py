@@ -82,13 +82,13 @@ async def _get_with_retries(
         attempt += 1
         if before_each is not None:
             await before_each()
-        asked: float | None = None  # the wait the server named, if it did
+        wait: float | None = None  # the wait the server named, or a short one for a name that did not resolve
         try:
             response = await http.get(url, headers=headers)
             problem = f"HTTP {response.status_code}"
             if response.status_code not in RETRYABLE_STATUS:
                 break
-            asked = retry_after(response.headers)
+            wait = retry_after(response.headers)
         except httpx.TimeoutException:
             problem = "timed out"
         except httpx.TransportError as error:
@@ -103,19 +103,16 @@ async def _get_with_retries(
                         hint="check this machine's (or container's) network and DNS, and the host in arxiv.feed_url "
                         "or arxiv.api_url. Nothing was recorded for this run.",
                     ) from None
-                asked = DNS_RETRY_SECONDS * attempt
-        delay = (
-            asked
-            if asked is not None
-            else backoff(attempt, first=FIRST_BACKOFF_SECONDS, longest=LONGEST_BACKOFF_SECONDS)
-        )
-        if time.monotonic() + delay > deadline:
+                wait = DNS_RETRY_SECONDS * attempt
+        if wait is None:
+            wait = backoff(attempt, first=FIRST_BACKOFF_SECONDS, longest=LONGEST_BACKOFF_SECONDS)
+        if time.monotonic() + wait > deadline:
             raise FetchError(
                 f"{what} {url} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}",
                 hint="arXiv may be down or rate-limiting; try again later. Nothing was recorded for this run.",
             )
-        log.warning("%s %s: %s; retrying in %.1f s (attempt %d)", what, url, problem, delay, attempt)
-        await sleep(delay)
+        log.warning("%s %s: %s; retrying in %.1f s (attempt %d)", what, url, problem, wait, attempt)
+        await sleep(wait)
     if response.status_code == 304 or response.is_success:
         return response
     raise FetchError(

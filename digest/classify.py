@@ -396,8 +396,8 @@ class Classifier:
                 f"the LLM server does not support structured output: {detail}",
                 hint="set llm.structured_output: json_object in config.yaml",
             )
-        same = self._same_error is not None and self._same_error[:2] == (status, detail)
-        times = self._same_error[2] + 1 if same and self._same_error is not None else 1
+        before = self._same_error
+        times = before[2] + 1 if before is not None and before[:2] == (status, detail) else 1
         self._same_error = (status, detail, times)
         if (status == 400 and SETUP_ERROR.search(detail)) or times >= SAME_ERROR_LIMIT:
             raise LLMError(

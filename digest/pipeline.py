@@ -72,10 +72,11 @@ class Pipeline:
         try:
             if catch_up and since is None:
                 since = self._missed_since(store)
-            previous = store.recent_runs(1)
-            previous_ok = not previous or previous[0][1]
-            if previous and previous[0][2].stopped:
-                summary.resumed = _what_was_left(previous[0][0], previous[0][2])
+            previous_ok = True
+            if last := store.recent_runs(1):
+                previous_start, previous_ok, previous = last[0]
+                if previous.stopped:
+                    summary.resumed = _what_was_left(previous_start, previous)
             try:
                 feed = await unless_stopped(self._fetch(store, summary, warn_stale=previous_ok), stop)
                 if since is not None:

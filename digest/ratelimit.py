@@ -149,14 +149,16 @@ class RateLimiter:
         self._request_due = self._tokens_due = start + self._burst
         self._paced_rate = self.rate
         self._epoch += 1
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
         self._terms_changed.set()
-        self._terms_changed = asyncio.Event()
+        self._terms_changed = asyncio.Event()  # a fresh one for those who wait from now on
 
     def _answered(self) -> None:
         if self._opening is not None:
             self._opening = None
-            self._terms_changed.set()
-            self._terms_changed = asyncio.Event()
+            self._wake_waiters()
 
     def failed(self) -> None:
         """An answer that says nothing of limits (a server error, a timeout): it still ends the opening."""
