@@ -6,6 +6,7 @@ apps under uvicorn) and an SMTP server (aiosmtpd). They imitate the real service
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import html
 import json
@@ -187,6 +188,7 @@ class FakeLLM:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _bucket: float | None = None
     _bucket_at: float = 0.0
+    _admitted: list[float] = field(default_factory=list)  # when each request passed the limit, for the counters
     _gateway_minute: int = -1
     _gateway_used: int = 0
 
@@ -209,6 +211,7 @@ class FakeLLM:
         self._bucket_at = now
         if self._bucket >= 1:
             self._bucket -= 1
+            self._admitted.append(now)
             return None
         return (1 - self._bucket) / per_second
 
@@ -377,12 +380,14 @@ class FakeLLM:
                 "x-ratelimit-limit-requests": str(self.gateway_per_minute),
                 "x-ratelimit-remaining-requests": str(self.gateway_per_minute - self._gateway_used),
             }
-        if self.requests_per_minute is None or self._bucket is None:
+        if self.requests_per_minute is None:
             return _limits
+        # As OpenAI counts: what is left of the minute's limit (the one-second bucket above is how it is enforced).
+        in_last_minute = len(self._admitted) - bisect.bisect_left(self._admitted, time.monotonic() - 60)
         return {
             **_limits,
             "x-ratelimit-limit-requests": str(self.requests_per_minute),
-            "x-ratelimit-remaining-requests": str(int(self._bucket)),
+            "x-ratelimit-remaining-requests": str(max(0, self.requests_per_minute - in_last_minute)),
         }
 
     async def _count(self, status: int) -> None:
