@@ -19,7 +19,7 @@ SLOW_DOWN = 0.75  # factor applied to the request rate when the evidence says it
 RECOVERY_PER_SECOND = 1.1  # without 429s the rate grows by this factor a second, back up to the limit
 REPACE_AT = 1.25  # when the rate has grown by this factor, slots booked at the old rate are booked again
 BURST_SECONDS = 0.5  # how many seconds' worth of requests may go at once
-OPENING_SECONDS = 0.25  # before the first answer, at most this many seconds' worth of requests (at least one)
+OPENING_SECONDS = 0.5  # before the first answer, at most this many seconds' worth of requests (at least one)
 
 
 def parse_duration(text: str) -> float | None:
