@@ -133,7 +133,9 @@ async def classify(llm: LLMConfig, batch: list[Paper]) -> Run:
     outcomes: dict[str, Outcome] = {}
     classifier = Classifier(llm, client=openai_client)
     start = time.monotonic()
-    await classifier.classify([Job(PROFILE, p) for p in batch], lambda job, o: outcomes.__setitem__(job.paper.key, o))
+    await classifier.classify(
+        [Job(PROFILE, p, system_prompt(PROFILE)) for p in batch], lambda job, o: outcomes.__setitem__(job.paper.key, o)
+    )
     end = time.monotonic()
     await classifier.close()
     return Run(sent[0] - start, end - sent[0], sum(isinstance(o, Verdict) for o in outcomes.values()))

@@ -229,24 +229,14 @@ async def fetch_since(
     start, total = 0, None
     async with httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=True) as http:
         while total is None or start < total:
-            params = {
+            params: dict[str, str | int] = {
                 "search_query": query,
                 "start": start,
                 "max_results": config.api_page_size,
                 "sortBy": "submittedDate",
                 "sortOrder": "ascending",
             }
-            url = str(httpx.URL(config.api_url, params=params))
-            response = await _get_with_retries(
-                http,
-                url,
-                {"User-Agent": USER_AGENT},
-                config.max_retry_seconds,
-                sleep,
-                what="arXiv API",
-                before_each=lambda: pacer.acquire(0),
-            )
-            page, total = parse_api_page(response.content, url=url, categories=config.categories)
+            page, total = await _api_page(http, config, params, pacer, sleep)
             for paper in page:
                 if paper.announce_type not in config.announce_types:
                     skipped[paper.announce_type] = skipped.get(paper.announce_type, 0) + 1
@@ -257,6 +247,45 @@ async def fetch_since(
                 break
             start += len(page)
     return Feed(url=config.api_url, announced=None, papers=list(papers.values()), skipped=skipped)
+
+
+async def lookup_papers(
+    config: ArxivConfig,
+    arxiv_ids: Iterable[str],
+    *,
+    pacer: RateLimiter | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> dict[str, Paper]:
+    """The newest version of each paper, by versionless id, through the export API: one request for up to
+    `api_page_size` ids, paced like the backfill. Ids arXiv does not know are missing from the answer."""
+    pacer = pacer or api_pacer(sleep=sleep)
+    wanted = list(dict.fromkeys(arxiv_ids))
+    found: dict[str, Paper] = {}
+    async with httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=True) as http:
+        for start in range(0, len(wanted), config.api_page_size):
+            chunk = wanted[start : start + config.api_page_size]
+            page, _ = await _api_page(
+                http, config, {"id_list": ",".join(chunk), "max_results": len(chunk)}, pacer, sleep
+            )
+            found.update({p.arxiv_id: p for p in page if p.arxiv_id in chunk})
+    return found
+
+
+async def _api_page(
+    http: httpx.AsyncClient, config: ArxivConfig, params: dict[str, str | int], pacer: RateLimiter, sleep: Sleep
+) -> tuple[list[Paper], int]:
+    """One request to the export API, in its turn (every attempt waits for `pacer`): its papers and its total."""
+    url = str(httpx.URL(config.api_url, params=params))
+    response = await _get_with_retries(
+        http,
+        url,
+        {"User-Agent": USER_AGENT},
+        config.max_retry_seconds,
+        sleep,
+        what="arXiv API",
+        before_each=lambda: pacer.acquire(0),
+    )
+    return parse_api_page(response.content, url=url, categories=config.categories)
 
 
 def parse_api_page(data: bytes, *, url: str, categories: Iterable[str]) -> tuple[list[Paper], int]:
@@ -270,6 +299,8 @@ def parse_api_page(data: bytes, *, url: str, categories: Iterable[str]) -> tuple
     followed = set(categories)
     papers = []
     for entry in parsed.entries:
+        if "/api/errors" in str(entry.get("id", "")):
+            raise FetchError(f"arXiv API {url} refused the query: {_clean(entry.get('summary', ''))}")
         match = GUID.match(str(entry.get("id", "")).rsplit("/abs/", 1)[-1])
         if match is None:
             raise FetchError(f"arXiv API {url}: an entry has an unexpected id {entry.get('id')!r}")

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from digest import __version__, report
+from digest import __version__, ratings, report
 from digest.config import Config, default_config_path, load_config
 from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError
+from digest.evaluate import evaluate
+from digest.library import import_library
 from digest.pipeline import Pipeline, check
 from digest.schedule import cron_trigger, healthy, serve
 from digest.stopping import StopOnSignals
@@ -87,6 +90,26 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "health", parents=[common], help="exit 0 if `digest serve` is alive (for a container HEALTHCHECK), else 1"
     )
+    profile = argparse.ArgumentParser(add_help=False)
+    profile.add_argument("--profile", metavar="NAME", help="which profile (may be left out when there is one)")
+    rate = commands.add_parser(
+        "rate", parents=[common, profile], help="say 'more like this' (up) or 'not for me' (down) about a paper"
+    )
+    rate.add_argument("paper", metavar="PAPER", help="2606.29563, 2606.29563v2, arXiv:2606.29563, or an arxiv.org link")
+    rate.add_argument("rating", metavar="up|down|clear")
+    ratings = commands.add_parser("ratings", parents=[common, profile], help="list a profile's ratings, newest first")
+    ratings.add_argument("--json", action="store_true", help="print them as a JSON list")
+    seeds = commands.add_parser(
+        "import", parents=[common, profile], help="rate the arXiv papers of your library (BibTeX, CSL JSON, a list)"
+    )
+    seeds.add_argument("file", metavar="FILE", type=Path, help=".bib, CSL .json, or text with one id or link a line")
+    seeds.add_argument("--as", dest="rating", choices=["up", "down"], default="up", help="rate them so (default up)")
+    evaluation = commands.add_parser(
+        "eval", parents=[common, profile], help="how well the profile reproduces your ratings: precision, recall, F1"
+    )
+    evaluation.add_argument("--folds", type=int, default=5, choices=range(2, 21), metavar="K", help="default 5")
+    evaluation.add_argument("--model", metavar="M", help="judge with this model instead of llm.model")
+    evaluation.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     return parser
 
 
@@ -164,11 +187,8 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
             print(f"{'ok  ' if result.ok else 'FAIL'} {result.what}: {result.detail}")
         return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
     if command == "status":
-        store = Store(config.state)
-        try:
+        with _open(config) as store:
             print(report.status_table(store.recent_runs(args.last)))
-        finally:
-            store.close()
         return EXIT_OK
     if command == "health":
         alive = healthy(heartbeat_path(config), time.time())
@@ -176,7 +196,40 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
         return EXIT_OK if alive else EXIT_FAILED
     if command == "serve":
         return await _serve(config)
+    if command in ("rate", "ratings", "import", "eval"):
+        with _open(config) as store:
+            return await _reader_command(command, args, config, store, quiet)
     return EXIT_USAGE
+
+
+async def _reader_command(command: str, args: argparse.Namespace, config: Config, store: Store, quiet: bool) -> int:
+    """The commands by which the reader teaches the digest, and measures how well it learned."""
+    if command == "rate":
+        print(await ratings.rate(config, store, args.paper, args.rating, args.profile))
+    elif command == "ratings":
+        profile = ratings.pick_profile(config, args.profile)
+        given = store.ratings(profile.name)
+        print(json.dumps(report.ratings_json(given), indent=2) if args.json else report.ratings_table(profile, given))
+    elif command == "import":
+        profile = ratings.pick_profile(config, args.profile)
+        rating = ratings.parse_word(args.rating)
+        print(report.import_report(args.file, await import_library(config, store, profile, args.file, rating)))
+    else:
+        profile = ratings.pick_profile(config, args.profile)
+        result = await evaluate(
+            config, store, profile, folds=args.folds, model=args.model, show_progress=not quiet and not args.json
+        )
+        print(result.model_dump_json(indent=2) if args.json else report.eval_report(result))
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _open(config: Config) -> Iterator[Store]:
+    store = Store(config.state)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 async def _run(config: Config, since: dt.date | None, quiet: bool) -> int:
@@ -204,10 +257,7 @@ async def _serve(config: Config) -> int:
         for line in report.run_summary(summary).splitlines():
             log.info("%s", line)
 
-    store = Store(config.state)
-    try:
+    with _open(config) as store:
         last_good_run = store.last_good_run()
-    finally:
-        store.close()
     await serve(cron_trigger(config.schedule), run_once, last_good_run=last_good_run, heartbeat=heartbeat_path(config))
     return EXIT_OK

@@ -167,6 +167,8 @@ class Profile(StrictModel):
     exclude: list[str] = []
     language: Annotated[str, Field(min_length=2, max_length=40)] | None = None
     tldr: bool = False
+    # How many prompt tokens the papers the reader rated may take (most recent first); 0 leaves them out.
+    examples: Annotated[int, Field(ge=0, le=50_000)] = 1500
 
     @field_validator("categories")
     @classmethod

@@ -48,3 +48,9 @@ class LLMError(DigestError):
 
 class DeliveryError(DigestError):
     """A digest could not be delivered; it stays pending and is retried on the next run."""
+
+
+class UsageError(DigestError):
+    """A command was given something it cannot use: an unknown paper id or profile, a word it does not know."""
+
+    exit_code = EXIT_USAGE

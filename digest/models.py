@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
-Rule = Literal["author", "keyword", "excluded"]  # a followed author, a must_include keyword, an exclude keyword
+# A followed author, a must_include keyword, an exclude keyword; or a paper the reader has rated already.
+Rule = Literal["author", "keyword", "excluded", "rated"]
+RatingSource = Literal["cli", "import", "web"]
 
 
 class Frozen(BaseModel):
@@ -124,9 +126,24 @@ class Usage(BaseModel):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+class Rating(Frozen):
+    """The reader's word on one paper for one profile: more like this (1) or not for me (-1)."""
+
+    profile: str
+    paper: Paper  # as it was when rated: the prompt's examples and `digest eval` read its title and abstract
+    rating: Literal[1, -1]
+    source: RatingSource
+    rated_at: dt.datetime
+
+    @property
+    def liked(self) -> bool:
+        return self.rating == 1
+
+
 class Entry(Frozen):
     paper: Paper
     verdict: Verdict
+    liked_before: bool = False  # a new version of a paper the reader rated "more like this"
 
 
 class Digest(Frozen):
@@ -143,6 +160,7 @@ class Digest(Frozen):
     left_out: int  # relevant papers beyond the profile's max_papers
     usage: Usage
     cost: float | None
+    rated: int = 0  # papers the profile's reader has rated, for the footer
 
     @property
     def relevant_count(self) -> int:

@@ -35,6 +35,7 @@ from digest.deliver import build_message, channel_for, configured_channel, desti
 from digest.errors import DeliveryError, DigestError
 from digest.models import Failure, Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict
 from digest.progress import Progress
+from digest.ratings import Taste
 from digest.render import Renderer, build_digest
 from digest.rules import Rules
 from digest.stopping import Stopped, unless_stopped
@@ -156,6 +157,7 @@ class Pipeline:
                 mine = verdicts[profile.name]
 
                 unclassified = sum(p.key not in mine for p in papers)
+                taste = _taste(store, profile)
                 digests = {
                     threshold: build_digest(
                         profile.model_copy(update={"min_score": threshold}),
@@ -166,6 +168,8 @@ class Pipeline:
                         unclassified,
                         summary.usage,
                         summary.cost,
+                        rated=len(taste.ratings),
+                        liked_before={p.key for p in papers if taste.liked_before(p)},
                     )
                     for threshold in {profile.min_score, profile.min_score if min_score is None else min_score}
                 }
@@ -228,11 +232,6 @@ class Pipeline:
             time.monotonic() - clock,
         )
 
-    def _cached(self, store: Store, profile: Profile, papers: list[Paper]) -> dict[str, Verdict]:
-        return store.cached_verdicts(
-            (p.key for p in papers), system_prompt(profile), self.config.llm.model, PROMPT_VERSION
-        )
-
     def _in_scope(self, profile: Profile, papers: list[Paper]) -> list[Paper]:
         """The papers in the profile's own categories (all of them when it follows the global ones)."""
         mine = set(self.config.categories_of(profile))
@@ -241,19 +240,26 @@ class Pipeline:
     def _plan(
         self, store: Store | None, papers_of: dict[str, list[Paper]]
     ) -> tuple[dict[str, dict[str, Verdict]], list[Job], list[ProfileSummary]]:
-        """Per profile: the papers in its categories, decided by its rules, found in the cache, or left to ask."""
+        """Per profile: the papers in its categories, decided by its ratings or rules, found in the cache, or left
+        to ask."""
         verdicts: dict[str, dict[str, Verdict]] = {}
         jobs: list[Job] = []
         summaries = []
         for profile in self.config.profiles:
             papers = self._in_scope(profile, papers_of[profile.name])
+            taste = _taste(store, profile)
             rules = Rules(profile.follow_authors, profile.must_include, profile.exclude)
-            # The reader's rules decide for free and are never cached: editing them re-decides at once.
-            ruled = {p.key: v for p in papers if (v := rules.decide(p)) is not None}
+            # Ratings and rules decide for free and are never cached: a change decides again at once.
+            ruled = {p.key: v for p in papers if (v := taste.decide(p) or rules.decide(p)) is not None}
             undecided = [p for p in papers if p.key not in ruled]
-            cached = self._cached(store, profile, undecided) if store is not None else {}
+            instructions = system_prompt(profile, taste.ratings)
+            cached = (
+                store.cached_verdicts((p.key for p in undecided), instructions, self.config.llm.model, PROMPT_VERSION)
+                if store is not None
+                else {}
+            )
             verdicts[profile.name] = {**cached, **ruled}
-            todo = [Job(profile, p) for p in undecided if p.key not in cached]
+            todo = [Job(profile, p, instructions) for p in undecided if p.key not in cached]
             jobs += todo
             summaries.append(
                 ProfileSummary(name=profile.name, to_classify=len(todo), cached=len(cached), ruled=len(ruled))
@@ -273,7 +279,7 @@ class Pipeline:
         finally:
             if store is not None:
                 store.close()
-        prompt = sum(estimate_tokens(system_prompt(job.profile), paper_message(job.paper)) for job in jobs)
+        prompt = sum(estimate_tokens(job.instructions, paper_message(job.paper)) for job in jobs)
         usage = Usage(
             requests=len(jobs), prompt_tokens=prompt, completion_tokens=COMPLETION_TOKENS_ESTIMATE * len(jobs)
         )
@@ -311,7 +317,7 @@ class Pipeline:
                 by_name[name].failed += 1
                 log.warning("could not classify %s for %s: %s", job.paper.key, name, outcome.reason)
                 return
-            store.save_verdict(outcome, name, system_prompt(job.profile), self.config.llm.model, PROMPT_VERSION)
+            store.save_verdict(outcome, name, job.instructions, self.config.llm.model, PROMPT_VERSION)
             verdicts[name][outcome.paper_key] = outcome
             by_name[name].classified += 1
 
@@ -365,6 +371,7 @@ class Pipeline:
         if not classified and not profile.send_empty:
             profile_summary.digest = "nothing new: no digest" if not unclassified else "none: nothing classified"
             return
+        taste = _taste(store, profile)
         digest = build_digest(
             profile,
             announced,
@@ -374,6 +381,8 @@ class Pipeline:
             unclassified,
             summary.usage,
             summary.cost,
+            rated=len(taste.ratings),
+            liked_before={p.key for p in classified if taste.liked_before(p)},
         )
         profile_summary.relevant = digest.relevant_count
         rendered = renderer.render(digest)
@@ -435,6 +444,10 @@ class Pipeline:
                 "could not deliver: " + "; ".join(unique),
                 hint="the digest is kept and sent first on the next run",
             )
+
+
+def _taste(store: Store | None, profile: Profile) -> Taste:
+    return Taste(store.ratings(profile.name) if store is not None else [])
 
 
 def _what_was_left(started: dt.datetime, stopped: RunSummary) -> str:

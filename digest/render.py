@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 import css_inline
@@ -34,12 +34,20 @@ def build_digest(
     unclassified: int,
     usage: Usage,
     cost: float | None,
+    *,
+    rated: int = 0,
+    liked_before: Collection[str] = (),
 ) -> Digest:
     """Pick the papers the reader's rules put in and those scoring at least min_score, best first, up to
-    max_papers, grouped as the profile asks (papers by followed authors and keyword matches first)."""
+    max_papers, grouped as the profile asks (papers by followed authors and keyword matches first). `liked_before`:
+    the keys of new versions of papers the reader liked, marked as such."""
     read = [p for p in papers if p.key in verdicts]
     chosen = sorted(
-        (Entry(paper=p, verdict=verdicts[p.key]) for p in read if _selected(verdicts[p.key], profile.min_score)),
+        (
+            Entry(paper=p, verdict=verdicts[p.key], liked_before=p.key in liked_before)
+            for p in read
+            if _selected(verdicts[p.key], profile.min_score)
+        ),
         key=lambda e: (e.verdict.rule is None, -e.verdict.score, e.paper.title.lower()),
     )
     left_out = 0
@@ -66,13 +74,14 @@ def build_digest(
         left_out=left_out,
         usage=usage,
         cost=cost,
+        rated=rated,
     )
 
 
 def _selected(verdict: Verdict, min_score: int) -> bool:
     """min_score is the reader's knob: lowering it shows papers the LLM scored lower, whatever it called them."""
     if verdict.rule is not None:
-        return verdict.rule != "excluded"
+        return verdict.rule not in ("excluded", "rated")
     return verdict.score >= min_score
 
 
@@ -100,6 +109,16 @@ def badge(verdict: Verdict) -> str:
     return {"author": "followed", "keyword": "keyword"}.get(verdict.rule or "", f"{verdict.score}/10")
 
 
+def rating_note(digest: Digest) -> str:
+    """The footer's word on ratings: how many the reader has given, and how to give one."""
+    example = next((e.paper.arxiv_id for _, entries in digest.groups for e in entries), "2606.29563")
+    how = f"digest rate {example} up (more like this) or down (not for me) --profile {digest.profile}"
+    if not digest.rated:
+        return f"Teach this digest what you want by rating papers: {how}"
+    papers = "paper" if digest.rated == 1 else "papers"
+    return f"You have rated {digest.rated} {papers} for this digest; they teach it what you want. Rate more: {how}"
+
+
 def short_authors(authors: list[str], shown: int = AUTHORS_SHOWN) -> str:
     if len(authors) <= shown:
         return ", ".join(authors)
@@ -121,6 +140,7 @@ class Renderer:
         )
         self._env.filters["short_authors"] = short_authors
         self._env.filters["badge"] = badge
+        self._env.globals["rating_note"] = rating_note
         # Mail clients ignore most <style> blocks: the CSS goes into style attributes; nothing is fetched.
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
 

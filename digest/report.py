@@ -1,12 +1,19 @@
-"""The one-screen texts printed at the end of `digest run`, `digest run --dry-run` and `digest check`."""
+"""The one-screen texts printed at the end of `digest run`, `digest run --dry-run`, `digest status`, and of the
+commands by which the reader teaches the digest: `ratings`, `import` and `eval`."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
-from digest.models import RunSummary
+from digest.config import Profile
+from digest.evaluate import EvalReport, Scores
+from digest.library import ImportReport
+from digest.models import Rating, RunSummary
 from digest.pipeline import DryRunReport
 from digest.progress import describe_cost
+from digest.ratings import RATING_WORDS
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -85,4 +92,82 @@ def status_table(runs: list[tuple[dt.datetime, bool, RunSummary]]) -> str:
             f"{sum(p.failed for p in summary.profiles):>6} {tokens:>9,} {cost:>8}  "
             f"{summary.deliveries_sent:>4} {summary.deliveries_pending:>4}  {result}"
         )
+    return "\n".join(lines)
+
+
+def ratings_table(profile: Profile, ratings: list[Rating]) -> str:
+    if not ratings:
+        return f"profile {profile.name} has no ratings yet: digest rate PAPER up|down, or digest import FILE"
+    liked = sum(r.liked for r in ratings)
+    lines = [f"profile {profile.name}: {len(ratings)} ratings ({liked} up, {len(ratings) - liked} down), newest first"]
+    for rating in ratings:
+        title = rating.paper.title if len(rating.paper.title) <= 70 else rating.paper.title[:69] + "..."
+        lines.append(
+            f"  {rating.rated_at.astimezone():%Y-%m-%d %H:%M}  {'up  ' if rating.liked else 'down'}  "
+            f"{rating.paper.arxiv_id:<17} {rating.source:<6}  {title}"
+        )
+    return "\n".join(lines)
+
+
+def ratings_json(ratings: list[Rating]) -> list[dict[str, Any]]:
+    return [
+        {
+            "paper": r.paper.arxiv_id,
+            "version": r.paper.version,
+            "rating": r.rating,
+            "title": r.paper.title,
+            "authors": r.paper.authors,
+            "source": r.source,
+            "rated_at": r.rated_at.isoformat(),
+        }
+        for r in ratings
+    ]
+
+
+def import_report(path: Path, report: ImportReport) -> str:
+    taken = report.added + report.changed + report.unchanged
+    lines = [
+        f"imported {path} for profile {report.profile} as '{RATING_WORDS[report.rating]}': {report.entries} entries, "
+        f"{taken} arXiv papers rated ({report.added} new, {report.changed} changed, {report.unchanged} unchanged)"
+    ]
+    if report.not_arxiv:
+        shown = ", ".join(report.not_arxiv[:10]) + (" ..." if len(report.not_arxiv) > 10 else "")
+        lines.append(f"  {len(report.not_arxiv)} entries are not arXiv papers (no arXiv id), left out: {shown}")
+    if report.unknown:
+        lines.append(f"  {len(report.unknown)} ids are unknown to arXiv, left out: {', '.join(report.unknown)}")
+    return "\n".join(lines)
+
+
+def _figure(value: float | None) -> str:
+    return "   -" if value is None else f"{value:.2f}"
+
+
+def _scores_row(name: str, scores: Scores) -> str:
+    return (
+        f"  {name:<16} {_figure(scores.precision):>9} {_figure(scores.recall):>7} {_figure(scores.f1):>6} "
+        f"{scores.tp:>5} {scores.fp:>4} {scores.fn:>4} {scores.tn:>4}"
+    )
+
+
+def eval_report(report: EvalReport) -> str:
+    lines = [
+        f"digest eval - profile {report.profile} - {report.model} - {report.papers} rated papers ({report.liked} up, "
+        f"{report.disliked} down), {report.folds} folds, relevant at score {report.min_score}+",
+        f"  {'':<16} {'precision':>9} {'recall':>7} {'F1':>6} {'tp':>5} {'fp':>4} {'fn':>4} {'tn':>4}",
+        _scores_row("with examples", report),
+        _scores_row("interests only", report.without_examples),
+    ]
+    if report.f1 is not None and report.without_examples.f1 is not None:
+        lines.append(f"  the ratings bought F1 {report.f1 - report.without_examples.f1:+.2f}")
+    if report.unjudged:
+        lines.append(f"  warning: {report.unjudged} papers could not be judged and are left out of the figures")
+    lines.append(
+        f"  llm          {report.requests} requests ({report.cached} verdicts from an earlier eval), "
+        f"{report.prompt_tokens:,} prompt tokens, {report.completion_tokens:,} completion tokens, "
+        f"{describe_cost(report.cost_usd)}"
+    )
+    lines.append(
+        f"  prompt       about {report.prompt_tokens_per_paper:,} tokens a paper with examples, "
+        f"{report.prompt_tokens_per_paper_without_examples:,} without"
+    )
     return "\n".join(lines)

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from digest.errors import DigestError
-from digest.models import Failure, Feed, Paper, RunSummary, Verdict
+from digest.models import Failure, Feed, Paper, Rating, RatingSource, RunSummary, Verdict
 
 MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -92,7 +92,32 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN finished_at TEXT;
     ALTER TABLE runs ADD COLUMN ok INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: the reader's ratings (never pruned: they are the reader's own work), and `digest eval`'s verdicts, cached
+    # apart from the digest's so that evaluating never changes what a digest shows.
+    """
+    CREATE TABLE ratings (
+        profile TEXT NOT NULL,
+        arxiv_id TEXT NOT NULL,        -- without version: a rating is about the paper, not one version of it
+        rating INTEGER NOT NULL CHECK (rating IN (1, -1)),
+        paper TEXT NOT NULL,           -- the Paper as rated, as JSON: examples and eval read it
+        source TEXT NOT NULL CHECK (source IN ('cli', 'import', 'web')),
+        rated_at TEXT NOT NULL,
+        PRIMARY KEY (profile, arxiv_id)
+    );
+    CREATE INDEX ratings_rated_at ON ratings (profile, rated_at);
+    CREATE TABLE eval_verdicts (
+        paper_key TEXT NOT NULL,
+        interests_hash TEXT NOT NULL,
+        model TEXT NOT NULL,
+        prompt_version INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (paper_key, interests_hash, model, prompt_version)
+    );
+    """,
 ]
+# Where verdicts are cached: the digest's own, or `digest eval`'s.
+VerdictCache = Literal["verdicts", "eval_verdicts"]
 
 
 def prompt_hash(prompt: str) -> str:
@@ -101,6 +126,11 @@ def prompt_hash(prompt: str) -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _now_precise() -> str:
+    """To the microsecond: ratings given in one second keep their order, newest first."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -222,26 +252,40 @@ class Store:
     # Verdicts
 
     def cached_verdicts(
-        self, paper_keys: Iterable[str], prompt: str, model: str, prompt_version: int
+        self,
+        paper_keys: Iterable[str],
+        prompt: str,
+        model: str,
+        prompt_version: int,
+        cache: VerdictCache = "verdicts",
     ) -> dict[str, Verdict]:
-        """Verdicts given under exactly this profile prompt (interests, language, TL;DR), model and version."""
+        """Verdicts given under exactly this profile prompt (interests, examples, language, TL;DR), model and
+        version."""
         keys = list(paper_keys)
         found: dict[str, Verdict] = {}
         digest = prompt_hash(prompt)
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             rows = self._db.execute(
-                f"""SELECT paper_key, data FROM verdicts WHERE interests_hash = ? AND model = ?
+                f"""SELECT paper_key, data FROM {cache} WHERE interests_hash = ? AND model = ?
                     AND prompt_version = ? AND paper_key IN ({",".join("?" * len(chunk))})""",
                 (digest, model, prompt_version, *chunk),
             ).fetchall()
             found.update({key: Verdict.model_validate_json(data) for key, data in rows})
         return found
 
-    def save_verdict(self, verdict: Verdict, profile: str, prompt: str, model: str, prompt_version: int) -> None:
+    def save_verdict(
+        self,
+        verdict: Verdict,
+        profile: str,
+        prompt: str,
+        model: str,
+        prompt_version: int,
+        cache: VerdictCache = "verdicts",
+    ) -> None:
         with self._transaction() as db:
             db.execute(
-                """INSERT OR REPLACE INTO verdicts (paper_key, interests_hash, model, prompt_version, data, created_at)
+                f"""INSERT OR REPLACE INTO {cache} (paper_key, interests_hash, model, prompt_version, data, created_at)
                    VALUES (?, ?, ?, ?, ?, ?)""",
                 (
                     verdict.paper_key,
@@ -262,6 +306,64 @@ class Store:
                    attempts = attempts + 1, updated_at = excluded.updated_at""",
                 (failure.paper_key, profile, failure.reason, _now()),
             )
+
+    def latest_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
+        """The newest version the state holds of each of these papers, by versionless id: fetched, or rated."""
+        found: dict[str, Paper] = {}
+        for arxiv_id in dict.fromkeys(arxiv_ids):
+            rows = self._db.execute(
+                """SELECT data FROM papers WHERE key >= ? AND key < ?
+                   UNION ALL SELECT paper FROM ratings WHERE arxiv_id = ?""",
+                (f"{arxiv_id}v", f"{arxiv_id}w", arxiv_id),
+            ).fetchall()
+            papers = [Paper.model_validate_json(row[0]) for row in rows]
+            if exact := [p for p in papers if p.arxiv_id == arxiv_id]:
+                found[arxiv_id] = max(exact, key=lambda p: p.version)
+        return found
+
+    # Ratings
+
+    def rate(self, profile: str, paper: Paper, rating: int, source: RatingSource) -> str:
+        """Record the reader's rating; returns what happened: "added", "changed" or "unchanged".
+
+        An import never overrides a rating the reader gave by hand, and giving the same rating again keeps its date,
+        so re-importing a file changes nothing."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT rating, source FROM ratings WHERE profile = ? AND arxiv_id = ?", (profile, paper.arxiv_id)
+            ).fetchone()
+            if row is not None and (row[0] == rating or (source == "import" and row[1] != "import")):
+                return "unchanged"
+            db.execute(
+                """INSERT INTO ratings (profile, arxiv_id, rating, paper, source, rated_at) VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (profile, arxiv_id) DO UPDATE SET rating = excluded.rating, paper = excluded.paper,
+                   source = excluded.source, rated_at = excluded.rated_at""",
+                (profile, paper.arxiv_id, rating, paper.model_dump_json(), source, _now_precise()),
+            )
+        return "added" if row is None else "changed"
+
+    def clear_rating(self, profile: str, arxiv_id: str) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute("DELETE FROM ratings WHERE profile = ? AND arxiv_id = ?", (profile, arxiv_id))
+        return cursor.rowcount > 0
+
+    def ratings(self, profile: str) -> list[Rating]:
+        """The profile's ratings, newest first."""
+        rows = self._db.execute(
+            """SELECT paper, rating, source, rated_at FROM ratings WHERE profile = ?
+               ORDER BY rated_at DESC, arxiv_id DESC""",
+            (profile,),
+        ).fetchall()
+        return [
+            Rating(
+                profile=profile,
+                paper=Paper.model_validate_json(r[0]),
+                rating=r[1],
+                source=r[2],
+                rated_at=dt.datetime.fromisoformat(r[3]),
+            )
+            for r in rows
+        ]
 
     # Digests and deliveries
 

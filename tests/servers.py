@@ -131,10 +131,14 @@ class ApiServer:
             await _respond(send, self.failures.pop(0), b"busy", {"content-type": "text/plain", "retry-after": "0"})
             return
         start, size = int(query.get("start", 0)), int(query.get("max_results", 10))
-        head = re.sub(r"<opensearch:totalResults>\d+<", f"<opensearch:totalResults>{len(self.entries)}<", self._head)
+        entries = self.entries
+        if "id_list" in query:  # as arXiv answers: the newest version of each id it knows; unknown ids are absent
+            wanted = query["id_list"].split(",")
+            entries = [e for e in entries if re.search(r"<id>http://arxiv.org/abs/(.+?)v\d+</id>", e)[1] in wanted]
+        head = re.sub(r"<opensearch:totalResults>\d+<", f"<opensearch:totalResults>{len(entries)}<", self._head)
         head = re.sub(r"<opensearch:startIndex>\d+<", f"<opensearch:startIndex>{start}<", head)
         head = re.sub(r"<opensearch:itemsPerPage>\d+<", f"<opensearch:itemsPerPage>{size}<", head)
-        body = head + "".join(self.entries[start : start + size]) + self._tail
+        body = head + "".join(entries[start : start + size]) + self._tail
         await _respond(send, 200, body.encode(), {"content-type": "application/atom+xml; charset=utf-8"})
 
 

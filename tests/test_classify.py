@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from digest.arxiv import parse_feed
-from digest.classify import FIRST_BACKOFF_SECONDS, Classifier, Job, Outcome, estimate_cost, response_format
+from digest.classify import (
+    FIRST_BACKOFF_SECONDS,
+    Classifier,
+    Job,
+    Outcome,
+    estimate_cost,
+    response_format,
+    system_prompt,
+)
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
 from digest.models import Failure, Paper, Usage, Verdict
@@ -62,7 +70,7 @@ def _classify(
     async def main() -> Usage:
         classifier = Classifier(config, sleep=sleep)
         try:
-            await classifier.classify([Job(PROFILE, p) for p in papers], record)
+            await classifier.classify([Job(PROFILE, p, system_prompt(PROFILE)) for p in papers], record)
         finally:
             await classifier.close()
         return classifier.usage
@@ -389,7 +397,8 @@ def test_random_429s_from_a_server_that_reports_request_counters_only_do_not_slo
         classifier = Classifier(_config(url, max_concurrency=16, requests_per_minute=6000), limiter=limiter)
         try:
             await classifier.classify(
-                [Job(PROFILE, p) for p in PAPERS[:137]], lambda j, o: outcomes.update({j.paper.key: o})
+                [Job(PROFILE, p, system_prompt(PROFILE)) for p in PAPERS[:137]],
+                lambda j, o: outcomes.update({j.paper.key: o}),
             )
         finally:
             await classifier.close()

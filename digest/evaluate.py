@@ -1,0 +1,167 @@
+"""`digest eval`: how well a profile's interests, examples and model reproduce the reader's own ratings.
+
+K-fold cross-validation over the rated papers: each paper is judged with the examples of the other folds only, never
+with its own rating in the prompt, and once more with the written interests alone, to show what the ratings bought.
+A paper the reader liked counts as relevant; the model's verdict counts as relevant at the profile's min_score, as
+in the digest. Verdicts are cached apart from the digest's, so asking again costs nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from digest.classify import PROMPT_VERSION, Classifier, Job, Outcome, estimate_cost, estimate_tokens, paper_message
+from digest.classify import system_prompt as build_prompt
+from digest.config import Config, Profile
+from digest.errors import DigestError
+from digest.models import Failure, Paper, Rating, Verdict
+from digest.progress import Progress
+from digest.store import Store, VerdictCache
+
+MIN_EACH = 3  # ratings of each kind that an evaluation needs
+EVAL_CACHE: VerdictCache = "eval_verdicts"
+
+
+class Scores(BaseModel):
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    precision: float | None  # None where it is 0/0
+    recall: float | None
+    f1: float | None
+
+    @classmethod
+    def of(cls, pairs: Sequence[tuple[bool, bool]]) -> Scores:
+        """From (the reader liked it, the model picked it) pairs."""
+        tp = sum(liked and picked for liked, picked in pairs)
+        fp = sum(picked and not liked for liked, picked in pairs)
+        fn = sum(liked and not picked for liked, picked in pairs)
+        tn = len(pairs) - tp - fp - fn
+        precision = tp / (tp + fp) if tp + fp else None
+        recall = tp / (tp + fn) if tp + fn else None
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+        return cls(tp=tp, fp=fp, fn=fn, tn=tn, precision=precision, recall=recall, f1=f1)
+
+
+class EvalReport(Scores):
+    """The figures with examples at the top level; `without_examples` the same papers judged on interests alone."""
+
+    profile: str
+    model: str
+    papers: int
+    liked: int
+    disliked: int
+    folds: int
+    min_score: int
+    without_examples: Scores
+    unjudged: int  # papers the model could not judge (kept out of both sets of figures)
+    requests: int
+    cached: int  # verdicts that came from the cache of an earlier eval
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    prompt_tokens_per_paper: int  # estimated, with the examples of one fold
+    prompt_tokens_per_paper_without_examples: int
+
+
+def folds_of(ratings: Sequence[Rating], folds: int) -> list[list[Rating]]:
+    """Stratified and deterministic: likes and dislikes each in id order, dealt round the folds in turn. With fewer
+    than two papers a fold, leave-one-out."""
+    ordered = sorted(ratings, key=lambda r: (-r.rating, r.paper.arxiv_id))
+    count = folds if len(ordered) >= 2 * folds else len(ordered)
+    dealt: list[list[Rating]] = [[] for _ in range(count)]
+    for index, rating in enumerate(ordered):
+        dealt[index % count].append(rating)
+    return dealt
+
+
+async def evaluate(
+    config: Config,
+    store: Store,
+    profile: Profile,
+    *,
+    folds: int = 5,
+    model: str | None = None,
+    show_progress: bool = True,
+) -> EvalReport:
+    ratings = store.ratings(profile.name)
+    liked = sum(r.liked for r in ratings)
+    disliked = len(ratings) - liked
+    if liked < MIN_EACH or disliked < MIN_EACH:
+        need = ", ".join(
+            f"{MIN_EACH - n} more as {word}" for n, word in ((liked, "up"), (disliked, "down")) if n < MIN_EACH
+        )
+        raise DigestError(
+            f"profile {profile.name} has {liked} papers rated up and {disliked} rated down; an evaluation needs at "
+            f"least {MIN_EACH} of each",
+            hint=f"rate {need} (digest rate PAPER up|down --profile {profile.name}, or digest import FILE)",
+        )
+    llm = config.llm if model is None else config.llm.model_copy(update={"model": model})
+    interests_only = build_prompt(profile)
+    # Every paper judged twice: with the other folds' examples, and with the interests alone.
+    judged: list[tuple[Rating, str, str]] = []  # (rating, prompt with examples, prompt without)
+    for fold in folds_of(ratings, folds):
+        held_out = {r.paper.arxiv_id for r in fold}
+        prompt = build_prompt(profile, [r for r in ratings if r.paper.arxiv_id not in held_out])  # newest first
+        judged += [(rating, prompt, interests_only) for rating in fold]
+    papers_of: dict[str, list[Paper]] = {}
+    for rating, with_examples, without in judged:
+        papers_of.setdefault(with_examples, []).append(rating.paper)
+        papers_of.setdefault(without, []).append(rating.paper)
+
+    verdicts: dict[tuple[str, str], Verdict] = {}  # (paper key, prompt) -> verdict
+    jobs: list[Job] = []
+    for instructions, papers in papers_of.items():
+        cached = store.cached_verdicts((p.key for p in papers), instructions, llm.model, PROMPT_VERSION, EVAL_CACHE)
+        verdicts.update({(key, instructions): verdict for key, verdict in cached.items()})
+        jobs += [Job(profile, p, instructions) for p in papers if p.key not in cached]
+    from_cache = len(verdicts)
+
+    def record(job: Job, outcome: Outcome) -> None:
+        if isinstance(outcome, Failure):
+            return  # counted as unjudged below; eval leaves the digest's failures alone
+        store.save_verdict(outcome, profile.name, job.instructions, llm.model, PROMPT_VERSION, EVAL_CACHE)
+        verdicts[(outcome.paper_key, job.instructions)] = outcome
+
+    classifier = Classifier(llm)
+    progress = Progress(len(jobs), lambda usage: estimate_cost(usage, llm), sys.stderr, enabled=show_progress)
+    try:
+        if jobs:
+            await classifier.classify(jobs, record, progress.advance)
+    finally:
+        progress.finish(classifier.usage)
+        await classifier.close()
+
+    with_pairs, without_pairs, unjudged = [], [], 0
+    for rating, with_examples, without in judged:
+        found = verdicts.get((rating.paper.key, with_examples)), verdicts.get((rating.paper.key, without))
+        if found[0] is None or found[1] is None:
+            unjudged += 1
+            continue
+        with_pairs.append((rating.liked, found[0].score >= profile.min_score))
+        without_pairs.append((rating.liked, found[1].score >= profile.min_score))
+    usage = classifier.usage
+    sample = judged[0]
+    return EvalReport(
+        **Scores.of(with_pairs).model_dump(),
+        profile=profile.name,
+        model=llm.model,
+        papers=len(ratings),
+        liked=liked,
+        disliked=disliked,
+        folds=len(folds_of(ratings, folds)),
+        min_score=profile.min_score,
+        without_examples=Scores.of(without_pairs),
+        unjudged=unjudged,
+        requests=usage.requests,
+        cached=from_cache,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=estimate_cost(usage, llm),
+        prompt_tokens_per_paper=estimate_tokens(sample[1], paper_message(sample[0].paper)),
+        prompt_tokens_per_paper_without_examples=estimate_tokens(sample[2], paper_message(sample[0].paper)),
+    )

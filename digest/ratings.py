@@ -1,0 +1,161 @@
+"""The reader's ratings: papers as readers paste them, the papers they name, and what the daily run makes of them.
+
+A rating is about a paper, not one version of it. A rated paper is never shown again; a newer version of one the
+reader liked may be, marked as such. The ratings, newest first, are the examples in the profile's prompt.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from digest.arxiv import lookup_papers
+from digest.config import Config, Profile
+from digest.errors import UsageError
+from digest.models import Paper, Rating, RatingSource, Verdict
+from digest.store import Store
+
+NEW_STYLE_ID = r"\d{4}\.\d{4,5}"
+OLD_STYLE_ID = r"[a-z]+(?:-[a-z]+)*(?:\.[A-Za-z]{2})?/\d{7}"  # hep-th/9901001, math.AP/0601001
+ARXIV_ID = rf"(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})(?:v(?P<version>\d+))?"
+# What a reader pastes: an id, arXiv:id, or an abs, pdf or html link.
+PASTED = re.compile(
+    rf"(?:arxiv:\s*|https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/)?{ARXIV_ID}(?:\.pdf)?/?", re.IGNORECASE
+)
+# An id inside a longer text (a BibTeX note or journal, a URL, a DOI): only where it says it is arXiv's.
+MENTIONED = re.compile(
+    rf"(?:arxiv[:\s]\s*|arxiv\.org/(?:abs|pdf|html)/|10\.48550/arxiv\.){ARXIV_ID}(?![\d.])", re.IGNORECASE
+)
+WORDS = {"up": 1, "down": -1, "clear": 0}
+RATING_WORDS = {1: "more like this", -1: "not for me"}
+
+
+class PaperRef(NamedTuple):
+    arxiv_id: str  # without version, in arXiv's canonical form
+    version: int | None
+
+
+def _ref(match: re.Match[str]) -> PaperRef:
+    arxiv_id = match["id"]
+    if "/" in arxiv_id:  # old style: the canonical id names the archive only (math/0601001, not math.AP/0601001)
+        archive, number = arxiv_id.split("/")
+        arxiv_id = f"{archive.split('.')[0].lower()}/{number}"
+    return PaperRef(arxiv_id, int(match["version"]) if match["version"] else None)
+
+
+def parse_paper(text: str) -> PaperRef:
+    """A paper as a reader pastes it: 2606.29563, 2606.29563v2, arXiv:2606.29563, an arxiv.org link, hep-th/9901001."""
+    match = PASTED.fullmatch(text.strip())
+    if match is None:
+        raise UsageError(
+            f"'{text}' is not an arXiv paper",
+            hint="give an id like 2606.29563 (or 2606.29563v2, arXiv:2606.29563, hep-th/9901001) "
+            "or a link like https://arxiv.org/abs/2606.29563",
+        )
+    return _ref(match)
+
+
+def find_paper(text: str) -> PaperRef | None:
+    """The arXiv paper a longer text names as arXiv's, if any."""
+    match = MENTIONED.search(text)
+    return _ref(match) if match else None
+
+
+def parse_word(word: str) -> int:
+    """up -> 1, down -> -1, clear -> 0."""
+    if word not in WORDS:
+        raise UsageError(f"'{word}' is not a rating", hint="say up (more like this), down (not for me) or clear")
+    return WORDS[word]
+
+
+def pick_profile(config: Config, name: str | None) -> Profile:
+    if name is None:
+        if len(config.profiles) == 1:
+            return config.profiles[0]
+        raise UsageError(
+            "there are several profiles; say which with --profile",
+            hint=f"one of: {', '.join(p.name for p in config.profiles)}",
+        )
+    for profile in config.profiles:
+        if profile.name == name:
+            return profile
+    names = [p.name for p in config.profiles]
+    close = difflib.get_close_matches(name, names, n=1)
+    raise UsageError(
+        f"there is no profile '{name}' in the config",
+        hint=f"did you mean '{close[0]}'?" if close else f"one of: {', '.join(names)}",
+    )
+
+
+async def resolve(config: Config, store: Store, refs: Iterable[PaperRef]) -> dict[PaperRef, Paper]:
+    """The papers these refs name: from the state when it has them, else from arXiv's export API in one request
+    per page of ids. A ref with a version gets the paper at that version. Unknown papers are missing."""
+    wanted = list(dict.fromkeys(refs))
+    known = store.latest_papers(r.arxiv_id for r in wanted)
+    missing = [r.arxiv_id for r in wanted if r.arxiv_id not in known]
+    if missing:
+        known.update(await lookup_papers(config.arxiv, missing))
+    found: dict[PaperRef, Paper] = {}
+    for ref in wanted:
+        paper = known.get(ref.arxiv_id)
+        if paper is not None:
+            found[ref] = paper if ref.version is None else paper.model_copy(update={"version": ref.version})
+    return found
+
+
+async def rate(config: Config, store: Store, text: str, word: str, profile_name: str | None) -> str:
+    """`digest rate`: record, change or clear one rating; returns what was done, in words."""
+    ref, rating, profile = parse_paper(text), parse_word(word), pick_profile(config, profile_name)
+    if rating == 0:
+        if store.clear_rating(profile.name, ref.arxiv_id):
+            return f"cleared the rating of {ref.arxiv_id} for profile {profile.name}"
+        return f"{ref.arxiv_id} had no rating for profile {profile.name}; nothing to clear"
+    paper = (await resolve(config, store, [ref])).get(ref)
+    if paper is None:
+        raise UsageError(
+            f"arXiv does not know the paper {ref.arxiv_id}", hint="check the id; copy it from the paper's arXiv page"
+        )
+    done = store.rate(profile.name, paper, rating, "cli")
+    said = f"{RATING_WORDS[rating]}: {paper.arxiv_id} {paper.title!r}"
+    if done == "unchanged":
+        return f"{said} (already rated so for profile {profile.name})"
+    return f"{said} ({done} for profile {profile.name}; the next digest learns from it)"
+
+
+def record(
+    store: Store, profile: Profile, papers: Iterable[Paper], rating: int, source: RatingSource
+) -> dict[str, int]:
+    """Rate many papers at once; returns how many were added, changed and unchanged."""
+    counts = {"added": 0, "changed": 0, "unchanged": 0}
+    for paper in papers:
+        counts[store.rate(profile.name, paper, rating, source)] += 1
+    return counts
+
+
+class Taste:
+    """What a profile's ratings mean for the daily run."""
+
+    def __init__(self, ratings: list[Rating]) -> None:
+        self.ratings = ratings  # newest first: the prompt's examples
+        self._by_id = {r.paper.arxiv_id: r for r in ratings}
+
+    def decide(self, paper: Paper) -> Verdict | None:
+        """A rated paper is decided already, and never shown again: the reader has seen it."""
+        rating = self._by_id.get(paper.arxiv_id)
+        if rating is None or self.liked_before(paper):
+            return None
+        return Verdict(
+            paper_key=paper.key,
+            relevant=False,
+            score=0,
+            reason="You have rated this paper already.",
+            matched_interests=[],
+            rule="rated",
+        )
+
+    def liked_before(self, paper: Paper) -> bool:
+        """A newer version of a paper the reader liked: worth a look again, and marked as such."""
+        rating = self._by_id.get(paper.arxiv_id)
+        return rating is not None and rating.liked and paper.version > rating.paper.version
