@@ -34,7 +34,7 @@ def run_summary(summary: RunSummary) -> str:
     for profile in summary.profiles:
         lines.append(
             f"  {profile.name:<12} {profile.classified} classified, {profile.cached} cached, "
-            f"{profile.ruled} by your rules, {profile.failed} failed, {profile.relevant} relevant - "
+            f"{profile.ruled} by your rules or ratings, {profile.failed} failed, {profile.relevant} relevant - "
             f"digest: {profile.digest}"
         )
     lines.append(
@@ -64,7 +64,7 @@ def dry_run_report(report: DryRunReport) -> str:
     for profile in report.profiles:
         lines.append(
             f"  {profile.name:<12} {profile.to_classify} papers to classify, {profile.cached} already cached, "
-            f"{profile.ruled} decided by your rules"
+            f"{profile.ruled} decided by your rules or ratings"
         )
     lines.append(
         f"  would cost   {report.requests} requests, about {report.tokens:,} tokens, {describe_cost(report.cost)}, "

@@ -75,7 +75,7 @@ def test_rules_cost_no_request_and_explain_themselves(tmp_path, feed_server, fak
         "'", "&#39;"
     )
     assert ON_HATE_SPEECH.title not in html
-    assert "3 by your rules" in result.stdout
+    assert "3 by your rules or ratings" in result.stdout
 
 
 def test_must_include_wins_over_a_low_score(tmp_path, feed_server, fake_llm, write_config):

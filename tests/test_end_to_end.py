@@ -194,7 +194,7 @@ def test_papers_that_cannot_be_classified_are_reported_and_retried_next_run(
     second = run_cli("run", "--config", str(path))
     assert second.returncode == 0, second.stderr
     assert llm.requests == requests + 3  # only the three that failed
-    assert "3 classified, 0 cached, 0 by your rules, 0 failed" in second.stdout
+    assert "3 classified, 0 cached, 0 by your rules or ratings, 0 failed" in second.stdout
 
 
 def test_a_refused_api_key_stops_the_run_clearly_and_loses_nothing(tmp_path, feed_server, fake_llm, write_config):

@@ -24,6 +24,9 @@ def test_prune_forgets_only_what_is_done(tmp_path):
     store.mark_delivered(sent, "me@example.org")
     store.record_digest("me", dt.date(2026, 6, 30), "s", b"message", [undelivered.key], ["me@example.org"])
 
+    store.rate("me", done, 1, "cli")
+    store.rate("me", waiting, -1, "import")
+
     forgotten = store.prune(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))  # everything counts as old
 
     assert forgotten == 2  # the two papers that are in a digest; the undigested one stays
@@ -32,6 +35,11 @@ def test_prune_forgets_only_what_is_done(tmp_path):
     assert [d.announced for d in store.pending_deliveries()] == ["2026-06-30"]  # still to be sent, kept
     assert store.latest_digest_date("me") == dt.date(2026, 6, 30)
     assert not store.has_digest("me", dt.date(2026, 6, 29))  # delivered and old: forgotten
+    # The reader's ratings are never forgotten, not even of a paper that was.
+    assert [(r.paper.key, r.rating, r.source) for r in store.ratings("me")] == [
+        (waiting.key, -1, "import"),
+        (done.key, 1, "cli"),
+    ]
 
     assert store.prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=1)) == 0  # nothing is that old
     store.close()
