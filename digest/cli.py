@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from digest import __version__, ratings, report
@@ -26,6 +25,7 @@ from digest.pipeline import Pipeline, check
 from digest.schedule import cron_trigger, healthy, serve
 from digest.stopping import StopOnSignals
 from digest.store import Store
+from digest.web.server import serve_web
 
 log = logging.getLogger("digest")
 
@@ -69,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="YYYY-MM-DD",
         help="also catch up on every paper submitted since this date, through the arXiv export API",
     )
-    commands.add_parser("serve", parents=[common], help="run on the configured schedule until stopped")
+    commands.add_parser(
+        "serve", parents=[common], help="run on the configured schedule until stopped (and the web side, if set)"
+    )
+    commands.add_parser(
+        "web", parents=[common], help="serve the web side alone: rating links, archive, feed (for cron users)"
+    )
     commands.add_parser(
         "check", parents=[common], help="validate the config and reach the feed, the LLM and the mail server"
     )
@@ -187,7 +192,7 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
             print(f"{'ok  ' if result.ok else 'FAIL'} {result.what}: {result.detail}")
         return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
     if command == "status":
-        with _open(config) as store:
+        with Store(config.state) as store:
             print(report.status_table(store.recent_runs(args.last)))
         return EXIT_OK
     if command == "health":
@@ -196,8 +201,13 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
         return EXIT_OK if alive else EXIT_FAILED
     if command == "serve":
         return await _serve(config)
+    if command == "web":
+        stop = asyncio.Event()
+        with StopOnSignals(stop):
+            await serve_web(config, stop)
+        return EXIT_OK
     if command in ("rate", "ratings", "import", "eval"):
-        with _open(config) as store:
+        with Store(config.state) as store:
             return await _reader_command(command, args, config, store, quiet)
     return EXIT_USAGE
 
@@ -221,15 +231,6 @@ async def _reader_command(command: str, args: argparse.Namespace, config: Config
         )
         print(result.model_dump_json(indent=2) if args.json else report.eval_report(result))
     return EXIT_OK
-
-
-@contextlib.contextmanager
-def _open(config: Config) -> Iterator[Store]:
-    store = Store(config.state)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 async def _run(config: Config, since: dt.date | None, quiet: bool) -> int:
@@ -257,7 +258,19 @@ async def _serve(config: Config) -> int:
         for line in report.run_summary(summary).splitlines():
             log.info("%s", line)
 
-    with _open(config) as store:
+    with Store(config.state) as store:
         last_good_run = store.last_good_run()
-    await serve(cron_trigger(config.schedule), run_once, last_good_run=last_good_run, heartbeat=heartbeat_path(config))
+    stop = asyncio.Event()
+    heartbeat = heartbeat_path(config)
+    try:
+        async with asyncio.TaskGroup() as group:
+            if config.web is not None:  # bound at once: a taken port stops `serve` before its first run
+                group.create_task(serve_web(config, stop, heartbeat=heartbeat))
+            group.create_task(
+                serve(
+                    cron_trigger(config.schedule), run_once, last_good_run=last_good_run, heartbeat=heartbeat, stop=stop
+                )
+            )
+    except* DigestError as errors:
+        raise errors.exceptions[0] from None
     return EXIT_OK

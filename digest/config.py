@@ -260,6 +260,44 @@ class ScheduleConfig(StrictModel):
         return self
 
 
+class WebConfig(StrictModel):
+    """The small web side: rating links in every digest, an archive, an Atom feed per profile."""
+
+    listen: str = "127.0.0.1:8080"  # host:port; loopback by default, put a reverse proxy with TLS in front
+    base_url: str | None = None  # how readers reach it (https://digest.example.org); no links without it
+    secret: SecretStr | None = None  # signs links; default: generated once and kept in the state file
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, listen: str) -> str:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{listen}' is not host:port, like 127.0.0.1:8080")
+        return listen
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+            raise ValueError(f"'{url}' is not an http(s) URL like https://digest.example.org")
+        return None if url is None else url.rstrip("/")
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 16:
+            raise ValueError("the secret must be at least 16 characters; or leave it out to have one generated")
+        return secret
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class Config(StrictModel):
     arxiv: ArxivConfig
     llm: LLMConfig
@@ -269,6 +307,7 @@ class Config(StrictModel):
     schedule: ScheduleConfig = ScheduleConfig()
     state: Path = Path("digest.sqlite3")
     retention_days: Annotated[int, Field(ge=30)] = 365
+    web: WebConfig | None = None
 
     @field_validator("state")
     @classmethod
@@ -382,7 +421,7 @@ def _line_numbers(node: yaml.Node | None, loc: Location = ()) -> dict[Location, 
     return lines
 
 
-SECRET_KEYS = frozenset({"api_key", "password"})
+SECRET_KEYS = frozenset({"api_key", "password", "secret"})
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -454,7 +493,7 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 
 def _describe(error: Any, lines: dict[Location, int]) -> str:
     # Pydantic puts the model name of a `X | None` field into the location; it means nothing to a user.
-    loc: Location = tuple(p for p in error["loc"] if p not in {"SMTPConfig", "Prices"})
+    loc: Location = tuple(p for p in error["loc"] if p not in {"SMTPConfig", "Prices", "WebConfig"})
     where = _where(loc, lines)
     kind = error["type"]
     if kind == "extra_forbidden":

@@ -50,6 +50,15 @@ class Paper(Frozen):
     def html_url(self) -> str:
         return f"https://arxiv.org/html/{self.key}"
 
+    @property
+    def anchor(self) -> str:
+        """The paper's fragment id on a page (old-style ids have a slash)."""
+        return anchor(self.arxiv_id)
+
+
+def anchor(arxiv_id: str) -> str:
+    return "p-" + arxiv_id.replace("/", "-")
+
 
 class Feed(Frozen):
     """What one fetch of the announcement feed brought."""
@@ -165,6 +174,10 @@ class Digest(Frozen):
     @property
     def relevant_count(self) -> int:
         return sum(len(entries) for _, entries in self.groups)
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [entry for _, entries in self.groups for entry in entries]
 
 
 class Rendered(Frozen):

@@ -40,6 +40,7 @@ from digest.render import Renderer, build_digest
 from digest.rules import Rules
 from digest.stopping import Stopped, unless_stopped
 from digest.store import Store
+from digest.web.links import Links
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class Pipeline:
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
                 verdicts = await self._classify(store, summary, pending, stop)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
-                renderer, clock_render = Renderer(self.config.output), time.monotonic()
+                renderer, clock_render = Renderer(self.config.output, Links.of(self.config, store)), time.monotonic()
                 for profile, profile_summary in zip(self.config.profiles, summary.profiles, strict=True):
                     if not stop.is_set():
                         self._record_digest(
@@ -150,7 +151,7 @@ class Pipeline:
                     announced, papers = latest, store.papers_of_digest(profile.name, latest)
                 shown[profile.name] = (announced, self._in_scope(profile, papers))
             verdicts = await self._classify(store, summary, {name: papers for name, (_, papers) in shown.items()})
-            renderer = Renderer(self.config.output)
+            renderer = Renderer(self.config.output, Links.of(self.config, store))
             previews = []
             for profile in self.config.profiles:
                 announced, papers = shown[profile.name]
@@ -397,6 +398,7 @@ class Pipeline:
             message.as_bytes(),
             [p.key for p in classified] + outside,
             destinations(profile.email, self.config) if send else [],
+            content=digest,
         )
         profile_summary.digest = f"{digest.relevant_count} of {len(classified)} papers for {announced}"
         if not send:

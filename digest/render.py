@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import css_inline
 import jinja2
 
 from digest.config import OutputConfig, Profile
 from digest.models import Digest, Entry, Paper, Rendered, Usage, Verdict
+
+if TYPE_CHECKING:  # the web side imports the store; rendering needs only the type
+    from digest.web.links import Links
 
 OTHER_GROUP = "Also relevant"
 AUTHOR_GROUP = "By authors you follow"
@@ -109,10 +113,12 @@ def badge(verdict: Verdict) -> str:
     return {"author": "followed", "keyword": "keyword"}.get(verdict.rule or "", f"{verdict.score}/10")
 
 
-def rating_note(digest: Digest) -> str:
+def rating_note(digest: Digest, links: Links | None = None) -> str:
     """The footer's word on ratings: how many the reader has given, and how to give one."""
     example = next((e.paper.arxiv_id for _, entries in digest.groups for e in entries), "2606.29563")
     how = f"digest rate {example} up (more like this) or down (not for me) --profile {digest.profile}"
+    if links is not None:
+        how = "the links under each paper"
     if not digest.rated:
         return f"Teach this digest what you want by rating papers: {how}"
     papers = "paper" if digest.rated == 1 else "papers"
@@ -125,27 +131,34 @@ def short_authors(authors: list[str], shown: int = AUTHORS_SHOWN) -> str:
     return f"{', '.join(authors[:shown])} and {len(authors) - shown} more"
 
 
-class Renderer:
-    """Templates from output.templates first, the package's as fallback; HTML autoescaped throughout."""
+def template_environment(output: OutputConfig) -> jinja2.Environment:
+    """Templates from output.templates first, the package's as fallback; HTML and Atom autoescaped throughout."""
+    folders = [package_templates()] if output.templates is None else [output.templates, package_templates()]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(f) for f in folders]),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "atom.j2"), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["short_authors"] = short_authors
+    env.filters["badge"] = badge
+    env.globals["rating_note"] = rating_note
+    return env
 
-    def __init__(self, output: OutputConfig) -> None:
-        folders = [package_templates()] if output.templates is None else [output.templates, package_templates()]
+
+class Renderer:
+    """`links`: the rating links and the archive link, when the web side has a base_url."""
+
+    def __init__(self, output: OutputConfig, links: Links | None = None) -> None:
         self._format = output.format
-        self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader([str(f) for f in folders]),
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self._env.filters["short_authors"] = short_authors
-        self._env.filters["badge"] = badge
-        self._env.globals["rating_note"] = rating_note
+        self._links = links
+        self._env = template_environment(output)
         # Mail clients ignore most <style> blocks: the CSS goes into style attributes; nothing is fetched.
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
 
     def render(self, digest: Digest) -> Rendered:
-        context = {"digest": digest, "subject": subject(digest)}
+        context = {"digest": digest, "subject": subject(digest), "links": self._links}
         text = self._env.get_template("digest.txt.j2").render(context)
         if self._format == "markdown":
             markdown = self._env.get_template("digest.md.j2").render(context)

@@ -10,14 +10,14 @@ import datetime as dt
 import fcntl
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
 from digest.errors import DigestError
-from digest.models import Failure, Feed, Paper, Rating, RatingSource, RunSummary, Verdict
+from digest.models import Digest, Failure, Feed, Paper, Rating, RatingSource, RunSummary, Verdict
 
 MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -115,6 +115,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (paper_key, interests_hash, model, prompt_version)
     );
     """,
+    # 4: the web side: each digest's content (the Digest as JSON) for the archive and the feed, and settings such
+    # as the secret that signs links, generated once so that links survive restarts.
+    """
+    ALTER TABLE digests ADD COLUMN content TEXT;
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 # Where verdicts are cached: the digest's own, or `digest eval`'s.
 VerdictCache = Literal["verdicts", "eval_verdicts"]
@@ -159,6 +168,18 @@ class Store:
         self._db.close()
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def setting(self, name: str, default: Callable[[], str]) -> str:
+        """A setting kept in the state; the first read stores `default()`, and every later read returns that."""
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", (name, default()))
+            return str(db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0])
 
     def lock_for_run(self) -> None:
         """One run at a time per state file, across processes (cron and `serve` side by side, say)."""
@@ -342,6 +363,13 @@ class Store:
             )
         return "added" if row is None else "changed"
 
+    def rating_of(self, profile: str, arxiv_id: str) -> int:
+        """1, -1, or 0 for no rating."""
+        row = self._db.execute(
+            "SELECT rating FROM ratings WHERE profile = ? AND arxiv_id = ?", (profile, arxiv_id)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def clear_rating(self, profile: str, arxiv_id: str) -> bool:
         with self._transaction() as db:
             cursor = db.execute("DELETE FROM ratings WHERE profile = ? AND arxiv_id = ?", (profile, arxiv_id))
@@ -381,12 +409,21 @@ class Store:
         message: bytes,
         paper_keys: Iterable[str],
         recipients: Iterable[str],
+        content: Digest | None = None,
     ) -> int:
         """The digest, the papers it accounts for, and one pending delivery per recipient: all or nothing."""
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT INTO digests (profile, announced, subject, message, created_at) VALUES (?, ?, ?, ?, ?)",
-                (profile, announced.isoformat(), subject, message, _now()),
+                """INSERT INTO digests (profile, announced, subject, message, created_at, content)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (
+                    profile,
+                    announced.isoformat(),
+                    subject,
+                    message,
+                    _now(),
+                    None if content is None else content.model_dump_json(),
+                ),
             )
             digest_id = int(cursor.lastrowid or 0)
             db.executemany(
@@ -398,6 +435,22 @@ class Store:
                 [(digest_id, r) for r in recipients],
             )
         return digest_id
+
+    def digest_dates(self, profile: str) -> list[dt.date]:
+        """The dates of the profile's digests that have content to show, newest first."""
+        rows = self._db.execute(
+            "SELECT announced FROM digests WHERE profile = ? AND content IS NOT NULL ORDER BY announced DESC",
+            (profile,),
+        ).fetchall()
+        return [dt.date.fromisoformat(r[0]) for r in rows]
+
+    def digest_content(self, profile: str, announced: dt.date) -> tuple[Digest, dt.datetime] | None:
+        """A recorded digest as it was rendered, and when it was recorded."""
+        row = self._db.execute(
+            "SELECT content, created_at FROM digests WHERE profile = ? AND announced = ? AND content IS NOT NULL",
+            (profile, announced.isoformat()),
+        ).fetchone()
+        return None if row is None else (Digest.model_validate_json(row[0]), dt.datetime.fromisoformat(row[1]))
 
     def pending_deliveries(self) -> list[PendingDelivery]:
         rows = self._db.execute(

@@ -135,6 +135,9 @@ def test_outbox_writes_the_digest_and_the_eml(tmp_path):
     assert (tmp_path / "me" / "2026-06-30.eml").read_bytes() == message
 
 
+WEB_TEMPLATES = [f"web/{p.name}" for p in (REPO / "templates" / "web").glob("*.j2")]
+
+
 def test_the_wheel_ships_the_templates(tmp_path):
     subprocess.run(
         [
@@ -154,7 +157,7 @@ def test_the_wheel_ships_the_templates(tmp_path):
     )
     (wheel,) = tmp_path.glob("digest-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for template in ("digest.html.j2", "digest.md.j2", "digest.txt.j2"):
+    for template in ("digest.html.j2", "digest.md.j2", "digest.txt.j2", *WEB_TEMPLATES):
         assert f"digest/templates/{template}" in names
 
 
