@@ -18,7 +18,7 @@ import httpx
 
 from digest import __version__
 from digest.config import ArxivConfig
-from digest.errors import FetchError
+from digest.errors import FetchError, cause_of
 from digest.models import AnnounceType, Feed, Paper
 from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
 
@@ -93,7 +93,7 @@ async def _get_with_retries(
             problem = "timed out"
         except httpx.TransportError as error:
             problem = f"connection failed ({error.__class__.__name__}: {error})"
-            if _name_not_resolved(error):
+            if cause_of(error, socket.gaierror) is not None:  # the host name did not resolve
                 # Not arXiv's fault, and not worth minutes of back-off: a resolver that failed twice in a couple of
                 # seconds is down, or the name is wrong.
                 problem = f"the name {httpx.URL(url).host} does not resolve (DNS: {error})"
@@ -119,16 +119,6 @@ async def _get_with_retries(
         f"{what} {url} answered HTTP {response.status_code}",
         hint="check arxiv.feed_url, arxiv.api_url and arxiv.categories in config.yaml",
     )
-
-
-def _name_not_resolved(error: BaseException) -> bool:
-    """Whether a connection failed because the host name did not resolve: a socket.gaierror in the chain."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, socket.gaierror):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_types: Iterable[AnnounceType]) -> Feed:

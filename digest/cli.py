@@ -194,6 +194,7 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
     if command == "status":
         with Store(config.state) as store:
             print(report.status_table(store.recent_runs(args.last)))
+            print(report.undone_deliveries(store.undone_deliveries()))
         return EXIT_OK
     if command == "health":
         alive = healthy(heartbeat_path(config), time.time())

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -144,13 +145,12 @@ class LLMConfig(StrictModel):
         return url.rstrip("/")
 
 
-EMAIL_PATTERN = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
-
-
 def _check_email(address: str) -> str:
-    if not EMAIL_PATTERN.fullmatch(address.strip()):
-        raise ValueError(f"'{address}' is not an email address")
-    return address.strip()
+    """A valid address, normalised (the domain lower-cased, Unicode in NFC); internationalised ones are welcome."""
+    try:
+        return str(validate_email(address.strip(), check_deliverability=False, globally_deliverable=False).normalized)
+    except EmailNotValidError as error:
+        raise ValueError(f"'{address}' is not an email address: {error}") from None
 
 
 class Profile(StrictModel):
@@ -183,7 +183,8 @@ class Profile(StrictModel):
     @field_validator("email")
     @classmethod
     def _valid_addresses(cls, addresses: list[str]) -> list[str]:
-        return [_check_email(a) for a in addresses]
+        # The same address twice is one recipient: one message each, never two.
+        return list(dict.fromkeys(_check_email(a) for a in addresses))
 
     @field_validator("interests")
     @classmethod
@@ -205,7 +206,12 @@ class SMTPConfig(StrictModel):
     @field_validator("ca_file")
     @classmethod
     def _relative_to_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve_path(value, info)
+        if value is None:
+            return None
+        path = _resolve_path(value, info)
+        if not path.is_file():
+            raise ValueError(f"the CA certificate file {path} does not exist")
+        return path
 
     @model_validator(mode="after")
     def _login_needs_both(self) -> SMTPConfig:

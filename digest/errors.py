@@ -6,6 +6,10 @@ it. The CLI prints it (never a traceback) and exits with the error's exit code.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -54,3 +58,13 @@ class UsageError(DigestError):
     """A command was given something it cannot use: an unknown paper id or profile, a word it does not know."""
 
     exit_code = EXIT_USAGE
+
+
+def cause_of(error: BaseException, kind: type[E]) -> E | None:
+    """The first exception of `kind` in `error`'s chain of causes, if any: what a library wrapped."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

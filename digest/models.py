@@ -187,6 +187,17 @@ class Rendered(Frozen):
     markdown: str | None
 
 
+class Delivery(Frozen):
+    """One digest to one recipient."""
+
+    digest_id: int
+    profile: str
+    announced: dt.date
+    recipient: str
+    message_id: str | None  # None for deliveries recorded before each recipient had one: the digest's own is used
+    message: bytes  # the digest's message, addressed and dated when it is sent
+
+
 class ProfileSummary(BaseModel):
     name: str
     to_classify: int = 0
@@ -209,6 +220,7 @@ class RunSummary(BaseModel):
     cost: float | None = None
     deliveries_sent: int = 0
     deliveries_pending: int = 0
+    deliveries_failed: int = 0  # refused for good (5xx): reported by this run once, never retried
     warnings: list[str] = []
     errors: list[str] = []
     stopped: bool = False  # a signal stopped the run at a safe point; what was left is done by the next run

@@ -2,8 +2,9 @@
 
 Every fetched paper is stored before anything else happens; a paper stays "undigested" for a profile until a
 digest that accounts for it is recorded, together with one pending delivery per recipient, in one transaction.
-Deliveries are marked sent one by one as the server accepts them. So a crash at any point loses nothing, and a
-re-run repeats nothing: cached verdicts cost no request, and a recorded digest is never built or sent again.
+Each recipient's delivery is marked sent the moment the server accepts its message. So a crash at any point loses
+nothing, and a re-run repeats nothing: cached verdicts cost no request, and a recorded digest is never built or sent
+again.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from digest.classify import (
     system_prompt,
 )
 from digest.config import Config, Profile
-from digest.deliver import build_message, channel_for, configured_channel, destinations
+from digest.deliver import build_message, configured_channel, deliver_pending, destinations, new_message_id
 from digest.errors import DeliveryError, DigestError
 from digest.models import Failure, Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict
 from digest.progress import Progress
 from digest.ratings import Taste
-from digest.render import Renderer, build_digest
+from digest.render import Renderer, build_digest, paper_count
 from digest.rules import Rules
 from digest.stopping import Stopped, unless_stopped
 from digest.store import Store
@@ -110,7 +111,7 @@ class Pipeline:
                 pass  # nothing of an abandoned download was recorded
             # Digests left pending by earlier runs go out even when today's fetch or classification failed.
             try:
-                await self._deliver_pending(store, summary, stop)
+                await deliver_pending(self.config, store, summary, stop)
             except DeliveryError as error:
                 summary.errors.append(str(error))
             if stop.is_set():
@@ -175,7 +176,7 @@ class Pipeline:
                     for threshold in {profile.min_score, profile.min_score if min_score is None else min_score}
                 }
                 digest = digests[profile.min_score if min_score is None else min_score]
-                note = f"{profile.name}: {digest.relevant_count} papers for you at min_score {digest.min_score}"
+                note = f"{profile.name}: {paper_count(digest.relevant_count)} for you at min_score {digest.min_score}"
                 if digest.min_score != profile.min_score:
                     usual = digests[profile.min_score].relevant_count
                     change = digest.relevant_count - usual
@@ -367,7 +368,7 @@ class Pipeline:
         if store.has_digest(profile.name, announced):
             profile_summary.digest = f"already recorded for {announced}"
             if classified:
-                profile_summary.digest += f"; {len(classified)} papers wait for the next digest"
+                profile_summary.digest += f"; {paper_count(len(classified))} wait for the next digest"
             return
         if not classified and not profile.send_empty:
             profile_summary.digest = "nothing new: no digest" if not unclassified else "none: nothing classified"
@@ -387,7 +388,8 @@ class Pipeline:
         )
         profile_summary.relevant = digest.relevant_count
         rendered = renderer.render(digest)
-        message = build_message(rendered, self.config.email.from_, profile.email)
+        sender = self.config.email.from_
+        message = build_message(rendered, sender)
         send = digest.relevant_count > 0 or profile.send_empty
         # Papers outside the profile's categories are retired with this digest, so they are not looked at again.
         outside = [p.key for p in papers if p not in in_scope]
@@ -397,55 +399,14 @@ class Pipeline:
             rendered.subject,
             message.as_bytes(),
             [p.key for p in classified] + outside,
-            destinations(profile.email, self.config) if send else [],
+            {r: new_message_id(self.config.email.from_) for r in destinations(profile.email, self.config)}
+            if send
+            else {},
             content=digest,
         )
-        profile_summary.digest = f"{digest.relevant_count} of {len(classified)} papers for {announced}"
+        profile_summary.digest = f"{digest.relevant_count} of {paper_count(len(classified))} for {announced}"
         if not send:
             profile_summary.digest += ": nothing relevant, no email (send_empty: true sends one)"
-
-    async def _deliver_pending(self, store: Store, summary: RunSummary, stop: asyncio.Event) -> None:
-        """Send every pending delivery, oldest digest first: one message per digest and channel, to all its
-        pending recipients at once. A failure leaves it pending for the next run and fails this one."""
-        problems: list[str] = []
-        clock = time.monotonic()
-        for pending in store.pending_deliveries():
-            if stop.is_set():
-                break
-            announced = dt.date.fromisoformat(pending.announced)
-            by_channel: dict[str, list[str]] = {}
-            for recipient in pending.recipients:
-                by_channel.setdefault(channel_for(recipient, self.config).kind, []).append(recipient)
-            for recipients in by_channel.values():
-                channel = channel_for(recipients[0], self.config)
-                try:
-                    refused = await channel.deliver(pending.message, recipients, pending.profile, announced)
-                except DeliveryError as error:
-                    problems.append(str(error))
-                    refused = dict.fromkeys(recipients, error.message)
-                else:
-                    problems += [f"{r} was refused: {why}" for r, why in refused.items()]
-                for recipient in recipients:
-                    if recipient in refused:
-                        store.mark_failed(pending.digest_id, recipient, refused[recipient])
-                        summary.deliveries_pending += 1
-                    else:
-                        store.mark_delivered(pending.digest_id, recipient)
-                        summary.deliveries_sent += 1
-                        log.info("deliver: %s digest of %s to %s", pending.profile, announced, recipient)
-        if summary.deliveries_sent or summary.deliveries_pending:
-            log.info(
-                "deliver: %d sent, %d still pending, in %.2f s",
-                summary.deliveries_sent,
-                summary.deliveries_pending,
-                time.monotonic() - clock,
-            )
-        if problems:
-            unique = list(dict.fromkeys(problems))
-            raise DeliveryError(
-                "could not deliver: " + "; ".join(unique),
-                hint="the digest is kept and sent first on the next run",
-            )
 
 
 def _taste(store: Store | None, profile: Profile) -> Taste:
@@ -458,7 +419,7 @@ def _what_was_left(started: dt.datetime, stopped: RunSummary) -> str:
     if not stopped.profiles:
         what = "before the feed was read"
     elif left:
-        what = f"with {left} papers still to classify"
+        what = f"with {paper_count(left)} still to classify"
     else:
         what = "before its digests were recorded and sent"
     when = f"{started.astimezone():%Y-%m-%d %H:%M}"

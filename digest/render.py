@@ -102,10 +102,12 @@ def _group_of(entry: Entry, group_by: str) -> str:
     return interests[0].strip() if interests else OTHER_GROUP
 
 
+def paper_count(count: int) -> str:
+    return f"{count} paper" if count == 1 else f"{count} papers"
+
+
 def subject(digest: Digest) -> str:
-    count = digest.relevant_count
-    papers = "paper" if count == 1 else "papers"
-    return f"arXiv digest - {digest.announced:%d %b %Y} - {count} {papers} for you"
+    return f"arXiv digest - {digest.announced:%d %b %Y} - {paper_count(digest.relevant_count)} for you"
 
 
 def badge(verdict: Verdict) -> str:
@@ -121,8 +123,7 @@ def rating_note(digest: Digest, links: Links | None = None) -> str:
         how = "the links under each paper"
     if not digest.rated:
         return f"Teach this digest what you want by rating papers: {how}"
-    papers = "paper" if digest.rated == 1 else "papers"
-    return f"You have rated {digest.rated} {papers} for this digest; they teach it what you want. Rate more: {how}"
+    return f"You have rated {paper_count(digest.rated)} for this digest; they teach it what you want. Rate more: {how}"
 
 
 def short_authors(authors: list[str], shown: int = AUTHORS_SHOWN) -> str:

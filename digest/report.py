@@ -4,6 +4,7 @@ commands by which the reader teaches the digest: `ratings`, `import` and `eval`.
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from digest.models import Rating, RunSummary
 from digest.pipeline import DryRunReport
 from digest.progress import describe_cost
 from digest.ratings import RATING_WORDS
+from digest.render import paper_count
+from digest.store import DeliveryState
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -43,13 +46,14 @@ def run_summary(summary: RunSummary) -> str:
         f"{usage.prompt_tokens:,} prompt tokens ({usage.cached_tokens:,} cached), "
         f"{usage.completion_tokens:,} completion tokens, {describe_cost(summary.cost)}"
     )
-    lines.append(f"  delivered    {summary.deliveries_sent}, still pending {summary.deliveries_pending}")
+    delivered = f"  delivered    {summary.deliveries_sent}, still pending {summary.deliveries_pending}"
+    lines.append(delivered + (f", failed for good {summary.deliveries_failed}" if summary.deliveries_failed else ""))
     if summary.resumed:
         lines.append(f"  resumed      {summary.resumed}")
     lines += [f"  warning: {w}" for w in summary.warnings]
     failed = sum(p.failed for p in summary.profiles)
     if failed:
-        lines.append(f"  warning: {failed} papers could not be classified; they are retried on the next run")
+        lines.append(f"  warning: {paper_count(failed)} could not be classified; they are retried on the next run")
     lines += [f"  error: {e}" for e in summary.errors]
     return "\n".join(lines)
 
@@ -85,13 +89,25 @@ def status_table(runs: list[tuple[dt.datetime, bool, RunSummary]]) -> str:
         relevant = " ".join(f"{p.name}={p.relevant}" for p in summary.profiles) or "-"
         tokens = summary.usage.prompt_tokens + summary.usage.completion_tokens
         cost = "?" if summary.cost is None else f"${summary.cost:.4f}"
-        result = "ok" if ok else "stopped" if summary.stopped else "failed: " + "; ".join(summary.errors)[:60]
+        failed = "failed: " + textwrap.shorten("; ".join(summary.errors), width=70, placeholder=" ...")
+        result = "ok" if ok else "stopped" if summary.stopped else failed
         lines.append(
             f"{started.astimezone():%Y-%m-%d %H:%M} {summary.announced or '-'!s:<10} "
             f"{sum(summary.fetched.values()) + summary.backfilled:>6} {relevant:<20} "
             f"{sum(p.failed for p in summary.profiles):>6} {tokens:>9,} {cost:>8}  "
             f"{summary.deliveries_sent:>4} {summary.deliveries_pending:>4}  {result}"
         )
+    return "\n".join(lines)
+
+
+def undone_deliveries(deliveries: list[DeliveryState]) -> str:
+    """For `digest status`: what has not reached its recipient, and why."""
+    if not deliveries:
+        return "deliveries: every digest has reached every recipient"
+    lines = ["deliveries not done (pending: retried on the next run; failed: refused for good, never retried):"]
+    for d in deliveries:
+        why = textwrap.shorten(d.last_error or "not tried yet", width=90, placeholder=" ...")
+        lines.append(f"  {d.announced} {d.profile:<12} {d.recipient:<30} {d.status:<7} {d.attempts} tries  {why}")
     return "\n".join(lines)
 
 

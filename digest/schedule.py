@@ -66,6 +66,11 @@ async def serve(
             current.add(task)
             try:
                 await run_once(stop)
+            except asyncio.CancelledError:
+                # Past the grace period at a stop: what the run had not recorded is done by the next one.
+                log.warning(
+                    "serve: the run was cut short %.0f s after the stop; the next run finishes it", STOP_GRACE_SECONDS
+                )
             except Exception:
                 log.exception("serve: the run failed; the next one runs as scheduled")
             finally:

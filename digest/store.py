@@ -10,14 +10,14 @@ import datetime as dt
 import fcntl
 import hashlib
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
 from digest.errors import DigestError
-from digest.models import Digest, Failure, Feed, Paper, Rating, RatingSource, RunSummary, Verdict
+from digest.models import Delivery, Digest, Failure, Feed, Paper, Rating, RatingSource, RunSummary, Verdict
 
 MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -124,6 +124,24 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 5: one message per recipient, with a Message-ID of its own kept across retries; deliveries refused for good
+    # ('failed', never retried) and those to an address no longer configured ('dropped').
+    """
+    CREATE TABLE deliveries_5 (
+        digest_id INTEGER NOT NULL REFERENCES digests (id),
+        recipient TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'dropped')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        sent_at TEXT,
+        message_id TEXT,               -- NULL for deliveries recorded before: the digest message's own is used
+        PRIMARY KEY (digest_id, recipient)
+    );
+    INSERT INTO deliveries_5 (digest_id, recipient, status, attempts, last_error, sent_at)
+        SELECT digest_id, recipient, status, attempts, last_error, sent_at FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_5 RENAME TO deliveries;
+    """,
 ]
 # Where verdicts are cached: the digest's own, or `digest eval`'s.
 VerdictCache = Literal["verdicts", "eval_verdicts"]
@@ -143,12 +161,15 @@ def _now_precise() -> str:
 
 
 @dataclass(frozen=True)
-class PendingDelivery:
-    digest_id: int
+class DeliveryState:
+    """A delivery that is not done, for `digest status`."""
+
+    announced: dt.date
     profile: str
-    announced: str
-    message: bytes
-    recipients: list[str]
+    recipient: str
+    status: str
+    attempts: int
+    last_error: str | None
 
 
 class Store:
@@ -408,10 +429,11 @@ class Store:
         subject: str,
         message: bytes,
         paper_keys: Iterable[str],
-        recipients: Iterable[str],
+        recipients: Mapping[str, str],
         content: Digest | None = None,
     ) -> int:
-        """The digest, the papers it accounts for, and one pending delivery per recipient: all or nothing."""
+        """The digest, the papers it accounts for, and one pending delivery per recipient (with its Message-ID):
+        all or nothing."""
         with self._transaction() as db:
             cursor = db.execute(
                 """INSERT INTO digests (profile, announced, subject, message, created_at, content)
@@ -431,8 +453,8 @@ class Store:
                 [(profile, key, digest_id) for key in paper_keys],
             )
             db.executemany(
-                "INSERT INTO deliveries (digest_id, recipient, status) VALUES (?, ?, 'pending')",
-                [(digest_id, r) for r in recipients],
+                "INSERT INTO deliveries (digest_id, recipient, status, message_id) VALUES (?, ?, 'pending', ?)",
+                [(digest_id, recipient, message_id) for recipient, message_id in recipients.items()],
             )
         return digest_id
 
@@ -452,13 +474,24 @@ class Store:
         ).fetchone()
         return None if row is None else (Digest.model_validate_json(row[0]), dt.datetime.fromisoformat(row[1]))
 
-    def pending_deliveries(self) -> list[PendingDelivery]:
+    def pending_deliveries(self) -> list[Delivery]:
+        """Oldest digest first."""
         rows = self._db.execute(
-            """SELECT d.id, d.profile, d.announced, d.message, group_concat(v.recipient, char(10))
+            """SELECT d.id, d.profile, d.announced, v.recipient, v.message_id, d.message
                FROM digests d JOIN deliveries v ON v.digest_id = d.id
-               WHERE v.status = 'pending' GROUP BY d.id ORDER BY d.announced, d.id"""
+               WHERE v.status = 'pending' ORDER BY d.announced, d.id, v.recipient"""
         ).fetchall()
-        return [PendingDelivery(r[0], r[1], r[2], bytes(r[3]), r[4].split("\n")) for r in rows]
+        return [
+            Delivery(
+                digest_id=r[0],
+                profile=r[1],
+                announced=dt.date.fromisoformat(r[2]),
+                recipient=r[3],
+                message_id=r[4],
+                message=bytes(r[5]),
+            )
+            for r in rows
+        ]
 
     def mark_delivered(self, digest_id: int, recipient: str) -> None:
         with self._transaction() as db:
@@ -468,18 +501,75 @@ class Store:
                 (_now(), digest_id, recipient),
             )
 
-    def mark_failed(self, digest_id: int, recipient: str, error: str) -> None:
+    def mark_attempt(self, digest_id: int, recipient: str, error: str, *, permanent: bool) -> None:
+        """An attempt that did not deliver: for good (`permanent`, never retried), or to be retried."""
         with self._transaction() as db:
             db.execute(
-                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?
+                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?,
+                   status = CASE WHEN ? THEN 'failed' ELSE status END
                    WHERE digest_id = ? AND recipient = ?""",
-                (error, digest_id, recipient),
+                (error, permanent, digest_id, recipient),
             )
+
+    def reconcile_recipients(
+        self, profile: str, recipients: list[str], message_id: Callable[[], str]
+    ) -> tuple[list[tuple[dt.date, str]], list[tuple[dt.date, str]]]:
+        """The profile's digests that still wait for, or failed for, an address no longer configured: their pending
+        deliveries to it are dropped, and the configured recipients they lack are added (a corrected address gets
+        the digest its typo did not). Returns (dropped, added) as (date, recipient)."""
+        dropped: list[tuple[dt.date, str]] = []
+        added: list[tuple[dt.date, str]] = []
+        with self._transaction() as db:
+            rows = db.execute(
+                """SELECT d.id, d.announced, v.recipient, v.status FROM digests d
+                   JOIN deliveries v ON v.digest_id = d.id WHERE d.profile = ?""",
+                (profile,),
+            ).fetchall()
+            by_digest: dict[tuple[int, str], dict[str, str]] = {}
+            for digest_id, announced, recipient, status in rows:
+                by_digest.setdefault((digest_id, announced), {})[recipient] = status
+            for (digest_id, announced), statuses in by_digest.items():
+                gone = [r for r, status in statuses.items() if r not in recipients and status in ("pending", "failed")]
+                if not gone:
+                    continue
+                day = dt.date.fromisoformat(announced)
+                for recipient in gone:
+                    if statuses[recipient] == "pending":
+                        db.execute(
+                            "UPDATE deliveries SET status = 'dropped' WHERE digest_id = ? AND recipient = ?",
+                            (digest_id, recipient),
+                        )
+                        dropped.append((day, recipient))
+                for recipient in (r for r in recipients if r not in statuses):
+                    db.execute(
+                        """INSERT INTO deliveries (digest_id, recipient, status, message_id)
+                           VALUES (?, ?, 'pending', ?)""",
+                        (digest_id, recipient, message_id()),
+                    )
+                    added.append((day, recipient))
+        return dropped, added
+
+    def profiles_with_pending_deliveries(self) -> set[str]:
+        rows = self._db.execute(
+            """SELECT DISTINCT d.profile FROM digests d JOIN deliveries v ON v.digest_id = d.id
+               WHERE v.status = 'pending'"""
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def undone_deliveries(self, limit: int = 20) -> list[DeliveryState]:
+        """Pending and failed deliveries, newest digest first."""
+        rows = self._db.execute(
+            """SELECT d.announced, d.profile, v.recipient, v.status, v.attempts, v.last_error
+               FROM digests d JOIN deliveries v ON v.digest_id = d.id
+               WHERE v.status IN ('pending', 'failed') ORDER BY d.announced DESC, d.id DESC, v.recipient LIMIT ?""",
+            (limit,),
+        ).fetchall()
+        return [DeliveryState(dt.date.fromisoformat(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     def prune(self, older_than: dt.datetime) -> int:
         """Forget what is done and old: papers fetched before `older_than` that are in a digest for every profile
         (with their verdicts), and digests from before then whose every delivery was sent. Returns papers
-        forgotten. Nothing pending, failed or undelivered is ever pruned."""
+        forgotten. Nothing pending is ever pruned: no paper without a digest, no delivery still to be sent."""
         cutoff = older_than.isoformat(timespec="seconds")
         with self._transaction() as db:
             db.execute(
@@ -495,7 +585,7 @@ class Store:
             db.execute("DROP TABLE old_papers")
             db.execute(
                 """DELETE FROM deliveries WHERE digest_id IN (SELECT d.id FROM digests d WHERE d.created_at < ?
-                   AND NOT EXISTS (SELECT 1 FROM deliveries v WHERE v.digest_id = d.id AND v.status != 'sent'))""",
+                   AND NOT EXISTS (SELECT 1 FROM deliveries v WHERE v.digest_id = d.id AND v.status = 'pending'))""",
                 (cutoff,),
             )
             db.execute(

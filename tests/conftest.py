@@ -118,6 +118,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     )
 
 
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """`digest ...` started as a user starts it, output and errors together, to be stopped by the test."""
+    environment = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"} | {"OPENAI_API_KEY": "test-key"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+    )
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> None:
     """Poll `condition` until it holds; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

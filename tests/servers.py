@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import hashlib
 import html
 import json
@@ -414,22 +415,41 @@ _limits = {  # an account with generous limits (OpenAI's tier 5 for gpt-4o-mini)
 
 
 class _Inbox:
-    def __init__(self, refuse: set[str]) -> None:
+    """What the SMTP server received, and how it answers: `refuse` maps addresses to their RCPT reply, `data_reply`
+    refuses every message (552, say), `accept_delay` holds each accepted message before its 250 (the message is
+    queued first, as a real server queues it: a client that leaves before the 250 may still get it delivered),
+    `quit_reply` answers QUIT."""
+
+    def __init__(
+        self, refuse: dict[str, str], data_reply: str | None, accept_delay: float, quit_reply: str | None
+    ) -> None:
         self.messages: list[tuple[str, list[str], EmailMessage]] = []
         self.logins: list[str] = []
+        self.accepted_at: list[float] = []  # when each message was queued, before its 250 left
         self._refuse = refuse
+        self._data_reply = data_reply
+        self._accept_delay = accept_delay
+        self._quit_reply = quit_reply
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if address in self._refuse:
-            return "550 5.1.1 No such user here"
+            return self._refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self._data_reply is not None:
+            return self._data_reply
         parsed = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        self.accepted_at.append(time.time())
+        if self._accept_delay:
+            await asyncio.sleep(self._accept_delay)
         return "250 Message accepted for delivery"
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        return self._quit_reply or "221 Bye"
 
 
 def free_port() -> int:
@@ -461,11 +481,18 @@ def smtp_server(
     tls: TLS | None = None,
     implicit_tls: bool = False,
     login: tuple[str, str] | None = None,
-    refuse: set[str] | None = None,
+    refuse: dict[str, str] | set[str] | None = None,
+    data_reply: str | None = None,
+    accept_delay: float = 0.0,
+    quit_reply: str | None = None,
+    smtputf8: bool = True,
+    port: int | None = None,
 ) -> Iterator[tuple[int, _Inbox]]:
     """aiosmtpd on loopback: plain, with STARTTLS (`tls`), or TLS from the first byte (`implicit_tls`); with AUTH
-    when `login` is given (accepted over TLS only, as real servers do)."""
-    inbox = _Inbox(refuse or set())
+    when `login` is given (accepted over TLS only, as real servers do); with SMTPUTF8 unless told otherwise."""
+    refusals = refuse if isinstance(refuse, dict) else dict.fromkeys(refuse or (), "550 5.1.1 No such user here")
+    inbox = _Inbox(refusals, data_reply, accept_delay, quit_reply)
+    port = port or free_port()
     port = free_port()
 
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
@@ -482,12 +509,48 @@ def smtp_server(
         settings.update(tls_context=tls.server_context, require_starttls=True)
     if login is not None:
         settings.update(authenticator=authenticate, auth_required=True, auth_require_tls=True)
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, server_hostname="127.0.0.1", **settings)
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=port, server_hostname="127.0.0.1", enable_SMTPUTF8=smtputf8, **settings
+    )
     controller.start()
     try:
         yield port, inbox
     finally:
         controller.stop()
+
+
+@contextmanager
+def slow_greeting_server(seconds_per_byte: float = 1.0) -> Iterator[int]:
+    """A server that trickles its greeting one byte at a time and never finishes it (slow loris); yields its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def trickle() -> None:
+        clients = []
+        while not done.is_set():
+            try:
+                client, _ = listener.accept()
+                clients.append(client)
+            except TimeoutError:
+                pass
+            for client in clients:
+                with contextlib.suppress(OSError):
+                    client.send(b"2")
+            done.wait(seconds_per_byte)
+        for client in clients:
+            client.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        listener.close()
 
 
 def html_titles(message: EmailMessage) -> list[str]:

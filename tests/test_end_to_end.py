@@ -7,7 +7,7 @@ from pathlib import Path
 
 from digest.arxiv import parse_api_page, parse_feed
 from tests.conftest import API_PAGE, CL_FEED, EMPTY_FEED, base_config, run_cli, smtp_email
-from tests.servers import html_titles, smtp_server
+from tests.servers import html_titles
 
 
 def _expected_relevant(llm_judged: dict[str, tuple[bool, int]], min_score: int = 6) -> set[str]:
@@ -326,33 +326,3 @@ def test_editing_one_profiles_interests_invalidates_only_its_cache(tmp_path, fee
     assert llm.requests == 3 * 137  # "me" is read again against its new interests; "you" comes from the cache
     assert run_cli("preview", "--config", str(path)).returncode == 0
     assert llm.requests == 3 * 137
-
-
-def test_a_refused_recipient_gets_the_digest_on_a_later_run_and_nobody_gets_it_twice(
-    tmp_path, feed_server, fake_llm, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, _ = fake_llm
-    with smtp_server(refuse={"you@example.org"}) as (port, inbox):
-        config = base_config(
-            tmp_path,
-            feed_url,
-            llm_url,
-            email=smtp_email(port, "d@example.org"),
-        )
-        config["profiles"][0]["email"] = ["me@example.org", "you@example.org"]
-        path = write_config(config)
-        first = run_cli("run", "--config", str(path))
-        assert first.returncode == 1
-        assert "you@example.org was refused: 550" in first.stdout
-        assert "delivered    1, still pending 1" in first.stdout
-        assert [m[1] for m in inbox.messages] == [["me@example.org"]]
-
-        inbox._refuse.clear()
-        second = run_cli("run", "--config", str(path))
-        assert second.returncode == 0, second.stdout
-        assert [m[1] for m in inbox.messages] == [["me@example.org"], ["you@example.org"]]
-        assert inbox.messages[0][2]["Message-ID"] == inbox.messages[1][2]["Message-ID"]  # the same message
-
-        assert run_cli("run", "--config", str(path)).returncode == 0
-        assert len(inbox.messages) == 2

@@ -10,14 +10,15 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from digest.arxiv import parse_feed
 from digest.config import OutputConfig, Profile, SMTPConfig
-from digest.deliver import OutboxChannel, SMTPChannel, build_message
+from digest.deliver import OutboxChannel, Result, SMTPChannel, addressed, build_message, new_message_id
 from digest.errors import DeliveryError
-from digest.models import Usage, Verdict
+from digest.models import Delivery, Usage, Verdict
 from digest.render import Renderer, build_digest, short_authors
 from tests.conftest import CL_FEED
 from tests.servers import html_titles, make_tls, smtp_server
@@ -75,13 +76,15 @@ def test_untrusted_text_is_escaped_in_html():
 
 def test_the_message_is_multipart_alternative_with_consistent_parts():
     rendered = Renderer(OutputConfig()).render(_digest())
-    message = build_message(rendered, "digest@example.org", ["me@example.org", "you@example.org"])
+    message = build_message(rendered, "digest@example.org")
     assert message.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
     assert message["Subject"] == "arXiv digest - 30 Jun 2026 - 4 papers for you"
-    assert message["To"] == "me@example.org, you@example.org"
-    assert message["Message-ID"].endswith("@example.org>")
-    assert message["Date"]
+    one = email.message_from_bytes(
+        addressed(message.as_bytes(), "me@example.org", "<1@example.org>"), policy=email.policy.default
+    )
+    assert (one["To"], one["Message-ID"]) == ("me@example.org", "<1@example.org>")  # one recipient, its own id
+    assert one["Date"]
     titles = html_titles(message)
     assert len(titles) == 4
     text = message.get_body(preferencelist=("plain",)).get_content()
@@ -102,37 +105,66 @@ def test_user_templates_come_first(tmp_path):
     assert rendered.html is not None and "<table" in rendered.html  # the package's template as fallback
 
 
+def _deliver(channel: Any, recipients: list[str], message: bytes | None = None) -> dict[str, Result]:
+    """Deliver to each recipient through `channel`; the result reported for each."""
+    results: dict[str, Result] = {}
+    deliveries = [
+        Delivery(
+            digest_id=1,
+            profile="me",
+            announced=DAY,
+            recipient=r,
+            message_id=new_message_id("digest@example.org"),
+            message=message or _message(),
+        )
+        for r in recipients
+    ]
+    asyncio.run(
+        channel.deliver(deliveries, lambda d, result: results.__setitem__(d.recipient, result), asyncio.Event())
+    )
+    return results
+
+
 def test_smtp_delivery_to_a_real_server(smtp):
     port, inbox = smtp
-    rendered = Renderer(OutputConfig()).render(_digest())
-    message = build_message(rendered, "digest@example.org", ["me@example.org"]).as_bytes()
     channel = SMTPChannel(SMTPConfig(host="127.0.0.1", port=port, security="none"), "digest@example.org")
-    refused = asyncio.run(channel.deliver(message, ["me@example.org"], "me", DAY))
-    assert refused == {}
+    assert _deliver(channel, ["me@example.org"]) == {"me@example.org": Result("sent")}
     sender, recipients, received = inbox.messages[0]
     assert (sender, recipients) == ("digest@example.org", ["me@example.org"])
-    assert received["Message-ID"] == email.message_from_bytes(message, policy=email.policy.default)["Message-ID"]
+    assert received["To"] == "me@example.org" and received["Message-ID"].endswith("@example.org>")
 
 
 def test_smtp_server_down_is_a_delivery_error():
     channel = SMTPChannel(SMTPConfig(host="127.0.0.1", port=1, security="none"), "d@example.org")
     with pytest.raises(DeliveryError, match=r"cannot connect to SMTP server 127\.0\.0\.1:1"):
-        asyncio.run(channel.deliver(b"x", ["me@example.org"], "me", DAY))
+        _deliver(channel, ["me@example.org"])
 
 
 def test_starttls_not_offered_is_reported_as_such(smtp):
     port, _ = smtp
     channel = SMTPChannel(SMTPConfig(host="127.0.0.1", port=port, security="starttls"), "d@example.org")
-    with pytest.raises(DeliveryError, match="does not offer STARTTLS"):
+    with pytest.raises(DeliveryError, match="does not offer STARTTLS, which security: starttls needs"):
         asyncio.run(channel.check())
 
 
+def test_auth_not_offered_says_so_and_why(smtp):
+    port, _ = smtp
+    config = SMTPConfig.model_validate(
+        {"host": "127.0.0.1", "port": port, "security": "none", "username": "digest", "password": "pw"}
+    )
+    with pytest.raises(DeliveryError) as raised:
+        asyncio.run(SMTPChannel(config, "d@example.org").check())
+    assert "does not offer AUTH, which logging in as digest needs (most servers offer it only over TLS)" in str(
+        raised.value
+    )
+    assert "set email.smtp.security to starttls or ssl" in str(raised.value)
+
+
 def test_outbox_writes_the_digest_and_the_eml(tmp_path):
-    rendered = Renderer(OutputConfig()).render(_digest())
-    message = build_message(rendered, "d@example.org", []).as_bytes()
-    assert asyncio.run(OutboxChannel(tmp_path).deliver(message, ["outbox"], "me", DAY)) == {}
+    assert _deliver(OutboxChannel(tmp_path, "d@example.org"), ["outbox"]) == {"outbox": Result("sent")}
     assert "<table" in (tmp_path / "me" / "2026-06-30.html").read_text()
-    assert (tmp_path / "me" / "2026-06-30.eml").read_bytes() == message
+    eml = email.message_from_bytes((tmp_path / "me" / "2026-06-30.eml").read_bytes(), policy=email.policy.default)
+    assert eml["To"] == "d@example.org" and eml["Subject"] == "arXiv digest - 30 Jun 2026 - 4 papers for you"
 
 
 WEB_TEMPLATES = [f"web/{p.name}" for p in (REPO / "templates" / "web").glob("*.j2")]
@@ -162,8 +194,7 @@ def test_the_wheel_ships_the_templates(tmp_path):
 
 
 def _message() -> bytes:
-    rendered = Renderer(OutputConfig()).render(_digest())
-    return build_message(rendered, "digest@example.org", ["me@example.org", "you@example.org"]).as_bytes()
+    return build_message(Renderer(OutputConfig()).render(_digest()), "digest@example.org").as_bytes()
 
 
 def test_starttls_and_login(tmp_path):
@@ -179,10 +210,8 @@ def test_starttls_and_login(tmp_path):
                 "ca_file": tls.ca_file,
             }
         )
-        refused = asyncio.run(
-            SMTPChannel(config, "digest@example.org").deliver(_message(), ["me@example.org"], "me", DAY)
-        )
-    assert refused == {}
+        results = _deliver(SMTPChannel(config, "digest@example.org"), ["me@example.org"])
+    assert results == {"me@example.org": Result("sent")}
     assert inbox.logins == ["digest"]
     assert inbox.messages[0][1] == ["me@example.org"]
 
@@ -191,7 +220,7 @@ def test_implicit_tls(tmp_path):
     tls = make_tls(str(tmp_path))
     with smtp_server(tls=tls, implicit_tls=True) as (port, inbox):
         config = SMTPConfig(host="127.0.0.1", port=port, security="ssl", ca_file=Path(tls.ca_file))
-        asyncio.run(SMTPChannel(config, "digest@example.org").deliver(_message(), ["me@example.org"], "me", DAY))
+        _deliver(SMTPChannel(config, "digest@example.org"), ["me@example.org"])
     assert len(inbox.messages) == 1
 
 
@@ -202,7 +231,7 @@ def test_a_refused_login_is_reported_as_such_without_the_password(tmp_path):
             {"host": "127.0.0.1", "port": port, "username": "digest", "password": "wrong-pass", "ca_file": tls.ca_file}
         )
         with pytest.raises(DeliveryError) as raised:
-            asyncio.run(SMTPChannel(config, "d@example.org").deliver(_message(), ["me@example.org"], "me", DAY))
+            _deliver(SMTPChannel(config, "d@example.org"), ["me@example.org"])
     assert "refused the login for user digest" in str(raised.value)
     assert "wrong-pass" not in str(raised.value)
     assert inbox.messages == []
@@ -219,10 +248,9 @@ def test_an_untrusted_certificate_is_a_tls_failure_not_a_connection_failure(tmp_
 
 
 def test_a_refused_recipient_is_reported_and_the_others_are_delivered(tmp_path):
-    with smtp_server(refuse={"you@example.org"}) as (port, inbox):
+    with smtp_server(refuse={"you@example.org": "550 5.1.1 No such user here"}) as (port, inbox):
         config = SMTPConfig(host="127.0.0.1", port=port, security="none")
-        refused = asyncio.run(
-            SMTPChannel(config, "d@example.org").deliver(_message(), ["me@example.org", "you@example.org"], "me", DAY)
-        )
-    assert list(refused) == ["you@example.org"] and refused["you@example.org"].startswith("550")
-    assert inbox.messages[0][1] == ["me@example.org"]
+        results = _deliver(SMTPChannel(config, "d@example.org"), ["me@example.org", "you@example.org"])
+    assert results["me@example.org"] == Result("sent")
+    assert results["you@example.org"].status == "failed" and "550" in results["you@example.org"].reason
+    assert [m[1] for m in inbox.messages] == [["me@example.org"]]

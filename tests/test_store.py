@@ -20,9 +20,13 @@ def test_prune_forgets_only_what_is_done(tmp_path):
     for paper in PAPERS:
         verdict = Verdict(paper_key=paper.key, relevant=True, score=8, reason="r", matched_interests=[])
         store.save_verdict(verdict, "me", "prompt", "model", 1)
-    sent = store.record_digest("me", dt.date(2026, 6, 29), "s", b"message", [done.key], ["me@example.org"])
+    sent = store.record_digest(
+        "me", dt.date(2026, 6, 29), "s", b"message", [done.key], {"me@example.org": "<1@example.org>"}
+    )
     store.mark_delivered(sent, "me@example.org")
-    store.record_digest("me", dt.date(2026, 6, 30), "s", b"message", [undelivered.key], ["me@example.org"])
+    store.record_digest(
+        "me", dt.date(2026, 6, 30), "s", b"message", [undelivered.key], {"me@example.org": "<1@example.org>"}
+    )
 
     store.rate("me", done, 1, "cli")
     store.rate("me", waiting, -1, "import")
@@ -32,7 +36,7 @@ def test_prune_forgets_only_what_is_done(tmp_path):
     assert forgotten == 2  # the two papers that are in a digest; the undigested one stays
     assert [p.key for p in store.undigested_papers("me")] == [waiting.key]
     assert set(store.cached_verdicts([p.key for p in PAPERS], "prompt", "model", 1)) == {waiting.key}
-    assert [d.announced for d in store.pending_deliveries()] == ["2026-06-30"]  # still to be sent, kept
+    assert [d.announced for d in store.pending_deliveries()] == [dt.date(2026, 6, 30)]  # still to be sent, kept
     assert store.latest_digest_date("me") == dt.date(2026, 6, 30)
     assert not store.has_digest("me", dt.date(2026, 6, 29))  # delivered and old: forgotten
     # The reader's ratings are never forgotten, not even of a paper that was.

@@ -10,7 +10,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ import pytest
 from digest.config import OutputConfig
 from digest.render import Renderer
 from digest.web.links import Links
-from tests.conftest import CL_FEED, base_config, run_cli, smtp_email, stop_process, wait_until
+from tests.conftest import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
 from tests.servers import FeedServer, free_port, html_titles, serve_asgi
 from tests.test_golden import fixed_digest
 
@@ -58,14 +57,7 @@ class Site:
 
 @contextmanager
 def digest_web(config: Path, url: str) -> Iterator[subprocess.Popen[str]]:
-    environment = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"} | {"OPENAI_API_KEY": "test-key"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "web", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=environment,
-    )
+    process = start_cli("web", "--config", str(config))
     try:
         wait_until(lambda: _answers(f"{url}/health") or process.poll() is not None, timeout=30)
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
@@ -272,14 +264,7 @@ def test_serve_runs_the_scheduler_and_the_web_side_in_one_process_and_both_stop_
     port = free_port()
     config = base_config(tmp_path, feed_url, llm_url, schedule={"cron": "0 7 * * *", "timezone": "UTC"})
     config["web"] = {"listen": f"127.0.0.1:{port}", "base_url": f"http://127.0.0.1:{port}"}
-    environment = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"} | {"OPENAI_API_KEY": "test-key"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "serve", "--config", str(write_config(config))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=environment,
-    )
+    process = start_cli("serve", "--config", str(write_config(config)))
     try:
         wait_until(lambda: (tmp_path / "outbox" / "me").exists(), timeout=60)  # the scheduler's missed run
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), timeout=30)
