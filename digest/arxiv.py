@@ -19,14 +19,19 @@ import httpx
 from digest import __version__
 from digest.config import ArxivConfig
 from digest.errors import FetchError, cause_of
-from digest.models import AnnounceType, Feed, Paper
+from digest.http import TooLarge, capped_client
+from digest.models import CONTROL_CHARACTERS, AnnounceType, Feed, Paper
 from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"digest/{__version__} (self-hosted arXiv digest; +https://github.com/digest-dev/digest)"
 ANNOUNCE_TYPES: frozenset[str] = frozenset({"new", "cross", "replace", "replace-cross"})
-GUID = re.compile(r"^(?:oai:arXiv\.org:)?(?P<id>.+?)v(?P<version>\d+)$")
+NEW_STYLE_ID = r"\d{4}\.\d{4,5}"
+OLD_STYLE_ID = r"[a-z]+(?:-[a-z]+)*(?:\.[A-Za-z]{2})?/\d{7}"  # hep-th/9901001, math.AP/0601001
+# An item's guid: a well-formed id with its version. Nothing else may become a file name or a link.
+GUID = re.compile(rf"^(?:oai:arXiv\.org:)?(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})v(?P<version>\d+)$")
+UNREADABLE_SHOWN = 5  # unreadable items named in a warning; the rest are counted
 ABSTRACT_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*Abstract:\s*", re.IGNORECASE)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 API_REQUESTS_PER_MINUTE = 20  # the export API's terms: one request every three seconds
@@ -54,7 +59,7 @@ async def fetch_feed(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    async with httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=True) as http:
+    async with _client(config) as http:
         response = await _get_with_retries(http, url, headers, config.max_retry_seconds, sleep)
     if response.status_code == 304:
         log.info("feed not modified since the last run: %s", url)
@@ -63,6 +68,11 @@ async def fetch_feed(
     return feed.model_copy(
         update={"etag": response.headers.get("etag"), "last_modified": response.headers.get("last-modified")}
     )
+
+
+def _client(config: ArxivConfig) -> httpx.AsyncClient:
+    """Bodies up to arxiv.max_feed_mb; each attempt within timeout_seconds as a whole (see _get_with_retries)."""
+    return capped_client(int(config.max_feed_mb * 1_000_000), timeout=config.timeout_seconds, follow_redirects=True)
 
 
 async def _get_with_retries(
@@ -84,12 +94,18 @@ async def _get_with_retries(
             await before_each()
         wait: float | None = None  # the wait the server named, or a short one for a name that did not resolve
         try:
-            response = await http.get(url, headers=headers)
+            # httpx's timeout bounds each read; a server trickling its answer is bounded here, as a whole.
+            async with asyncio.timeout(max(1.0, min(http.timeout.read or 30.0, deadline - time.monotonic()))):
+                response = await http.get(url, headers=headers)
             problem = f"HTTP {response.status_code}"
             if response.status_code not in RETRYABLE_STATUS:
                 break
             wait = retry_after(response.headers)
-        except httpx.TimeoutException:
+        except TooLarge as error:
+            raise FetchError(
+                f"{what} {url}: {error}", hint="if arXiv's answer really is this large, raise arxiv.max_feed_mb"
+            ) from None
+        except (httpx.TimeoutException, TimeoutError):
             problem = "timed out"
         except httpx.TransportError as error:
             problem = f"connection failed ({error.__class__.__name__}: {error})"
@@ -137,20 +153,29 @@ def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_typ
             f"{url} did not answer with an RSS feed (it starts with {start!r})",
             hint="check arxiv.feed_url in config.yaml; arXiv may also be showing an error page",
         )
-    _check_channel(channel, url, set(categories))
-    announced = _channel_date(channel, url)
+    followed = list(categories)
+    _check_channel(channel, url, set(followed))
+    unreadable: list[str] = []
+    announced = _channel_date(channel)
+    if announced is None:
+        announced = dt.datetime.now(dt.UTC).date()
+        unreadable.append(f"the feed's date {channel.get('published')!r} is unreadable; {announced} is used")
     wanted = set(announce_types)
     papers: dict[str, Paper] = {}
     skipped: dict[str, int] = {}
     for entry in parsed.entries:
-        paper = _paper(entry, announced, url)
+        try:
+            paper = _paper(entry, announced, followed[0])
+        except ValueError as error:  # one malformed item costs that item, never the day
+            unreadable.append(str(error))
+            continue
         if paper.announce_type not in wanted:
             skipped[paper.announce_type] = skipped.get(paper.announce_type, 0) + 1
             continue
         known = papers.get(paper.key)
         if known is None or (paper.announce_type == "new" and known.announce_type != "new"):
             papers[paper.key] = paper
-    return Feed(url=url, announced=announced, papers=list(papers.values()), skipped=skipped)
+    return Feed(url=url, announced=announced, papers=list(papers.values()), skipped=skipped, unreadable=unreadable)
 
 
 def _check_channel(channel: Any, url: str, categories: set[str]) -> None:
@@ -165,30 +190,34 @@ def _check_channel(channel: Any, url: str, categories: set[str]) -> None:
         )
 
 
-def _channel_date(channel: Any, url: str) -> dt.date:
+def _channel_date(channel: Any) -> dt.date | None:
     raw = channel.get("published") or channel.get("updated")
     try:
         return email.utils.parsedate_to_datetime(raw).date()
     except (TypeError, ValueError):
-        raise FetchError(f"{url}: the feed has no readable announcement date (pubDate {raw!r})") from None
+        return None
 
 
-def _paper(entry: Any, announced: dt.date, url: str) -> Paper:
-    guid = str(entry.get("id", ""))
+def _paper(entry: Any, announced: dt.date, feed_category: str) -> Paper:
+    """One item as a Paper; ValueError, naming the item, when it is not one. An item with no category is kept
+    under the feed's."""
+    guid = str(entry.get("id", ""))[:100]
     match = GUID.match(guid)
     if match is None:
-        raise FetchError(f"{url}: an item has an unexpected guid {guid!r}; is this an arXiv feed?")
+        problem = "no guid" if not guid else "no version" if GUID.match(f"{guid}v1") else "no arXiv id"
+        raise ValueError(f"an item with guid {guid!r} ({problem}) was left out")
     announce_type = str(entry.get("arxiv_announce_type", "new")).strip()
     if announce_type not in ANNOUNCE_TYPES:
-        raise FetchError(f"{url}: item {guid} has an unknown announce type {announce_type!r}")
+        raise ValueError(f"item {guid} has an unknown announce type {announce_type[:40]!r} and was left out")
     creators = str(entry.get("author", ""))
+    categories = [str(t["term"]) for t in entry.get("tags", []) if t.get("term")]
     return Paper(
         arxiv_id=match["id"],
         version=int(match["version"]),
         title=_clean(entry.get("title", "")),
         authors=[a.strip() for a in creators.split(",") if a.strip()],
         abstract=_clean(ABSTRACT_PREFIX.sub("", str(entry.get("summary", "")))),
-        categories=[str(t["term"]) for t in entry.get("tags", []) if t.get("term")],
+        categories=categories or [feed_category],
         announce_type=announce_type,  # type: ignore[arg-type]  # checked against ANNOUNCE_TYPES above
         announced=announced,
     )
@@ -217,7 +246,7 @@ async def fetch_since(
     papers: dict[str, Paper] = {}
     skipped: dict[str, int] = {}
     start, total = 0, None
-    async with httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=True) as http:
+    async with _client(config) as http:
         while total is None or start < total:
             params: dict[str, str | int] = {
                 "search_query": query,
@@ -251,7 +280,7 @@ async def lookup_papers(
     pacer = pacer or api_pacer(sleep=sleep)
     wanted = list(dict.fromkeys(arxiv_ids))
     found: dict[str, Paper] = {}
-    async with httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=True) as http:
+    async with _client(config) as http:
         for start in range(0, len(wanted), config.api_page_size):
             chunk = wanted[start : start + config.api_page_size]
             page, _ = await _api_page(
@@ -292,8 +321,11 @@ def parse_api_page(data: bytes, *, url: str, categories: Iterable[str]) -> tuple
         if "/api/errors" in str(entry.get("id", "")):
             raise FetchError(f"arXiv API {url} refused the query: {_clean(entry.get('summary', ''))}")
         match = GUID.match(str(entry.get("id", "")).rsplit("/abs/", 1)[-1])
-        if match is None:
-            raise FetchError(f"arXiv API {url}: an entry has an unexpected id {entry.get('id')!r}")
+        if match is None:  # one malformed entry costs that entry
+            log.warning(
+                "arXiv API %s: an entry with the unexpected id %r was left out", url, str(entry.get("id"))[:100]
+            )
+            continue
         tags = [str(t["term"]) for t in entry.get("tags", []) if t.get("term")]
         primary = str(entry.get("arxiv_primary_category", {}).get("term", tags[0] if tags else ""))
         version = int(match["version"])
@@ -315,4 +347,4 @@ def parse_api_page(data: bytes, *, url: str, categories: Iterable[str]) -> tuple
 
 
 def _clean(text: str) -> str:
-    return " ".join(str(text).split())
+    return " ".join(CONTROL_CHARACTERS.sub(" ", str(text)).split())

@@ -24,10 +24,11 @@ from typing import NamedTuple
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
-from pydantic import ValidationError
+from pydantic import BaseModel, NonNegativeInt, ValidationError
 
 from digest.config import LLMConfig, Prices, Profile
 from digest.errors import LLMError
+from digest.http import capped_answer_client
 from digest.models import Failure, Judgement, JudgementWithTLDR, Paper, Rating, Usage, Verdict
 from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
 from digest.stopping import Stopped, unless_stopped
@@ -42,6 +43,9 @@ FIRST_BACKOFF_SECONDS = 0.1  # the shared limiter bounds the request rate, so a 
 LONGEST_BACKOFF_SECONDS = 30.0
 FIRST_UNNAMED_WAIT_SECONDS = 1.0  # after a 429 that names no wait
 LONGEST_WAIT_SECONDS = 120.0  # a server that asks for longer is asked again after this
+MAX_ANSWER_BYTES = 1_000_000  # an answer is a few kB; a server sending more is broken or hostile
+MAX_TITLE_CHARACTERS = 1000  # of a paper, in the prompt: arXiv's are far shorter; a hostile feed's need not be
+MAX_ABSTRACT_CHARACTERS = 5000  # arXiv caps abstracts at 1,920 characters
 SAME_ERROR_LIMIT = 3  # the same 4xx this many times in a row, with no success between: it is every request's
 # A 400 that names these is about the setup (model, key, route), not about one paper.
 SETUP_ERROR = re.compile(r"model|api[ _-]?key|\bkey\b|route|deployment|no connected db|authenticat", re.IGNORECASE)
@@ -154,8 +158,10 @@ def example_line(rating: Rating) -> str:
 
 
 def paper_message(paper: Paper) -> str:
-    # JSON-encoded, so nothing in a title or abstract can close the fence and pose as instructions.
-    return json.dumps({"title": paper.title, "abstract": paper.abstract}, ensure_ascii=False)
+    # JSON-encoded, so nothing in a title or abstract can close the fence and pose as instructions; truncated, so
+    # no feed decides what a request costs.
+    paper_fields = {"title": paper.title[:MAX_TITLE_CHARACTERS], "abstract": paper.abstract[:MAX_ABSTRACT_CHARACTERS]}
+    return json.dumps(paper_fields, ensure_ascii=False)
 
 
 def estimate_tokens(*texts: str) -> int:
@@ -174,6 +180,54 @@ def response_format(mode: str, answer: type[Judgement] = Judgement) -> ResponseF
     schema["additionalProperties"] = False
     schema["required"] = list(schema["properties"])
     return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
+
+
+class _Message(BaseModel):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _Choice(BaseModel):
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Usage(BaseModel):
+    prompt_tokens: NonNegativeInt = 0
+    completion_tokens: NonNegativeInt = 0
+    cached_tokens: NonNegativeInt = 0
+
+
+class _Answer(BaseModel):
+    """What a chat completion must hold for a verdict: the server's 200 is untrusted until it validates."""
+
+    choices: list[_Choice]
+    usage: _Usage | None = None
+
+
+def _answer_of(body: bytes) -> _Answer:
+    """The answer, or a _Retry naming what came instead (a proxy's HTML page, broken JSON, another shape)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        start = body[:60].decode("utf-8", "replace")
+        raise _Retry(f"the answer was not JSON (it starts with {start!r})") from None
+    if not isinstance(data, dict):
+        raise _Retry(f"the answer was a JSON {type(data).__name__}, not a chat completion")
+    try:
+        answer = _Answer.model_validate({"choices": data.get("choices")})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise _Retry(
+            f"the answer was not a chat completion ({'.'.join(map(str, first['loc']))}: {first['msg']})"
+        ) from None
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+        with contextlib.suppress(ValidationError):  # counts that make no sense are not counted, and cost nothing
+            answer.usage = _Usage.model_validate({**usage, "cached_tokens": cached or 0})
+    return answer
 
 
 class Job(NamedTuple):
@@ -230,6 +284,7 @@ class Classifier:
             base_url=config.base_url,
             timeout=config.timeout_seconds,
             max_retries=0,  # retries are ours: shared back-off across the whole run, and counted
+            http_client=capped_answer_client(MAX_ANSWER_BYTES, timeout=config.timeout_seconds),
         )
         self._limiter = limiter or RateLimiter(config.requests_per_minute, config.tokens_per_minute, sleep=sleep)
         self._sleep = sleep
@@ -293,6 +348,11 @@ class Classifier:
                         group.create_task(retry_later(pending, delay))
                         continue
                     outcome = self._give_up(pending)
+                except LLMError:
+                    raise
+                except Exception as error:  # whatever one answer does, it costs one paper, never the run
+                    log.warning("paper %s: unexpected %s", pending.job.paper.key, error.__class__.__name__)
+                    outcome = Failure(paper_key=pending.job.paper.key, reason=f"unexpected {error.__class__.__name__}")
                 on_outcome(pending.job, outcome)
                 if on_progress is not None:
                     on_progress(self.usage)
@@ -350,15 +410,17 @@ class Classifier:
         paper, profile = pending.job.paper, pending.job.profile
         self.usage.requests += 1
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                model=self._config.model,
-                messages=pending.messages(),
-                response_format=response_format(self._config.structured_output, answer_model(profile)),
-            )
+            # The client's timeout bounds each read; this bounds the whole answer (a server may trickle it).
+            async with asyncio.timeout(self._config.timeout_seconds):
+                raw = await self._client.chat.completions.with_raw_response.create(
+                    model=self._config.model,
+                    messages=pending.messages(),
+                    response_format=response_format(self._config.structured_output, answer_model(profile)),
+                )
         except openai.APIStatusError as error:
             self._reached_server = True
             return self._status_error(pending, error)
-        except openai.APITimeoutError:
+        except (openai.APITimeoutError, TimeoutError):
             self.usage.timed_out += 1
             self._limiter.failed()
             raise _Retry(f"no answer within {self._config.timeout_seconds:g} s") from None
@@ -369,25 +431,24 @@ class Classifier:
         self._succeeded_at = time.monotonic()
         self._same_error = None
         self._limiter.succeeded(raw.headers)
-        completion = raw.parse()
-        if completion.usage is not None:
-            self.usage.prompt_tokens += completion.usage.prompt_tokens
-            self.usage.completion_tokens += completion.usage.completion_tokens
-            details = completion.usage.prompt_tokens_details
-            self.usage.cached_tokens += (details.cached_tokens or 0) if details else 0
-        if not completion.choices:
+        answer = _answer_of(raw.http_response.content)
+        if answer.usage is not None:
+            self.usage.prompt_tokens += answer.usage.prompt_tokens
+            self.usage.completion_tokens += answer.usage.completion_tokens
+            self.usage.cached_tokens += answer.usage.cached_tokens
+        if not answer.choices:
             raise _Retry("the answer had no choices")
-        message = completion.choices[0].message
-        if message.refusal:
-            return Failure(paper_key=paper.key, reason=f"the model refused: {message.refusal[:200]}")
-        if completion.choices[0].finish_reason == "length":
+        choice = answer.choices[0]
+        if choice.message.refusal:
+            return Failure(paper_key=paper.key, reason=f"the model refused: {choice.message.refusal[:200]}")
+        if choice.finish_reason == "length":
             raise _Retry("the answer was cut off (finish_reason=length)")
         try:
-            judgement = answer_model(profile).model_validate_json(message.content or "")
+            judgement = answer_model(profile).model_validate_json(choice.message.content or "")
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(map(str, first["loc"])) or "answer"
-            raise _Retry(f"the answer was not a valid verdict ({where}: {first['msg']})") from None
+            raise _Retry(f"the answer was not a valid verdict ({where}: {first['msg'][:100]})") from None
         return Verdict(paper_key=paper.key, **judgement.model_dump())
 
     def _status_error(self, pending: _Pending, error: openai.APIStatusError) -> Outcome:

@@ -8,23 +8,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import io
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from digest import __version__, ratings, report
 from digest.config import Config, default_config_path, load_config
-from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError
+from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError, redact
 from digest.evaluate import evaluate
 from digest.library import import_library
 from digest.pipeline import Pipeline, check
 from digest.schedule import cron_trigger, healthy, serve
 from digest.stopping import StopOnSignals
-from digest.store import Store
+from digest.store import Store, describe_state_error
 from digest.web.server import serve_web
 
 log = logging.getLogger("digest")
@@ -118,6 +121,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Redacting(io.TextIOBase):
+    """A text stream that writes through to another, with every secret replaced."""
+
+    def __init__(self, stream: TextIO, secrets: list[str]) -> None:
+        self._stream = stream
+        self._secrets = secrets
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text, self._secrets))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -157,7 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     try:
         config = load_config(getattr(args, "config", None) or default_config_path(os.environ))
+        # Whatever a server echoed (a key in an error page, a password in a URL) is redacted on its way out.
+        sys.stdout, sys.stderr = Redacting(sys.stdout, config.secrets), Redacting(sys.stderr, config.secrets)
+        handler.setStream(sys.stderr)
         return asyncio.run(_command(args.command, args, config, quiet))
+    except sqlite3.Error as error:  # the disk or the file, not digest: say which and what to do
+        state_error = describe_state_error(error, config.state)
+        print(f"digest: error: {state_error}", file=sys.stderr)
+        return state_error.exit_code
     except DigestError as error:
         print(f"digest: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -267,9 +298,16 @@ async def _serve(config: Config) -> int:
         async with asyncio.TaskGroup() as group:
             if config.web is not None:  # bound at once: a taken port stops `serve` before its first run
                 group.create_task(serve_web(config, stop, heartbeat=heartbeat))
+            limit = (config.max_run_minutes + 10) * 60.0  # stuck: past the run's own deadline, and room to stop
+            trigger = cron_trigger(config.schedule)
             group.create_task(
                 serve(
-                    cron_trigger(config.schedule), run_once, last_good_run=last_good_run, heartbeat=heartbeat, stop=stop
+                    trigger,
+                    run_once,
+                    last_good_run=last_good_run,
+                    heartbeat=heartbeat,
+                    stop=stop,
+                    stuck_after=limit,
                 )
             )
     except* DigestError as errors:

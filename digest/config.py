@@ -9,6 +9,7 @@ import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from email_validator import EmailNotValidError, validate_email
@@ -98,8 +99,9 @@ class ArxivConfig(StrictModel):
     feed_url: str = "https://rss.arxiv.org/rss"
     api_url: str = "http://export.arxiv.org/api/query"
     api_page_size: Annotated[int, Field(ge=1, le=2000)] = 200
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0  # each download as a whole, not just each read
     max_retry_seconds: Annotated[float, Field(ge=0)] = 120.0
+    max_feed_mb: Annotated[float, Field(gt=0)] = 50.0  # arXiv's biggest daily feeds are a few MB
 
     @field_validator("categories")
     @classmethod
@@ -313,6 +315,7 @@ class Config(StrictModel):
     schedule: ScheduleConfig = ScheduleConfig()
     state: Path = Path("digest.sqlite3")
     retention_days: Annotated[int, Field(ge=30)] = 365
+    max_run_minutes: Annotated[int, Field(ge=1)] = 120  # a run still going then stops at a safe point
     web: WebConfig | None = None
 
     @field_validator("state")
@@ -341,6 +344,20 @@ class Config(StrictModel):
     def fetched(self) -> ArxivConfig:
         """The arXiv settings with every category any profile follows: one fetch serves them all."""
         return self.arxiv.model_copy(update={"categories": self.all_categories})
+
+    @property
+    def secrets(self) -> list[str]:
+        """Everything that must never be shown: keys, passwords, and what URLs carry in their userinfo or query."""
+        found = [self.llm.api_key.get_secret_value()]
+        if self.email.smtp is not None and self.email.smtp.password is not None:
+            found.append(self.email.smtp.password.get_secret_value())
+        if self.web is not None and self.web.secret is not None:
+            found.append(self.web.secret.get_secret_value())
+        for url in (self.llm.base_url, self.arxiv.feed_url, self.arxiv.api_url):
+            parts = urlsplit(url)
+            found += [p for p in (parts.password, parts.username) if p]
+            found += [value for _, value in parse_qsl(parts.query) if value]
+        return found
 
     def categories_of(self, profile: Profile) -> list[str]:
         return profile.categories or self.arxiv.categories
@@ -375,8 +392,18 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(shown, [f"cannot be read: {error}"]) from None
 
+    if len(text) > MAX_CONFIG_CHARACTERS:
+        raise ConfigError(shown, [f"the file has {len(text):,} characters; a config is a few thousand"])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if not _small_enough(root):
+            raise ConfigError(
+                shown,
+                [
+                    f"the file expands to more than {MAX_CONFIG_VALUES:,} values (aliases of aliases?); "
+                    "a config is a few hundred"
+                ],
+            )
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
         mark, context = error.problem_mark, error.context_mark
@@ -406,6 +433,26 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     if problems:
         raise ConfigError(shown, problems)
     return config
+
+
+MAX_CONFIG_CHARACTERS = 1_000_000
+MAX_CONFIG_VALUES = 20_000
+
+
+def _small_enough(root: yaml.Node | None) -> bool:
+    """Whether the document, with its aliases expanded, stays small: every later walk (line numbers, ${VAR},
+    validation) expands them, and a few nested aliases make billions of values."""
+    stack, seen = [root], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            return False
+        if isinstance(node, yaml.MappingNode):
+            stack += [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+    return True
 
 
 Location = tuple[str | int, ...]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
 # A followed author, a must_include keyword, an exclude keyword; or a paper the reader has rated already.
@@ -70,6 +71,7 @@ class Feed(Frozen):
     etag: str | None = None
     last_modified: str | None = None
     skipped: dict[str, int] = {}  # announce types left out by the config, with their counts
+    unreadable: list[str] = []  # items that were not papers (a malformed guid, say), left out: what was wrong
 
     def count_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -78,8 +80,22 @@ class Feed(Frozen):
         return counts
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # a terminal would act on them (ANSI escapes)
+
+
+def _cut(limit: int) -> BeforeValidator:
+    """Control characters out, and longer text cut to `limit`, before it is checked: the schema asks for less, and
+    the code holds to it."""
+    return BeforeValidator(lambda value: CONTROL_CHARACTERS.sub("", value)[:limit] if isinstance(value, str) else value)
+
+
+MAX_INTERESTS = 8
+
+
 class Judgement(BaseModel):
-    """The LLM's answer for one paper; its JSON schema is what the model is asked to produce."""
+    """The LLM's answer for one paper; its JSON schema is what the model is asked to produce. Lengths and counts
+    are bounded in the schema, and cut to the bounds here whatever the model sends: it does not decide the digest's
+    size."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -87,20 +103,28 @@ class Judgement(BaseModel):
     score: Annotated[int, Field(ge=0, le=10, description="0 = unrelated, 10 = exactly what the reader works on.")]
     reason: Annotated[
         str,
+        _cut(400),
         Field(
             min_length=1,
             max_length=400,
             description="One sentence to the reader on why it does or does not match.",
         ),
     ]
-    matched_interests: list[str] = Field(
-        description="The reader's interests this paper matches, in the reader's own words; empty if none."
-    )
+    matched_interests: Annotated[
+        list[Annotated[str, _cut(120), Field(max_length=120)]],
+        BeforeValidator(lambda value: value[:MAX_INTERESTS] if isinstance(value, list) else value),
+        Field(
+            max_length=MAX_INTERESTS,
+            description="The reader's interests this paper matches, in the reader's own words; empty if none.",
+        ),
+    ]
 
 
 class JudgementWithTLDR(Judgement):
     tldr: Annotated[
-        str, Field(min_length=1, max_length=300, description="One plain-language sentence: what the paper does.")
+        str,
+        _cut(300),
+        Field(min_length=1, max_length=300, description="One plain-language sentence: what the paper does."),
     ]
 
 
@@ -170,6 +194,8 @@ class Digest(Frozen):
     usage: Usage
     cost: float | None
     rated: int = 0  # papers the profile's reader has rated, for the footer
+    unreadable: int = 0  # items of the day's feed that could not be read, and were left out
+    unclassifiable: list[Paper] = []  # papers the LLM failed on run after run: shown unjudged, then retired
 
     @property
     def relevant_count(self) -> int:
@@ -214,6 +240,7 @@ class RunSummary(BaseModel):
     fetched: dict[str, int] = {}
     not_modified: bool = False  # arXiv answered 304: nothing new since the last run
     backfilled: int = 0  # papers brought by `run --since` from the export API
+    unreadable: list[str] = []  # items of the feed that could not be read, and were left out
     new_papers: int = 0
     profiles: list[ProfileSummary] = []
     usage: Usage = Usage()

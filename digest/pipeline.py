@@ -19,7 +19,7 @@ from pathlib import Path
 import openai
 from pydantic import BaseModel
 
-from digest.arxiv import feed_url, fetch_feed, fetch_since
+from digest.arxiv import UNREADABLE_SHOWN, feed_url, fetch_feed, fetch_since
 from digest.classify import (
     COMPLETION_TOKENS_ESTIMATE,
     PROMPT_VERSION,
@@ -33,7 +33,7 @@ from digest.classify import (
 )
 from digest.config import Config, Profile
 from digest.deliver import build_message, configured_channel, deliver_pending, destinations, new_message_id
-from digest.errors import DeliveryError, DigestError
+from digest.errors import DeliveryError, DigestError, redact
 from digest.models import Failure, Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict
 from digest.progress import Progress
 from digest.ratings import Taste
@@ -46,11 +46,13 @@ from digest.web.links import Links
 log = logging.getLogger(__name__)
 
 MISSED_AFTER = dt.timedelta(hours=30)  # a weekday run every 24 h; more than this apart, a day was missed
+RETIRE_AFTER_RUNS = 3  # a paper the LLM failed on in this many runs goes into the digest unjudged, and is retired
 
 
 class Pipeline:
     def __init__(self, config: Config, *, show_progress: bool = True) -> None:
         self.config = config
+        self._secrets = config.secrets
         self._show_progress = show_progress
 
     async def run(
@@ -64,12 +66,16 @@ class Pipeline:
         Errors a user can act on end up in the summary's `errors`, so the summary is always there to print.
         """
         started, clock = dt.datetime.now(dt.UTC), time.monotonic()
-        stop = stop or asyncio.Event()
         summary = RunSummary()
+        # Past max_run_minutes the run stops at its next safe point, as on a signal, and says so.
+        limit = self.config.max_run_minutes
+        signalled, deadline, stop = stop or asyncio.Event(), asyncio.Event(), asyncio.Event()
+        watcher = asyncio.ensure_future(_stop_at(signalled, limit * 60, deadline, stop))
         store = Store(self.config.state)
         try:
             store.lock_for_run()
         except DigestError:
+            watcher.cancel()
             store.close()
             raise
         try:
@@ -114,7 +120,11 @@ class Pipeline:
                 await deliver_pending(self.config, store, summary, stop)
             except DeliveryError as error:
                 summary.errors.append(str(error))
-            if stop.is_set():
+            if deadline.is_set():
+                summary.errors.append(
+                    f"the run passed max_run_minutes ({limit}) and stopped at a safe point; the next run does the rest"
+                )
+            elif stop.is_set():
                 summary.stopped = True
                 summary.warnings.append("stopped by a signal at a safe point; the next run does what was left")
             elif not summary.errors:
@@ -122,8 +132,10 @@ class Pipeline:
                 if forgotten:
                     log.info("prune: forgot %d papers older than %d days", forgotten, self.config.retention_days)
         finally:
+            watcher.cancel()
             summary.seconds = time.monotonic() - clock
-            store.record_run(started, summary)
+            # What servers said is in the summary: it is kept without the secrets they may have echoed.
+            store.record_run(started, RunSummary.model_validate_json(redact(summary.model_dump_json(), self._secrets)))
             store.close()
         return summary
 
@@ -142,11 +154,13 @@ class Pipeline:
         summary = RunSummary()
         store = Store(self.config.state)
         try:
+            store.lock_for_run()  # it fetches and classifies: never beside a run on the same state
             feed = await self._fetch(store, summary)
             shown: dict[str, tuple[dt.date, list[Paper]]] = {}
             for profile in self.config.profiles:
                 papers = store.undigested_papers(profile.name)
-                announced = feed.announced or dt.date.today()
+                # After a 304 the feed says no date: the one it had when it was last read.
+                announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
                 latest = store.latest_digest_date(profile.name)
                 if not self._in_scope(profile, papers) and latest is not None:
                     announced, papers = latest, store.papers_of_digest(profile.name, latest)
@@ -208,6 +222,14 @@ class Pipeline:
                 f"the feed is stale: it is dated {feed.announced}, and {last_announced} was already processed"
             )
         summary.not_modified = feed.not_modified
+        if feed.unreadable:
+            summary.unreadable = feed.unreadable
+            shown = "; ".join(feed.unreadable[:UNREADABLE_SHOWN])
+            more = len(feed.unreadable) - UNREADABLE_SHOWN
+            summary.warnings.append(
+                f"{len(feed.unreadable)} items of the feed could not be read: {shown}"
+                + (f"; and {more} more" if more > 0 else "")
+            )
         summary.new_papers = store.record_feed(feed, [p.name for p in self.config.profiles])
         kinds = ", ".join(f"{n} {kind}" for kind, n in summary.fetched.items()) or "none"
         log.info(
@@ -315,7 +337,7 @@ class Pipeline:
         def record(job: Job, outcome: Outcome) -> None:
             name = job.profile.name
             if isinstance(outcome, Failure):
-                store.save_failure(outcome, name)
+                store.save_failure(outcome.model_copy(update={"reason": redact(outcome.reason, self._secrets)}), name)
                 by_name[name].failed += 1
                 log.warning("could not classify %s for %s: %s", job.paper.key, name, outcome.reason)
                 return
@@ -364,13 +386,16 @@ class Pipeline:
         mine = verdicts[profile.name]
         in_scope = self._in_scope(profile, papers)
         classified = [p for p in in_scope if p.key in mine]
-        unclassified = len(in_scope) - len(classified)
+        # A paper the LLM failed on in RETIRE_AFTER_RUNS runs is shown as it is, for the reader to judge, and retired.
+        attempts = store.failure_attempts(profile.name, [p.key for p in in_scope if p.key not in mine])
+        given_up = [p for p in in_scope if attempts.get(p.key, 0) >= RETIRE_AFTER_RUNS]
+        unclassified = len(in_scope) - len(classified) - len(given_up)
         if store.has_digest(profile.name, announced):
             profile_summary.digest = f"already recorded for {announced}"
             if classified:
                 profile_summary.digest += f"; {paper_count(len(classified))} wait for the next digest"
             return
-        if not classified and not profile.send_empty:
+        if not classified and not given_up and not profile.send_empty:
             profile_summary.digest = "nothing new: no digest" if not unclassified else "none: nothing classified"
             return
         taste = _taste(store, profile)
@@ -385,20 +410,23 @@ class Pipeline:
             summary.cost,
             rated=len(taste.ratings),
             liked_before={p.key for p in classified if taste.liked_before(p)},
+            unreadable=len(summary.unreadable),
+            unclassifiable=given_up,
         )
         profile_summary.relevant = digest.relevant_count
         rendered = renderer.render(digest)
         sender = self.config.email.from_
         message = build_message(rendered, sender)
-        send = digest.relevant_count > 0 or profile.send_empty
+        send = digest.relevant_count > 0 or bool(given_up) or profile.send_empty
         # Papers outside the profile's categories are retired with this digest, so they are not looked at again.
-        outside = [p.key for p in papers if p not in in_scope]
+        scope = {p.key for p in in_scope}  # by key: comparing papers to papers is quadratic in a catch-up's thousands
+        outside = [p.key for p in papers if p.key not in scope]
         store.record_digest(
             profile.name,
             announced,
             rendered.subject,
             message.as_bytes(),
-            [p.key for p in classified] + outside,
+            [p.key for p in classified + given_up] + outside,
             {r: new_message_id(self.config.email.from_) for r in destinations(profile.email, self.config)}
             if send
             else {},
@@ -407,6 +435,15 @@ class Pipeline:
         profile_summary.digest = f"{digest.relevant_count} of {paper_count(len(classified))} for {announced}"
         if not send:
             profile_summary.digest += ": nothing relevant, no email (send_empty: true sends one)"
+
+
+async def _stop_at(signalled: asyncio.Event, seconds: float, deadline: asyncio.Event, stop: asyncio.Event) -> None:
+    """Set `stop` when `signalled` is set, or, setting `deadline` too, when `seconds` have passed."""
+    try:
+        await asyncio.wait_for(signalled.wait(), seconds)
+    except TimeoutError:
+        deadline.set()
+    stop.set()
 
 
 def _taste(store: Store | None, profile: Profile) -> Taste:

@@ -11,14 +11,12 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from digest.arxiv import lookup_papers
+from digest.arxiv import NEW_STYLE_ID, OLD_STYLE_ID, lookup_papers
 from digest.config import Config, Profile
 from digest.errors import UsageError
 from digest.models import Paper, Rating, RatingSource, Verdict
 from digest.store import Store
 
-NEW_STYLE_ID = r"\d{4}\.\d{4,5}"
-OLD_STYLE_ID = r"[a-z]+(?:-[a-z]+)*(?:\.[A-Za-z]{2})?/\d{7}"  # hep-th/9901001, math.AP/0601001
 ARXIV_ID = rf"(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})(?:v(?P<version>\d+))?"
 # What a reader pastes: an id, arXiv:id, or an abs, pdf or html link.
 PASTED = re.compile(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,8 @@ def build_digest(
     *,
     rated: int = 0,
     liked_before: Collection[str] = (),
+    unreadable: int = 0,
+    unclassifiable: Sequence[Paper] = (),
 ) -> Digest:
     """Pick the papers the reader's rules put in and those scoring at least min_score, best first, up to
     max_papers, grouped as the profile asks (papers by followed authors and keyword matches first). `liked_before`:
@@ -79,6 +82,8 @@ def build_digest(
         usage=usage,
         cost=cost,
         rated=rated,
+        unreadable=unreadable,
+        unclassifiable=list(unclassifiable),
     )
 
 
@@ -100,6 +105,22 @@ def _group_of(entry: Entry, group_by: str) -> str:
         return ALL_GROUP
     interests = entry.verdict.matched_interests
     return interests[0].strip() if interests else OTHER_GROUP
+
+
+# Characters that Markdown, or the HTML a Markdown viewer renders, would act on anywhere in a line.
+MARKDOWN_ACTIVE = re.compile(r"([\\`*_{}\[\]()#+!|<>~&])")
+# What only acts at the start of a line (a list, a heading underline, a numbered list), and bare links.
+MARKDOWN_LINE_START = re.compile(r"^(?:([-=])|(\d+)([.)]))")
+BARE_LINK = re.compile(r"(?i)(https?|ftp|mailto)(:)|\b(www)(\.)")
+
+
+def markdown_text(text: object) -> str:
+    """Untrusted text as inert Markdown: on one line, every character that could make a link, an image, markup or
+    a block escaped, and bare URLs broken so that viewers do not link them. Links are the template's own."""
+    line = " ".join(str(text).split())
+    line = MARKDOWN_ACTIVE.sub(r"\\\1", line)
+    line = BARE_LINK.sub(lambda m: f"{m[1] or m[3]}\\{m[2] or m[4]}", line)
+    return MARKDOWN_LINE_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", line)
 
 
 def paper_count(count: int) -> str:
@@ -144,6 +165,8 @@ def template_environment(output: OutputConfig) -> jinja2.Environment:
     )
     env.filters["short_authors"] = short_authors
     env.filters["badge"] = badge
+    env.filters["md"] = markdown_text
+    env.filters["papers"] = paper_count
     env.globals["rating_note"] = rating_note
     return env
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from digest.config import ScheduleConfig
+from digest.errors import DigestError
 from digest.stopping import StopOnSignals
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,12 @@ async def serve(
     last_good_run: dt.datetime | None,
     heartbeat: Path,
     stop: asyncio.Event | None = None,
+    stuck_after: float = 3 * 3600.0,
 ) -> None:
     """Call `run_once(stop)` whenever `trigger` fires, one at a time, until a signal (or `stop`)."""
     stop = stop or asyncio.Event()
     running = asyncio.Lock()
+    started_at: float | None = None  # of the run in progress
     current: set[asyncio.Task[None]] = set()
 
     async def job() -> None:
@@ -64,8 +68,12 @@ async def serve(
         assert task is not None
         async with running:
             current.add(task)
+            nonlocal started_at
+            started_at = time.monotonic()
             try:
                 await run_once(stop)
+            except DigestError as error:  # another run holds the state (cron beside serve, say): one line, no traceback
+                log.warning("serve: the run did not happen: %s", error.message)
             except asyncio.CancelledError:
                 # Past the grace period at a stop: what the run had not recorded is done by the next one.
                 log.warning(
@@ -75,8 +83,13 @@ async def serve(
                 log.exception("serve: the run failed; the next one runs as scheduled")
             finally:
                 current.discard(task)
+                started_at = None
 
     def beat() -> None:
+        # A run going well past its own deadline is stuck: then the heartbeat stops, and `digest health` says so.
+        if started_at is not None and time.monotonic() - started_at > stuck_after:
+            log.warning("serve: the run started %.0f minutes ago is stuck", (time.monotonic() - started_at) / 60)
+            return
         heartbeat.parent.mkdir(parents=True, exist_ok=True)
         heartbeat.touch()
 

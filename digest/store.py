@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from digest.errors import DigestError
+from digest.errors import DigestError, StateError
 from digest.models import Delivery, Digest, Failure, Feed, Paper, Rating, RatingSource, RunSummary, Verdict
 
 MIGRATIONS: list[str] = [
@@ -147,6 +147,28 @@ MIGRATIONS: list[str] = [
 VerdictCache = Literal["verdicts", "eval_verdicts"]
 
 
+def describe_state_error(error: sqlite3.Error, path: Path) -> StateError:
+    """What went wrong with the state file, in words, and what to do: the disk, the file, or its permissions."""
+    text = str(error).lower()
+    if "readonly" in text or "unable to open" in text or "permission" in text:
+        return StateError(
+            f"cannot write the state file {path}: {error}",
+            hint="make the file and its folder writable by this user, or point state: in config.yaml elsewhere",
+        )
+    if "full" in text:
+        return StateError(
+            f"the disk holding the state file {path} is full: {error}",
+            hint="free some space; nothing recorded so far is lost, and the next run goes on from there",
+        )
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return StateError(
+            f"the state file {path} is damaged: {error}",
+            hint=f"restore it from a backup, or move it away to start over (mv {path} {path}.damaged): the next run "
+            "then treats today's papers as new, and ratings kept in it are lost unless you restore it",
+        )
+    return StateError(f"the state file {path} could not be used: {error}", hint="check the file and its folder")
+
+
 def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(prompt.strip().encode()).hexdigest()[:16]
 
@@ -176,14 +198,22 @@ class Store:
     """All reads and writes of the state file. Each method is one transaction."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._lock: IO[str] | None = None
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._migrate()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout = 10000")  # first: the pragmas below may wait for another process
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.Error as error:
+            raise describe_state_error(error, path) from None
+        except OSError as error:
+            raise StateError(
+                f"cannot create the folder of the state file {path}: {error.strerror or error}",
+                hint="make the folder writable, or point state: in config.yaml somewhere that is",
+            ) from None
 
     def close(self) -> None:
         self._db.close()
@@ -218,9 +248,21 @@ class Store:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
-        for version, script in enumerate(MIGRATIONS[self.schema_version :], start=self.schema_version + 1):
-            # One script per migration, schema change and version bump committed together.
-            self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
+        known = len(MIGRATIONS)
+        if self.schema_version > known:
+            raise StateError(
+                f"the state file {self._path} was written by a newer release of digest (schema "
+                f"{self.schema_version}; this release knows {known})",
+                hint="upgrade digest, or point state: in config.yaml at another file",
+            )
+        if self.schema_version == known:
+            return
+        # Two processes opening a new state at once: one migrates, the other then finds nothing left to do.
+        with open(f"{self._path}.migrate.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for version, script in enumerate(MIGRATIONS[self.schema_version :], start=self.schema_version + 1):
+                # One script per migration, schema change and version bump committed together.
+                self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -413,6 +455,20 @@ class Store:
             )
             for r in rows
         ]
+
+    def failure_attempts(self, profile: str, paper_keys: Iterable[str]) -> dict[str, int]:
+        """In how many runs the LLM failed on each of these papers, for this profile."""
+        keys = list(paper_keys)
+        found: dict[str, int] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self._db.execute(
+                f"""SELECT paper_key, attempts FROM failures WHERE profile = ?
+                    AND paper_key IN ({",".join("?" * len(chunk))})""",
+                (profile, *chunk),
+            ).fetchall()
+            found.update({key: int(attempts) for key, attempts in rows})
+        return found
 
     # Digests and deliveries
 

@@ -87,6 +87,7 @@ class FeedServer:
     requests: list[dict[str, str]] = field(default_factory=list)
     last_modified: str = "Tue, 30 Jun 2026 04:00:00 GMT"
     validators: bool = True  # False: no ETag and no Last-Modified, so every request gets the whole feed again
+    hostile: str | None = None  # "endless": a body that never ends; "trickle": a byte a second
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
@@ -95,6 +96,15 @@ class FeedServer:
         if self.failures:
             status, body = self.failures.pop(0)
             await _respond(send, status, body, {"content-type": "text/html", "retry-after": self.retry_after})
+            return
+        if self.hostile is not None:
+            headers_out = [(b"content-type", b"application/rss+xml")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers_out})
+            for _ in range(100_000 if self.hostile == "endless" else 600):
+                chunk = b"<!-- " + b"z" * 65536 + b" -->" if self.hostile == "endless" else b" "
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await asyncio.sleep(0 if self.hostile == "endless" else 1.0)
+            await send({"type": "http.response.body", "body": b""})
             return
         body = self.feeds.get(scope["path"])
         if body is None:
@@ -171,6 +181,11 @@ class FakeLLM:
     script: list[str] = field(default_factory=list)
     random_failures: dict[str, float] = field(default_factory=dict)  # e.g. {"429": 0.2, "500": 0.05}
     invalid_for: set[str] = field(default_factory=set)  # titles always answered with a schema-violating verdict
+    # Titles always answered in a hostile way: "html" (a captive portal's page, status 200), "list" (a JSON list),
+    # "types" (strings where numbers belong in usage), "negative" (negative token counts), "huge" (a 2 MB body),
+    # "endless" (a body that never ends), "trickle" (a byte a second), "refuse" (the model refuses), "bloated" (a
+    # verdict with a 10 kB reason and a hundred matched interests), "echo" (a 500 that echoes the Authorization).
+    hostile_for: dict[str, str] = field(default_factory=dict)
     retry_after: str | None = "0.05"
     retry_after_ms: str | None = None
     # Enforce a requests-per-minute limit as OpenAI does, quantized to one second's worth (6,000 RPM as 100 a
@@ -295,6 +310,9 @@ class FakeLLM:
         messages = request["messages"]
         self.prompts.append(messages)
         paper = json.loads(messages[-1]["content"])
+        hostile = self.hostile_for.get(paper["title"])
+        if hostile is not None and await self._hostile(hostile, request, send):
+            return
         relevant, score = self.judge(paper["title"], paper["abstract"])
         self.judged[paper["title"]] = (relevant, score)
         answer: dict[str, Any] = {
@@ -306,6 +324,8 @@ class FakeLLM:
         schema = request.get("response_format", {}).get("json_schema", {}).get("schema", {})
         if "tldr" in schema.get("properties", {}):
             answer["tldr"] = f"In short: {paper['title'][:60]}."
+        if hostile == "bloated":
+            answer.update(reason="x" * 10_000, matched_interests=[f"interest {i} " + "y" * 1000 for i in range(50)])
         content = json.dumps(answer)
         if paper["title"] in self.invalid_for:
             behaviour = "schema"
@@ -332,8 +352,41 @@ class FakeLLM:
                 "prompt_tokens_details": {"cached_tokens": 256},
             },
         }
+        if hostile == "types":
+            completion["usage"] = {"prompt_tokens": "lots", "completion_tokens": None}
+        elif hostile == "negative":
+            completion["usage"] = {"prompt_tokens": -1_000_000_000, "completion_tokens": -5}
+        elif hostile == "refuse":
+            completion["choices"][0]["message"].update(content=None, refusal="I cannot help with that.")
         await self._count(200)
         await _respond(send, 200, json.dumps(completion).encode(), self._headers(self._limit_headers()))
+
+    async def _hostile(self, behaviour: str, request: dict[str, Any], send: Send) -> bool:
+        """Answer in the hostile way named; False for the ways that are a completion with something odd in it."""
+        if behaviour == "html":
+            await _respond(
+                send, 200, b"<html><body>Please log in to the Wi-Fi</body></html>", {"content-type": "text/html"}
+            )
+        elif behaviour == "list":
+            await _respond(send, 200, b"[1, 2, 3]", _json)
+        elif behaviour == "huge":
+            await _respond(send, 200, b'{"choices": [], "padding": "' + b"z" * 2_000_000 + b'"}', _json)
+        elif behaviour in ("endless", "trickle"):
+            start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            await send(start)
+            for _ in range(100_000 if behaviour == "endless" else 600):
+                chunk = b"z" * 65536 if behaviour == "endless" else b" "
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await asyncio.sleep(0 if behaviour == "endless" else 1.0)
+            await send({"type": "http.response.body", "body": b""})
+        elif behaviour == "echo":
+            message = f"upstream said: bad request with headers Authorization: Bearer {self.api_key}"
+            await self._error(send, 500, message, "server_error", None)
+        else:
+            return False
+        if behaviour != "echo":  # _error counted its own
+            await self._count(200)
+        return True
 
     async def _error(self, send: Send, status: int, message: str, kind: str, code: str | None) -> None:
         await self._count(status)
