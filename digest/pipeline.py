@@ -78,6 +78,7 @@ class Pipeline:
             watcher.cancel()
             store.close()
             raise
+        bug: Exception | None = None
         try:
             if catch_up and since is None:
                 since = self._missed_since(store)
@@ -115,11 +116,16 @@ class Pipeline:
                 summary.errors.append(str(error))
             except Stopped:
                 pass  # nothing of an abandoned download was recorded
+            except Exception as error:  # a bug: reported once the digests pending from earlier days are out
+                bug = error
+                summary.errors.append(f"internal error: {error.__class__.__name__}")
             # Digests left pending by earlier runs go out even when today's fetch or classification failed.
             try:
                 await deliver_pending(self.config, store, summary, stop)
             except DeliveryError as error:
                 summary.errors.append(str(error))
+            if bug is not None:
+                raise bug
             if deadline.is_set():
                 summary.errors.append(
                     f"the run passed max_run_minutes ({limit}) and stopped at a safe point; the next run does the rest"

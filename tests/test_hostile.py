@@ -265,3 +265,24 @@ def test_an_answer_is_cut_to_its_bounds_and_loses_its_control_characters() -> No
     assert "\x07" not in "".join(judgement.matched_interests) and len(judgement.tldr) == 300
     schema = JudgementWithTLDR.model_json_schema()
     assert schema["properties"]["matched_interests"]["maxItems"] == 8
+
+
+def test_a_bug_in_todays_work_does_not_keep_an_earlier_digest_from_going_out(
+    tmp_path, fake_llm, smtp, write_config
+) -> None:
+    (llm_url, _), (port, inbox) = fake_llm, smtp
+    day = CL_FEED.read_bytes()
+    feeds = FeedServer(feeds={"/rss/cs.CL": day})
+    with serve_asgi(feeds) as feed_url:
+        down = {"from": "d@example.org", "smtp": {"host": "127.0.0.1", "port": 1, "security": "none"}}
+        first = run_cli("run", "--config", str(write_config(base_config(tmp_path, feed_url, llm_url, email=down))))
+        assert first.returncode == 1 and "still pending 1" in first.stdout
+        # The next day brings new papers, and a template of the reader's own that breaks when rendered.
+        feeds.feeds["/rss/cs.CL"] = day.replace(b"Tue, 30 Jun 2026", b"Wed, 01 Jul 2026").replace(b"2606.", b"2607.")
+        templates = tmp_path / "templates"
+        templates.mkdir()
+        (templates / "digest.txt.j2").write_text("{{ digest.no_such_thing.at_all }}")
+        config = base_config(tmp_path, feed_url, llm_url, email=smtp_email(port), output={"templates": "templates"})
+        second = run_cli("run", "--config", str(write_config(config)))
+    assert second.returncode == 1 and "internal error" in second.stderr
+    assert [m[2]["Subject"] for m in inbox.messages] == ["arXiv digest - 30 Jun 2026 - 79 papers for you"]
