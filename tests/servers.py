@@ -539,13 +539,11 @@ def smtp_server(
     accept_delay: float = 0.0,
     quit_reply: str | None = None,
     smtputf8: bool = True,
-    port: int | None = None,
 ) -> Iterator[tuple[int, _Inbox]]:
     """aiosmtpd on loopback: plain, with STARTTLS (`tls`), or TLS from the first byte (`implicit_tls`); with AUTH
     when `login` is given (accepted over TLS only, as real servers do); with SMTPUTF8 unless told otherwise."""
     refusals = refuse if isinstance(refuse, dict) else dict.fromkeys(refuse or (), "550 5.1.1 No such user here")
     inbox = _Inbox(refusals, data_reply, accept_delay, quit_reply)
-    port = port or free_port()
     port = free_port()
 
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
