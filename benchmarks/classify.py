@@ -43,9 +43,12 @@ CONCURRENCY = 64
 def _serve(port: int, settings: dict[str, Any]) -> None:
     import uvicorn
 
-    from tests.servers import FakeLLM
+    from tests.servers import BatchAPI, FakeLLM
 
-    uvicorn.run(FakeLLM(**settings), host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    batch = settings.pop("batch", False)  # with the Batch API, finishing a batch 3 s after it is first polled
+    llm = FakeLLM(**settings)
+    llm.batch_api = BatchAPI(llm, seconds=3.0) if batch else None
+    uvicorn.run(llm, host="127.0.0.1", port=port, log_level="error", lifespan="off")
 
 
 class Server:

@@ -19,14 +19,14 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 from pydantic import BaseModel, NonNegativeInt, ValidationError
 
-from digest.config import LLMConfig, Prices, Profile
+from digest.config import LLMConfig, Prices, Profile, TokenPrices
 from digest.errors import LLMError
 from digest.http import capped_answer_client
 from digest.models import Failure, Judgement, JudgementWithTLDR, Paper, Rating, Usage, Verdict
@@ -112,12 +112,31 @@ def price_of(config: LLMConfig) -> Prices | None:
 
 
 def estimate_cost(usage: Usage, config: LLMConfig) -> float | None:
+    """What the run's tokens cost: live ones at live prices, those answered by the Batch API at batch prices."""
     price = price_of(config)
     if price is None:
         return None
+    live = _tokens_cost(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, price)
+    batch = (usage.batch_prompt_tokens, usage.batch_cached_tokens, usage.batch_completion_tokens)
+    return live + _tokens_cost(*batch, price.for_batch())
+
+
+def live_cost(usage: Usage, config: LLMConfig) -> float | None:
+    """What the same tokens would have cost with every request sent live."""
+    price = price_of(config)
+    if price is None:
+        return None
+    return _tokens_cost(
+        usage.prompt_tokens + usage.batch_prompt_tokens,
+        usage.cached_tokens + usage.batch_cached_tokens,
+        usage.completion_tokens + usage.batch_completion_tokens,
+        price,
+    )
+
+
+def _tokens_cost(prompt: int, cached: int, completion: int, price: TokenPrices) -> float:
     cached_price = price.input if price.cached_input is None else price.cached_input
-    uncached = usage.prompt_tokens - usage.cached_tokens
-    return (uncached * price.input + usage.cached_tokens * cached_price + usage.completion_tokens * price.output) / 1e6
+    return ((prompt - cached) * price.input + cached * cached_price + completion * price.output) / 1e6
 
 
 def system_prompt(profile: Profile, ratings: Sequence[Rating] = ()) -> str:
@@ -212,6 +231,10 @@ def _answer_of(body: bytes) -> _Answer:
     except (ValueError, UnicodeDecodeError):
         start = body[:60].decode("utf-8", "replace")
         raise _Retry(f"the answer was not JSON (it starts with {start!r})") from None
+    return _answer_from(data)
+
+
+def _answer_from(data: object) -> _Answer:
     if not isinstance(data, dict):
         raise _Retry(f"the answer was a JSON {type(data).__name__}, not a chat completion")
     try:
@@ -230,6 +253,47 @@ def _answer_of(body: bytes) -> _Answer:
     return answer
 
 
+def _outcome_of(answer: _Answer, paper: Paper, profile: Profile) -> Outcome:
+    """The verdict in a chat completion, the model's refusal, or a _Retry saying why the answer is no verdict."""
+    if not answer.choices:
+        raise _Retry("the answer had no choices")
+    choice = answer.choices[0]
+    if choice.message.refusal:
+        return Failure(paper_key=paper.key, reason=f"the model refused: {choice.message.refusal[:200]}")
+    if choice.finish_reason == "length":
+        raise _Retry("the answer was cut off (finish_reason=length)")
+    try:
+        judgement = answer_model(profile).model_validate_json(choice.message.content or "")
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "answer"
+        raise _Retry(f"the answer was not a valid verdict ({where}: {first['msg'][:100]})") from None
+    return Verdict(paper_key=paper.key, **judgement.model_dump())
+
+
+class BatchAnswer(NamedTuple):
+    outcome: Outcome | None  # None: no verdict in it, so the request is sent again live
+    problem: str
+    usage: Usage
+
+
+def batch_answer(body: object, job: Job) -> BatchAnswer:
+    """A Batch API response body, validated exactly as a live answer is; its tokens count at batch prices."""
+    try:
+        answer = _answer_from(body)
+    except _Retry as retry:
+        return BatchAnswer(None, retry.problem, Usage())
+    usage = Usage(batch_requests=1)
+    if answer.usage is not None:
+        usage.batch_prompt_tokens = answer.usage.prompt_tokens
+        usage.batch_cached_tokens = answer.usage.cached_tokens
+        usage.batch_completion_tokens = answer.usage.completion_tokens
+    try:
+        return BatchAnswer(_outcome_of(answer, job.paper, job.profile), "", usage)
+    except _Retry as retry:
+        return BatchAnswer(None, retry.problem, usage)
+
+
 class Job(NamedTuple):
     profile: Profile
     paper: Paper
@@ -237,6 +301,27 @@ class Job(NamedTuple):
 
 
 Outcome = Verdict | Failure
+
+
+class ChatRequest(TypedDict):
+    model: str
+    messages: list[ChatCompletionMessageParam]
+    response_format: ResponseFormat
+
+
+def request_body(config: LLMConfig, job: Job) -> ChatRequest:
+    """One job's chat completion request, live or in a batch. Built when sent rather than held: a day's messages at
+    once would hold every abstract twice over."""
+    return {
+        "model": config.model,
+        "messages": [
+            {"role": "system", "content": job.instructions},
+            {"role": "user", "content": paper_message(job.paper)},
+        ],
+        "response_format": response_format(config.structured_output, answer_model(job.profile)),
+    }
+
+
 OnOutcome = Callable[[Job, Outcome], None]
 OnProgress = Callable[[Usage], None]
 
@@ -252,13 +337,6 @@ class _Pending:
         self.failures_without_wait = 0  # bounded by max_attempts
         self.rate_limited = 0  # not bounded: a wait the server asked for is not a failed attempt
         self.problem = "no attempt was made"
-
-    def messages(self) -> list[ChatCompletionMessageParam]:
-        # Built when sent rather than held: a day's messages at once would hold every abstract twice over.
-        return [
-            {"role": "system", "content": self.job.instructions},
-            {"role": "user", "content": paper_message(self.job.paper)},
-        ]
 
 
 class _Retry(Exception):
@@ -413,9 +491,7 @@ class Classifier:
             # The client's timeout bounds each read; this bounds the whole answer (a server may trickle it).
             async with asyncio.timeout(self._config.timeout_seconds):
                 raw = await self._client.chat.completions.with_raw_response.create(
-                    model=self._config.model,
-                    messages=pending.messages(),
-                    response_format=response_format(self._config.structured_output, answer_model(profile)),
+                    **request_body(self._config, pending.job)
                 )
         except openai.APIStatusError as error:
             self._reached_server = True
@@ -436,20 +512,7 @@ class Classifier:
             self.usage.prompt_tokens += answer.usage.prompt_tokens
             self.usage.completion_tokens += answer.usage.completion_tokens
             self.usage.cached_tokens += answer.usage.cached_tokens
-        if not answer.choices:
-            raise _Retry("the answer had no choices")
-        choice = answer.choices[0]
-        if choice.message.refusal:
-            return Failure(paper_key=paper.key, reason=f"the model refused: {choice.message.refusal[:200]}")
-        if choice.finish_reason == "length":
-            raise _Retry("the answer was cut off (finish_reason=length)")
-        try:
-            judgement = answer_model(profile).model_validate_json(choice.message.content or "")
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(map(str, first["loc"])) or "answer"
-            raise _Retry(f"the answer was not a valid verdict ({where}: {first['msg'][:100]})") from None
-        return Verdict(paper_key=paper.key, **judgement.model_dump())
+        return _outcome_of(answer, paper, profile)
 
     def _status_error(self, pending: _Pending, error: openai.APIStatusError) -> Outcome:
         try:
@@ -460,7 +523,7 @@ class Classifier:
 
     def _judge_status(self, pending: _Pending, error: openai.APIStatusError) -> Outcome:
         status = error.status_code
-        detail = _error_message(error)
+        detail = error_message(error)
         if status == 429 and error.code == "insufficient_quota":
             raise LLMError(
                 f"the LLM account has no quota left: {detail}",
@@ -508,7 +571,7 @@ class Classifier:
         raise _Retry(f"HTTP {status}: {detail}")
 
 
-def _error_message(error: openai.APIStatusError) -> str:
+def error_message(error: openai.APIStatusError) -> str:
     body = error.body
     if isinstance(body, Mapping) and isinstance(body.get("message"), str):
         return str(body["message"])[:300]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from digest import __version__, ratings, report
+from digest.batch import batch_allowance_seconds
 from digest.config import Config, default_config_path, load_config
 from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError, redact
 from digest.evaluate import evaluate
@@ -226,6 +227,8 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
         with Store(config.state) as store:
             print(report.status_table(store.recent_runs(args.last)))
             print(report.undone_deliveries(store.undone_deliveries()))
+            if batches := store.batches_in_flight():
+                print(report.batches_in_flight(batches))
         return EXIT_OK
     if command == "health":
         alive = healthy(heartbeat_path(config), time.time())
@@ -298,7 +301,8 @@ async def _serve(config: Config) -> int:
         async with asyncio.TaskGroup() as group:
             if config.web is not None:  # bound at once: a taken port stops `serve` before its first run
                 group.create_task(serve_web(config, stop, heartbeat=heartbeat))
-            limit = (config.max_run_minutes + 10) * 60.0  # stuck: past the run's own deadline, and room to stop
+            # Stuck: past the run's own deadline (with its wait for a batch), and room to stop.
+            limit = (config.max_run_minutes + 10) * 60.0 + batch_allowance_seconds(config.llm)
             trigger = cron_trigger(config.schedule)
             group.create_task(
                 serve(

@@ -153,6 +153,15 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
+    # Answered through the Batch API, billed at its prices: apart from the live figures above.
+    batch_requests: int = 0
+    batch_prompt_tokens: int = 0
+    batch_cached_tokens: int = 0
+    batch_completion_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens + self.batch_prompt_tokens + self.batch_completion_tokens
 
     def add(self, other: Usage) -> None:
         for name in Usage.model_fields:
@@ -245,6 +254,8 @@ class RunSummary(BaseModel):
     profiles: list[ProfileSummary] = []
     usage: Usage = Usage()
     cost: float | None = None
+    live_cost: float | None = None  # what the same tokens would have cost live, when some went in a batch
+    batches: list[str] = []  # what each Batch API batch came to
     deliveries_sent: int = 0
     deliveries_pending: int = 0
     deliveries_failed: int = 0  # refused for good (5xx): reported by this run once, never retried

@@ -20,6 +20,7 @@ import openai
 from pydantic import BaseModel
 
 from digest.arxiv import UNREADABLE_SHOWN, feed_url, fetch_feed, fetch_since
+from digest.batch import BatchClassifier, batch_allowance_seconds
 from digest.classify import (
     COMPLETION_TOKENS_ESTIMATE,
     PROMPT_VERSION,
@@ -28,6 +29,7 @@ from digest.classify import (
     Outcome,
     estimate_cost,
     estimate_tokens,
+    live_cost,
     paper_message,
     system_prompt,
 )
@@ -68,9 +70,11 @@ class Pipeline:
         started, clock = dt.datetime.now(dt.UTC), time.monotonic()
         summary = RunSummary()
         # Past max_run_minutes the run stops at its next safe point, as on a signal, and says so.
+        # In batch mode, waiting for the batch (until llm.batch_deadline, or its 24 h) comes on top.
         limit = self.config.max_run_minutes
         signalled, deadline, stop = stop or asyncio.Event(), asyncio.Event(), asyncio.Event()
-        watcher = asyncio.ensure_future(_stop_at(signalled, limit * 60, deadline, stop))
+        seconds = limit * 60 + batch_allowance_seconds(self.config.llm)
+        watcher = asyncio.ensure_future(_stop_at(signalled, seconds, deadline, stop))
         store = Store(self.config.state)
         try:
             store.lock_for_run()
@@ -92,7 +96,7 @@ class Pipeline:
                 if since is not None:
                     await unless_stopped(self._backfill(store, summary, since), stop)
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
-                verdicts = await self._classify(store, summary, pending, stop)
+                verdicts = await self._classify(store, summary, pending, stop, batch_from=started)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
                 renderer, clock_render = Renderer(self.config.output, Links.of(self.config, store)), time.monotonic()
                 for profile, profile_summary in zip(self.config.profiles, summary.profiles, strict=True):
@@ -262,6 +266,13 @@ class Pipeline:
             time.monotonic() - clock,
         )
 
+    def _report(self, line: str) -> None:
+        """Progress of a batch: a line on stderr when the waiting is long, so the reader sees it going on."""
+        if self._show_progress:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            log.info("%s", line)
+
     def _in_scope(self, profile: Profile, papers: list[Paper]) -> list[Paper]:
         """The papers in the profile's own categories (all of them when it follows the global ones)."""
         mine = set(self.config.categories_of(profile))
@@ -322,6 +333,10 @@ class Pipeline:
             requests=len(jobs),
             tokens=usage.prompt_tokens + usage.completion_tokens,
             cost=estimate_cost(usage, llm),
+            batch_cost=estimate_cost(
+                Usage(batch_prompt_tokens=usage.prompt_tokens, batch_completion_tokens=usage.completion_tokens), llm
+            ),
+            batch=llm.mode == "batch",
             minutes_at_rate_limit=max(
                 len(jobs) / llm.requests_per_minute,
                 (usage.prompt_tokens + usage.completion_tokens) / llm.tokens_per_minute,
@@ -334,8 +349,11 @@ class Pipeline:
         summary: RunSummary,
         papers_of: dict[str, list[Paper]],
         stop: asyncio.Event | None = None,
+        *,
+        batch_from: dt.datetime | None = None,
     ) -> dict[str, dict[str, Verdict]]:
-        """Classify each profile's papers that have no cached verdict; return every verdict, by profile."""
+        """Classify each profile's papers that have no cached verdict; return every verdict, by profile.
+        `batch_from`: when the run started, for a run that may use the Batch API (llm.mode: batch)."""
         summary.cost = estimate_cost(summary.usage, self.config.llm)
         verdicts, jobs, summary.profiles = self._plan(store, papers_of)
         by_name = {s.name: s for s in summary.profiles}
@@ -354,7 +372,12 @@ class Pipeline:
         if not jobs:
             return verdicts
         clock = time.monotonic()
-        classifier = Classifier(self.config.llm)
+        live = Classifier(self.config.llm)
+        classifier = (
+            BatchClassifier(self.config, store, live, started=batch_from, report=self._report)
+            if self.config.llm.mode == "batch" and batch_from is not None
+            else live
+        )
         progress = Progress(
             len(jobs),
             lambda usage: estimate_cost(usage, self.config.llm),
@@ -366,6 +389,10 @@ class Pipeline:
         finally:
             summary.usage = classifier.usage
             summary.cost = estimate_cost(classifier.usage, self.config.llm)
+            if classifier.usage.batch_requests:
+                summary.live_cost = live_cost(classifier.usage, self.config.llm)
+            if isinstance(classifier, BatchClassifier):
+                summary.batches, summary.warnings = classifier.notes, summary.warnings + classifier.warnings
             progress.finish(classifier.usage)
             await classifier.close()
         log.info(
@@ -477,6 +504,8 @@ class DryRunReport(BaseModel):
     requests: int
     tokens: int
     cost: float | None
+    batch_cost: float | None  # the same requests through the Batch API
+    batch: bool  # llm.mode is batch
     minutes_at_rate_limit: float
 
 

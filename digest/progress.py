@@ -52,7 +52,7 @@ class Progress:
 
     def _line(self, usage: Usage) -> str:
         elapsed = max(self._clock() - self._started, 1e-9)
-        tokens = usage.prompt_tokens + usage.completion_tokens
+        tokens = usage.tokens
         filled = BAR_WIDTH * self._done // max(self._total, 1)
         bar = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] " if self._live else ""
         return (

@@ -41,11 +41,17 @@ def run_summary(summary: RunSummary) -> str:
             f"digest: {profile.digest}"
         )
     lines.append(
-        f"  llm          {usage.requests} requests, {usage.retries} retries, {usage.rate_limited} rate-limited, "
-        f"{usage.timed_out} timed out, "
-        f"{usage.prompt_tokens:,} prompt tokens ({usage.cached_tokens:,} cached), "
-        f"{usage.completion_tokens:,} completion tokens, {describe_cost(summary.cost)}"
+        "  llm          "
+        + (
+            f"{usage.requests} requests, {usage.retries} retries, {usage.rate_limited} rate-limited, "
+            f"{usage.timed_out} timed out, {usage.prompt_tokens:,} prompt tokens ({usage.cached_tokens:,} cached), "
+            f"{usage.completion_tokens:,} completion tokens, {describe_cost(summary.cost)}"
+            if not usage.batch_requests
+            else f"{usage.batch_requests} answered in a batch, {usage.requests} live requests, {usage.retries} "
+            f"retries, {usage.rate_limited} rate-limited, {usage.tokens:,} tokens, {_batch_cost(summary)}"
+        )
     )
+    lines += [f"  batch        {note}" for note in summary.batches]
     delivered = f"  delivered    {summary.deliveries_sent}, still pending {summary.deliveries_pending}"
     lines.append(delivered + (f", failed for good {summary.deliveries_failed}" if summary.deliveries_failed else ""))
     if summary.resumed:
@@ -56,6 +62,12 @@ def run_summary(summary: RunSummary) -> str:
         lines.append(f"  warning: {paper_count(failed)} could not be classified; they are retried on the next run")
     lines += [f"  error: {e}" for e in summary.errors]
     return "\n".join(lines)
+
+
+def _batch_cost(summary: RunSummary) -> str:
+    if summary.cost is None or summary.live_cost is None:
+        return describe_cost(summary.cost)
+    return f"{describe_cost(summary.cost)} with batch prices (live would have cost ~${summary.live_cost:.4f})"
 
 
 def dry_run_report(report: DryRunReport) -> str:
@@ -70,9 +82,14 @@ def dry_run_report(report: DryRunReport) -> str:
             f"  {profile.name:<12} {profile.to_classify} papers to classify, {profile.cached} already cached, "
             f"{profile.ruled} decided by your rules or ratings"
         )
+    live = (
+        f"live {describe_cost(report.cost)}, at least {report.minutes_at_rate_limit * 60:.0f} s at the configured "
+        "rate limits"
+    )
+    batch = f"as a batch {describe_cost(report.batch_cost)}, answered within 24 h"
     lines.append(
-        f"  would cost   {report.requests} requests, about {report.tokens:,} tokens, {describe_cost(report.cost)}, "
-        f"at least {report.minutes_at_rate_limit * 60:.0f} s at the configured rate limits"
+        f"  would cost   {report.requests} requests, about {report.tokens:,} tokens: "
+        + (f"{batch} (llm.mode: batch); {live}" if report.batch else f"{live} (llm.mode: live); {batch}")
     )
     return "\n".join(lines)
 
@@ -87,10 +104,12 @@ def status_table(runs: list[tuple[dt.datetime, bool, RunSummary]]) -> str:
     lines = [header, "-" * len(header)]
     for started, ok, summary in runs:
         relevant = " ".join(f"{p.name}={p.relevant}" for p in summary.profiles) or "-"
-        tokens = summary.usage.prompt_tokens + summary.usage.completion_tokens
+        tokens = summary.usage.tokens
         cost = "?" if summary.cost is None else f"${summary.cost:.4f}"
         failed = "failed: " + textwrap.shorten("; ".join(summary.errors), width=70, placeholder=" ...")
         result = "ok" if ok else "stopped" if summary.stopped else failed
+        if summary.live_cost is not None:
+            result += f" (batch; live: ${summary.live_cost:.4f})"
         lines.append(
             f"{started.astimezone():%Y-%m-%d %H:%M} {summary.announced or '-'!s:<10} "
             f"{sum(summary.fetched.values()) + summary.backfilled:>6} {relevant:<20} "
@@ -108,6 +127,16 @@ def undone_deliveries(deliveries: list[DeliveryState]) -> str:
     for d in deliveries:
         why = textwrap.shorten(d.last_error or "not tried yet", width=90, placeholder=" ...")
         lines.append(f"  {d.announced} {d.profile:<12} {d.recipient:<30} {d.status:<7} {d.attempts} tries  {why}")
+    return "\n".join(lines)
+
+
+def batches_in_flight(batches: list[tuple[str, str, dt.datetime]]) -> str:
+    """For `digest status`: Batch API batches a run is waiting for, or that the next run resumes."""
+    lines = ["batches not yet collected (the next run resumes them; never submitted twice):"]
+    lines += [
+        f"  {batch_id}  {status:<12} submitted {created.astimezone():%Y-%m-%d %H:%M}"
+        for batch_id, status, created in batches
+    ]
     return "\n".join(lines)
 
 

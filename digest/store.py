@@ -142,6 +142,28 @@ MIGRATIONS: list[str] = [
     DROP TABLE deliveries;
     ALTER TABLE deliveries_5 RENAME TO deliveries;
     """,
+    # 6: Batch API submissions. A submission is recorded with its requests before the batch is created (its key goes
+    # with it as metadata, so a batch created just before a crash is found again), and is open until its results
+    # are recorded: a run resumes an open batch and never pays for the same requests twice.
+    """
+    CREATE TABLE batches (
+        submission TEXT PRIMARY KEY,   -- ours, also in the batch's metadata
+        batch_id TEXT UNIQUE,          -- the provider's; NULL until the batch is created
+        input_file_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        status TEXT NOT NULL,          -- 'submitting', then the provider's last word (validating ... completed)
+        created_at TEXT NOT NULL,
+        closed_at TEXT                 -- its results are recorded, or it was given up: never polled again
+    );
+    CREATE TABLE batch_requests (
+        submission TEXT NOT NULL REFERENCES batches (submission),
+        custom_id TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        paper_key TEXT NOT NULL,
+        interests_hash TEXT NOT NULL,  -- the prompt it was asked with, as the verdict cache keys it
+        PRIMARY KEY (submission, custom_id)
+    );
+    """,
 ]
 # Where verdicts are cached: the digest's own, or `digest eval`'s.
 VerdictCache = Literal["verdicts", "eval_verdicts"]
@@ -180,6 +202,18 @@ def _now() -> str:
 def _now_precise() -> str:
     """To the microsecond: ratings given in one second keep their order, newest first."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A Batch API submission not yet closed, and what it asks: custom_id -> (profile, paper key, prompt hash)."""
+
+    submission: str
+    batch_id: str | None
+    input_file_id: str
+    status: str
+    created_at: dt.datetime
+    requests: dict[str, tuple[str, str, str]]
 
 
 @dataclass(frozen=True)
@@ -651,6 +685,63 @@ class Store:
                 (cutoff,),
             )
         return int(forgotten)
+
+    # Batch API submissions
+
+    def open_batches(self, model: str) -> list[BatchRecord]:
+        rows = self._db.execute(
+            """SELECT submission, batch_id, input_file_id, status, created_at FROM batches
+               WHERE closed_at IS NULL AND model = ? ORDER BY created_at""",
+            (model,),
+        ).fetchall()
+        batches = []
+        for submission, batch_id, file_id, status, created_at in rows:
+            requests = self._db.execute(
+                "SELECT custom_id, profile, paper_key, interests_hash FROM batch_requests WHERE submission = ?",
+                (submission,),
+            ).fetchall()
+            batches.append(
+                BatchRecord(
+                    submission,
+                    batch_id,
+                    file_id,
+                    status,
+                    dt.datetime.fromisoformat(created_at),
+                    {r[0]: (r[1], r[2], r[3]) for r in requests},
+                )
+            )
+        return batches
+
+    def begin_batch(
+        self, submission: str, input_file_id: str, model: str, requests: dict[str, tuple[str, str, str]]
+    ) -> None:
+        """Record a submission and its requests, before the batch is created."""
+        with self._transaction() as db:
+            db.execute(
+                """INSERT INTO batches (submission, input_file_id, model, status, created_at)
+                   VALUES (?, ?, ?, 'submitting', ?)""",
+                (submission, input_file_id, model, _now()),
+            )
+            db.executemany(
+                """INSERT INTO batch_requests (submission, custom_id, profile, paper_key, interests_hash)
+                   VALUES (?, ?, ?, ?, ?)""",
+                [(submission, custom_id, *request) for custom_id, request in requests.items()],
+            )
+
+    def update_batch(self, submission: str, status: str, batch_id: str | None = None, *, closed: bool = False) -> None:
+        with self._transaction() as db:
+            db.execute(
+                """UPDATE batches SET status = ?, batch_id = coalesce(?, batch_id),
+                   closed_at = CASE WHEN ? THEN ? ELSE closed_at END WHERE submission = ?""",
+                (status, batch_id, closed, _now(), submission),
+            )
+
+    def batches_in_flight(self) -> list[tuple[str, str, dt.datetime]]:
+        """For `digest status`: each open batch's id (or submission), status and start."""
+        rows = self._db.execute(
+            "SELECT coalesce(batch_id, submission), status, created_at FROM batches WHERE closed_at IS NULL"
+        ).fetchall()
+        return [(r[0], r[1], dt.datetime.fromisoformat(r[2])) for r in rows]
 
     # Runs
 

@@ -17,6 +17,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,11 @@ import trustme
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -42,6 +48,15 @@ async def _read_body(receive: Receive) -> bytes:
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
+
+
+def _replay(body: bytes) -> Receive:
+    """An ASGI receive that gives `body`, already read, once more."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
@@ -197,7 +212,9 @@ class FakeLLM:
     # A gateway like LiteLLM's proxy: at most this many requests per calendar minute, refused already when one is
     # left; successes say limit and remaining (requests only), a 429 says nothing but llm_provider-retry-after: 60.
     gateway_per_minute: int | None = None
-    requests: int = 0
+    usage_by_length: bool = False  # count prompt tokens from the request's length (about 4 characters a token)
+    batch_api: BatchAPI | None = None  # /v1/files and /v1/batches; without it they are 404, as on vLLM or Ollama
+    requests: int = 0  # chat completions asked live
     in_flight: int = 0
     max_in_flight: int = 0
     arrivals: list[float] = field(default_factory=list)
@@ -242,6 +259,7 @@ class FakeLLM:
             "statuses": self.statuses,
             "over_limit": self.over_limit,
             "arrivals": self.arrivals,
+            "batch_calls": self.batch_api.calls if self.batch_api is not None else 0,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -258,6 +276,10 @@ class FakeLLM:
         if scope["path"].endswith("/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in self.models]
             await _respond(send, 200, json.dumps({"object": "list", "data": data}).encode(), _json)
+            return
+        if self.batch_api is not None and re.match(r"/v1/(files|batches)", scope["path"]):
+            self.batch_api.calls += 1
+            await self.batch_api.app(scope, _replay(body), send)
             return
         if not scope["path"].endswith("/chat/completions"):
             await self._error(send, 404, f"Unknown path {scope['path']}", "invalid_request_error", None)
@@ -313,8 +335,22 @@ class FakeLLM:
         hostile = self.hostile_for.get(paper["title"])
         if hostile is not None and await self._hostile(hostile, request, send):
             return
+        completion = self.completion(request, behaviour, bloated=hostile == "bloated")
+        if hostile == "types":
+            completion["usage"] = {"prompt_tokens": "lots", "completion_tokens": None}
+        elif hostile == "negative":
+            completion["usage"] = {"prompt_tokens": -1_000_000_000, "completion_tokens": -5}
+        elif hostile == "refuse":
+            completion["choices"][0]["message"].update(content=None, refusal="I cannot help with that.")
+        await self._count(200)
+        await _respond(send, 200, json.dumps(completion).encode(), self._headers(self._limit_headers()))
+
+    def completion(self, request: dict[str, Any], behaviour: str = "ok", *, bloated: bool = False) -> dict[str, Any]:
+        """The chat completion that answers `request`, judged by `judge`; "malformed" or "schema" spoil the verdict."""
+        paper = json.loads(request["messages"][-1]["content"])
         relevant, score = self.judge(paper["title"], paper["abstract"])
-        self.judged[paper["title"]] = (relevant, score)
+        with self._lock:
+            self.judged[paper["title"]] = (relevant, score)
         answer: dict[str, Any] = {
             "relevant": relevant,
             "score": score,
@@ -324,7 +360,7 @@ class FakeLLM:
         schema = request.get("response_format", {}).get("json_schema", {}).get("schema", {})
         if "tldr" in schema.get("properties", {}):
             answer["tldr"] = f"In short: {paper['title'][:60]}."
-        if hostile == "bloated":
+        if bloated:
             answer.update(reason="x" * 10_000, matched_interests=[f"interest {i} " + "y" * 1000 for i in range(50)])
         content = json.dumps(answer)
         if paper["title"] in self.invalid_for:
@@ -333,8 +369,13 @@ class FakeLLM:
             content = content[: len(content) // 2]
         elif behaviour == "schema":
             content = json.dumps({**answer, "score": "very high"})
-        completion = {
-            "id": f"chatcmpl-{self.requests}",
+        prompt_tokens, cached_tokens, completion_tokens = 400, 256, 40
+        if self.usage_by_length:
+            prompt_tokens = sum(len(m["content"]) for m in request["messages"]) // 4
+            cached_tokens = len(request["messages"][0]["content"]) // 4 // 128 * 128  # OpenAI caches 128-token steps
+            completion_tokens = len(content) // 4
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request["model"],
@@ -346,20 +387,12 @@ class FakeLLM:
                 }
             ],
             "usage": {
-                "prompt_tokens": 400,
-                "completion_tokens": 40,
-                "total_tokens": 440,
-                "prompt_tokens_details": {"cached_tokens": 256},
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached_tokens},
             },
         }
-        if hostile == "types":
-            completion["usage"] = {"prompt_tokens": "lots", "completion_tokens": None}
-        elif hostile == "negative":
-            completion["usage"] = {"prompt_tokens": -1_000_000_000, "completion_tokens": -5}
-        elif hostile == "refuse":
-            completion["choices"][0]["message"].update(content=None, refusal="I cannot help with that.")
-        await self._count(200)
-        await _respond(send, 200, json.dumps(completion).encode(), self._headers(self._limit_headers()))
 
     async def _hostile(self, behaviour: str, request: dict[str, Any], send: Send) -> bool:
         """Answer in the hostile way named; False for the ways that are a completion with something odd in it."""
@@ -451,6 +484,194 @@ class FakeLLM:
     async def _count(self, status: int) -> None:
         with self._lock:
             self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+@dataclass
+class BatchAPI:
+    """OpenAI's Batch API as documented (shared/notes): multipart file upload, batches created, retrieved, listed
+    and cancelled, result files as JSONL in no particular order, over `llm`'s judge. A batch moves from validating
+    to in_progress when first polled, and ends after `seconds`, unless `hold` keeps it going (answering only
+    `done_while_held` of its requests). Lines of titles in `failed_for` go to the error file, those in
+    `missing_for` nowhere, those in `invalid_for` get an invalid verdict; `expire_after` answers that many and
+    expires the rest. Invalid input fails the batch."""
+
+    llm: FakeLLM
+    seconds: float = 0.2
+    hold: bool = False
+    done_while_held: int = 0
+    expire_after: int | None = None
+    failed_for: set[str] = field(default_factory=set)
+    missing_for: set[str] = field(default_factory=set)
+    invalid_for: set[str] = field(default_factory=set)  # answered with a verdict that breaks the schema, here only
+    refuse_model: bool = False  # fail every batch in validation, as for a model the Batch API does not serve
+    files: dict[str, bytes] = field(default_factory=dict)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: int = 0  # HTTP requests to /files and /batches
+    uploads: int = 0
+    cancels: int = 0
+    polls: int = 0
+    _started: dict[str, float] = field(default_factory=dict)
+    _lines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _answered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.app = Starlette(
+            routes=[
+                Route("/v1/files", self._upload, methods=["POST"]),
+                Route("/v1/files/{file_id}/content", self._content),
+                Route("/v1/batches", self._create, methods=["POST"]),
+                Route("/v1/batches", self._list),
+                Route("/v1/batches/{batch_id}", self._retrieve),
+                Route("/v1/batches/{batch_id}/cancel", self._cancel, methods=["POST"]),
+            ]
+        )
+
+    async def _upload(self, request: Request) -> Response:
+        form = await request.form()
+        upload = form["file"]
+        assert isinstance(upload, UploadFile) and form["purpose"] == "batch"
+        content = await upload.read()
+        file_id = f"file-{uuid.uuid4().hex[:24]}"
+        self.files[file_id] = content
+        self.uploads += 1
+        return JSONResponse(
+            {
+                "id": file_id,
+                "object": "file",
+                "bytes": len(content),
+                "created_at": int(time.time()),
+                "filename": upload.filename,
+                "purpose": "batch",
+                "status": "processed",
+            }
+        )
+
+    async def _content(self, request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        if file_id not in self.files:
+            return _not_found(f"No such File object: {file_id}")
+        return Response(self.files[file_id], media_type="application/octet-stream")
+
+    async def _create(self, request: Request) -> Response:
+        asked = await request.json()
+        if asked["input_file_id"] not in self.files:
+            return _not_found(f"No such File object: {asked['input_file_id']}")
+        assert asked["endpoint"] == "/v1/chat/completions" and asked["completion_window"] == "24h"
+        batch_id = f"batch_{uuid.uuid4().hex[:24]}"
+        now = int(time.time())
+        batch = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": asked["endpoint"],
+            "errors": None,
+            "input_file_id": asked["input_file_id"],
+            "completion_window": "24h",
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": now,
+            "in_progress_at": None,
+            "expires_at": now + 86400,
+            "completed_at": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            "metadata": asked.get("metadata"),
+        }
+        errors, lines = self._validate(self.files[asked["input_file_id"]])
+        if self.refuse_model:
+            errors.append({"code": "model_not_found", "message": "The model is not supported by the Batch API."})
+        if errors:
+            batch.update(status="failed", errors={"object": "list", "data": errors}, failed_at=now)
+        else:
+            self._lines[batch_id] = lines
+            batch["request_counts"]["total"] = len(lines)
+        self.batches[batch_id] = batch
+        return JSONResponse(batch)
+
+    def _validate(self, content: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        lines, errors, seen = [], [], set()
+        for number, raw in enumerate(content.decode().splitlines(), 1):
+            line = json.loads(raw)
+            if line.get("custom_id") in seen:
+                errors.append({"code": "duplicate_custom_id", "message": "custom_id is not unique", "line": number})
+            if line.get("method") != "POST" or line.get("url") != "/v1/chat/completions":
+                errors.append({"code": "invalid_url", "message": "url must be the batch's endpoint", "line": number})
+            seen.add(line.get("custom_id"))
+            lines.append(line)
+        return errors, lines
+
+    async def _list(self, request: Request) -> Response:
+        newest = sorted(self.batches.values(), key=lambda b: b["created_at"], reverse=True)
+        return JSONResponse({"object": "list", "data": newest, "has_more": False})
+
+    async def _retrieve(self, request: Request) -> Response:
+        batch = self.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return _not_found("No such Batch object")
+        self.polls += 1
+        self._advance(batch)
+        return JSONResponse(batch)
+
+    async def _cancel(self, request: Request) -> Response:
+        batch = self.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return _not_found("No such Batch object")
+        self.cancels += 1
+        if batch["status"] in ("validating", "in_progress"):
+            batch.update(status="cancelling", cancelling_at=int(time.time()))
+        return JSONResponse(batch)
+
+    def _advance(self, batch: dict[str, Any]) -> None:
+        """Move the batch on as time passes: what the real one does between polls."""
+        batch_id, status, now = batch["id"], batch["status"], int(time.time())
+        if status == "validating":
+            batch.update(status="in_progress", in_progress_at=now)
+            self._started[batch_id] = time.monotonic()
+            return
+        lines = self._lines.get(batch_id, [])
+        if status == "in_progress" and self.hold:
+            self._answer(batch, lines[: self.done_while_held])
+        elif status == "in_progress" and time.monotonic() - self._started[batch_id] >= self.seconds:
+            if self.expire_after is not None:
+                self._answer(batch, lines[: self.expire_after])
+                self._finish(batch, "expired", expired_at=now)
+            else:
+                self._answer(batch, lines)
+                self._finish(batch, "completed", completed_at=now)
+        elif status == "cancelling":
+            self._finish(batch, "cancelled", cancelled_at=now)
+
+    def _answer(self, batch: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+        answered = self._answered.setdefault(batch["id"], [])
+        for line in lines[len(answered) :]:
+            title = json.loads(line["body"]["messages"][-1]["content"])["title"]
+            result: dict[str, Any] = {"id": f"batch_req_{uuid.uuid4().hex[:12]}", "custom_id": line["custom_id"]}
+            if title in self.failed_for:
+                error = {"message": "The server had an error processing your request.", "type": "server_error"}
+                result.update(response={"status_code": 500, "request_id": "req", "body": {"error": error}}, error=None)
+            elif title not in self.missing_for:
+                body = self.llm.completion(line["body"], "schema" if title in self.invalid_for else "ok")
+                result.update(response={"status_code": 200, "request_id": "req", "body": body}, error=None)
+            answered.append(result)
+        ok = sum(1 for r in answered if r.get("response", {}).get("status_code") == 200)
+        batch["request_counts"].update(completed=ok, failed=sum(1 for r in answered if "response" in r) - ok)
+
+    def _finish(self, batch: dict[str, Any], status: str, **when: int) -> None:
+        answered = self._answered.get(batch["id"], [])
+        random.shuffle(answered)  # in no particular order, as documented
+        for kind, results in (
+            ("output_file_id", [r for r in answered if r.get("response", {}).get("status_code") == 200]),
+            ("error_file_id", [r for r in answered if r.get("response", {}).get("status_code", 200) != 200]),
+        ):
+            if results:
+                file_id = f"file-{uuid.uuid4().hex[:24]}"
+                self.files[file_id] = "".join(json.dumps(r) + "\n" for r in results).encode()
+                batch[kind] = file_id
+        batch.update(status=status, finalizing_at=batch.get("finalizing_at"), **when)
+
+
+def _not_found(message: str) -> Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+    return JSONResponse(body, status_code=404)
 
 
 _json = {"content-type": "application/json"}

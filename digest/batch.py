@@ -1,0 +1,419 @@
+"""The Batch API: a day's requests as one batch, at half the price, answered within 24 hours.
+
+BatchClassifier stands behind the same interface as the live Classifier, and `llm.mode` chooses between them.
+A submission is recorded in the state with its requests before its batch is created (its key goes with the batch as
+metadata), and stays open until the batch's answers are recorded. So a run killed while it waits resumes the same
+batch on the next run, even one created a moment before the kill, and never pays for the same requests twice.
+Every answer is validated as a live one is. What a batch does not answer with a verdict (failed or missing lines,
+invalid answers, a batch that expired, failed, or was cancelled at `llm.batch_deadline`) goes through the live
+classifier in the same run. A server without the Batch API gets one warning, and live requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import io
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import openai
+from openai.types import Batch
+from pydantic import BaseModel, ValidationError
+
+from digest.classify import Classifier, Job, OnOutcome, OnProgress, batch_answer, error_message, request_body
+from digest.config import Config, LLMConfig
+from digest.errors import LLMError
+from digest.http import capped_answer_client
+from digest.stopping import Stopped, unless_stopped
+from digest.store import BatchRecord, Store, prompt_hash
+
+log = logging.getLogger(__name__)
+
+FIRST_POLL_SECONDS = 1.0
+LONGEST_POLL_SECONDS = 60.0  # OpenAI suggests polling every 30-60 s; a small batch is often done within minutes
+POLL_GROWTH = 1.5
+CANCEL_WAIT_SECONDS = 600.0  # OpenAI: a batch takes up to 10 minutes to cancel; its finished answers come after
+WINDOW_SECONDS = 24 * 3600.0  # completion_window "24h", the only one OpenAI offers
+MAX_FILE_BYTES = 200_000_000  # OpenAI's limit for a batch file; an output file is of the same order
+MAX_REQUESTS = 50_000  # OpenAI's limit for a batch
+FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+METADATA_KEY = "digest_submission"
+LISTED_BATCHES = 100  # a page of the account's batches, newest first, searched for one created just before a crash
+Report = Callable[[str], None]
+
+
+def custom_id(job: Job) -> str:
+    """Names profile and paper; unique within a batch, as a (profile, paper) pair is within a run."""
+    return f"{job.profile.name}/{job.paper.key}"
+
+
+def batch_allowance_seconds(llm: LLMConfig) -> float:
+    """How much longer than max_run_minutes a run may take waiting for its batch: until the deadline (a local time
+    comes within a day), or the batch's window; then cancelling it."""
+    if llm.mode != "batch":
+        return 0.0
+    deadline = llm.batch_deadline
+    wait = deadline.after.total_seconds() if deadline is not None and deadline.after is not None else WINDOW_SECONDS
+    return wait + CANCEL_WAIT_SECONDS
+
+
+class _Response(BaseModel):
+    status_code: int
+    body: object = None
+
+
+class _LineError(BaseModel):
+    code: str | None = None
+    message: str | None = None
+
+
+class _OutputLine(BaseModel):
+    """One line of a batch's output or error file; untrusted until it validates."""
+
+    custom_id: str
+    response: _Response | None = None
+    error: _LineError | None = None
+
+
+@dataclass
+class _Waiting:
+    """A batch this run waits for, and the jobs whose answers it holds."""
+
+    record: BatchRecord
+    jobs: dict[str, Job]
+    status: str = "not polled yet"  # the provider's word, once polled: even a resumed batch is asked again
+    found: Batch | None = None
+    done: int = 0
+    total: int = 0
+    cancelled: bool = False
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+class BatchClassifier:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        live: Classifier,
+        *,
+        started: dt.datetime,
+        report: Report | None = None,
+        client: openai.AsyncOpenAI | None = None,
+    ) -> None:
+        self._config = config.llm
+        self._store = store
+        self._live = live
+        deadline = config.llm.batch_deadline
+        self._deadline = None if deadline is None else deadline.when(started, config.schedule.timezone)
+        self._report = report or (lambda line: log.info("%s", line))
+        self._client = client or openai.AsyncOpenAI(
+            api_key=config.llm.api_key.get_secret_value(),
+            base_url=config.llm.base_url,
+            timeout=config.llm.timeout_seconds,
+            max_retries=2,  # polling and file transfers are idempotent, and the SDK's back-off suits them
+            http_client=capped_answer_client(MAX_FILE_BYTES, timeout=config.llm.timeout_seconds),
+        )
+        self.usage = live.usage  # one account of the run: batch answers in its batch_* fields
+        self.notes: list[str] = []  # for the run's summary: what each batch came to
+        self.warnings: list[str] = []
+
+    async def close(self) -> None:
+        await self._client.close()
+        await self._live.close()
+
+    async def classify(
+        self,
+        jobs: Sequence[Job],
+        on_outcome: OnOutcome,
+        on_progress: OnProgress | None = None,
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        with contextlib.suppress(Stopped):
+            await unless_stopped(self._work(jobs, on_outcome, on_progress), stop)
+
+    async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnProgress | None) -> None:
+        wanted = {custom_id(job): job for job in jobs}
+        waiting = await self._resume(wanted)
+        covered = {cid for w in waiting for cid in w.jobs}
+        fresh = [job for cid, job in wanted.items() if cid not in covered]
+        submitted, live = await self._submit(fresh) if fresh else ([], [])
+        waiting += submitted
+        if waiting:
+            await self._wait(waiting)
+            for batch in waiting:
+                live += await self._collect(batch, on_outcome, on_progress)
+        if live:
+            self._report(f"batch: {len(live)} requests go live")
+            await self._live.classify(live, on_outcome, on_progress)
+
+    # Submitting and resuming
+
+    async def _submit(self, jobs: Sequence[Job]) -> tuple[list[_Waiting], list[Job]]:
+        """Upload the requests and create their batches (one, unless the day is larger than a batch may be): the
+        batches to wait for, and the jobs to send live because the server took no batch."""
+        lines = [
+            json.dumps(
+                {"custom_id": custom_id(job), "method": "POST", "url": "/v1/chat/completions", "body": body},
+                ensure_ascii=False,
+            ).encode()
+            for job in jobs
+            for body in [request_body(self._config, job)]
+        ]
+        waiting: list[_Waiting] = []
+        start = 0
+        while start < len(jobs):
+            end, size = start, 0
+            while end < len(jobs) and end - start < MAX_REQUESTS and size + len(lines[end]) < MAX_FILE_BYTES:
+                size += len(lines[end]) + 1
+                end += 1
+            submitted = await self._submit_one(jobs[start:end], b"\n".join(lines[start:end]) + b"\n")
+            if submitted is None:
+                return waiting, list(jobs[start:])
+            waiting.append(submitted)
+            start = end
+        return waiting, []
+
+    async def _submit_one(self, jobs: Sequence[Job], content: bytes) -> _Waiting | None:
+        """One batch, recorded with its requests before it is created; None: send its jobs live."""
+        try:
+            upload = await self._client.files.create(
+                file=("digest-batch.jsonl", io.BytesIO(content), "application/jsonl"), purpose="batch"
+            )
+        except openai.APIStatusError as error:
+            self._no_batch_api(error, "/files")
+            return None
+        except openai.APIConnectionError as error:
+            self.warnings.append(f"the batch could not be uploaded ({error}); its {len(jobs)} requests went live")
+            return None
+        submission = uuid.uuid4().hex
+        requests = {custom_id(job): (job.profile.name, job.paper.key, prompt_hash(job.instructions)) for job in jobs}
+        self._store.begin_batch(submission, upload.id, self._config.model, requests)
+        record = BatchRecord(submission, None, upload.id, "submitting", dt.datetime.now(dt.UTC), requests)
+        created = await self._create(record)
+        if created is None:
+            return None
+        self._report(f"batch: submitted {created.id} with {len(jobs)} requests ({len(content):,} bytes)")
+        return _Waiting(
+            dataclasses.replace(record, batch_id=created.id), {custom_id(job): job for job in jobs}, total=len(jobs)
+        )
+
+    async def _create(self, record: BatchRecord) -> Batch | None:
+        try:
+            # Never retried blindly: a retry after a lost answer would create a second batch and pay twice.
+            batch = await self._client.with_options(max_retries=0).batches.create(
+                input_file_id=record.input_file_id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata={METADATA_KEY: record.submission},
+            )
+        except openai.APIConnectionError as error:
+            # The batch may have been created all the same: then it is found by its metadata, and waited for.
+            found = await self._find(record)
+            if found is not None:
+                return found
+            self._store.update_batch(record.submission, "not created", closed=True)
+            self.warnings.append(f"the batch could not be created ({error}); its requests went live")
+            return None
+        except openai.APIStatusError as error:
+            self._store.update_batch(record.submission, "not created", closed=True)
+            self._no_batch_api(error, "/batches")
+            return None
+        self._store.update_batch(record.submission, batch.status, batch.id)
+        return batch
+
+    def _no_batch_api(self, error: openai.APIStatusError, path: str) -> None:
+        if error.status_code in (401, 403):
+            raise LLMError(
+                f"the LLM server refused the API key (HTTP {error.status_code}) on {path}",
+                hint="check llm.api_key (usually OPENAI_API_KEY) and that the key may use the Batch API",
+            )
+        if error.status_code in (404, 405, 501):
+            warning = (
+                f"the LLM server at {self._config.base_url} has no Batch API (HTTP {error.status_code} on {path}); "
+                "the requests went live (set llm.mode: live to skip this)"
+            )
+        else:
+            warning = (
+                f"the Batch API refused the batch (HTTP {error.status_code} on {path}: {error_message(error)}); "
+                "the requests went live"
+            )
+        log.warning("%s", warning)
+        self.warnings.append(warning)
+
+    async def _resume(self, wanted: dict[str, Job]) -> list[_Waiting]:
+        """The open batches that hold answers this run needs. Ones no longer needed (their papers are decided, or
+        the prompt changed since) are cancelled, to pay for nothing more, and closed."""
+        waiting = []
+        for record in self._store.open_batches(self._config.model):
+            jobs = {
+                cid: wanted[cid]
+                for cid, (_, _, asked_with) in record.requests.items()
+                if cid in wanted and prompt_hash(wanted[cid].instructions) == asked_with
+            }
+            batch_id = record.batch_id
+            if batch_id is None:
+                found = await self._find(record)
+                if found is None and not jobs:
+                    self._store.update_batch(record.submission, "not created", closed=True)
+                    continue
+                created = found or await self._create(record)
+                if created is None:
+                    continue  # closed: its jobs are fresh, and go into this run's batch
+                batch_id = created.id
+            record = dataclasses.replace(record, batch_id=batch_id)
+            if not jobs:
+                with contextlib.suppress(openai.APIError):
+                    await self._client.batches.cancel(batch_id)
+                self._store.update_batch(record.submission, "not needed", closed=True)
+                log.info("batch %s: no longer needed (its papers are decided or the prompt changed)", batch_id)
+                continue
+            self._report(
+                f"batch: resuming {batch_id}, submitted {record.created_at.astimezone():%Y-%m-%d %H:%M}, "
+                f"for {len(jobs)} requests"
+            )
+            waiting.append(_Waiting(record, jobs, total=len(record.requests)))
+        return waiting
+
+    async def _find(self, record: BatchRecord) -> Batch | None:
+        """The batch of a submission whose run ended before it could record the batch's id; None if none was made."""
+        with contextlib.suppress(openai.APIError):
+            async for batch in self._client.batches.list(limit=LISTED_BATCHES):
+                if (batch.metadata or {}).get(METADATA_KEY) == record.submission:
+                    self._store.update_batch(record.submission, batch.status, batch.id)
+                    return batch
+                if batch.created_at < record.created_at.timestamp() - 3600:  # newest first: it is not further on
+                    break
+        return None
+
+    # Waiting
+
+    async def _wait(self, waiting: list[_Waiting]) -> None:
+        """Poll, more and more slowly, until every batch has ended; at the deadline, cancel those still running."""
+        interval = FIRST_POLL_SECONDS
+        cancel_by: dt.datetime | None = None
+        while True:
+            for batch in waiting:
+                if batch.status not in FINAL:
+                    await self._poll(batch)
+            running = [b for b in waiting if b.status not in FINAL]
+            if not running:
+                return
+            now = dt.datetime.now(dt.UTC)
+            if self._deadline is not None and now >= self._deadline and cancel_by is None:
+                cancel_by = now + dt.timedelta(seconds=CANCEL_WAIT_SECONDS)
+                for batch in running:
+                    await self._cancel(batch)
+                interval = FIRST_POLL_SECONDS
+            if cancel_by is not None and now >= cancel_by:
+                for batch in running:  # given up: what it holds is asked live, and it is never polled again
+                    self._store.update_batch(batch.record.submission, batch.status, closed=True)
+                    batch.status = "abandoned"
+                return
+            sleep = interval
+            if self._deadline is not None and cancel_by is None:
+                sleep = max(0.0, min(sleep, (self._deadline - now).total_seconds()))
+            await asyncio.sleep(sleep)
+            interval = min(interval * POLL_GROWTH, LONGEST_POLL_SECONDS)
+
+    async def _poll(self, batch: _Waiting) -> None:
+        batch_id = batch.record.batch_id
+        assert batch_id is not None
+        try:
+            found = await self._client.batches.retrieve(batch_id)
+        except openai.NotFoundError:
+            self._store.update_batch(batch.record.submission, "unknown to the server", closed=True)
+            batch.status = "unknown to the server"
+            return
+        except openai.AuthenticationError as error:
+            raise LLMError(
+                f"the LLM server refused the API key: {error_message(error)}",
+                hint="check llm.api_key (usually OPENAI_API_KEY)",
+            ) from None
+        except openai.APIError as error:  # the server is busy or away: the batch goes on there, so ask again later
+            log.info("batch %s: could not be polled (%s); trying again", batch_id, error.__class__.__name__)
+            return
+        counts = found.request_counts
+        done = (counts.completed + counts.failed) if counts is not None else batch.done
+        if found.status != batch.status or done != batch.done:
+            self._report(f"batch: {batch_id} {found.status}, {done}/{batch.total} done")
+            self._store.update_batch(batch.record.submission, found.status)
+        batch.status, batch.done, batch.found = found.status, done, found
+
+    async def _cancel(self, batch: _Waiting) -> None:
+        batch_id = batch.record.batch_id
+        assert batch_id is not None
+        self._report(f"batch: {batch_id} is not done at llm.batch_deadline; cancelling it, the rest goes live")
+        batch.cancelled = True
+        with contextlib.suppress(openai.APIError):
+            found = await self._client.batches.cancel(batch_id)
+            batch.status, batch.found = found.status, found
+
+    # Collecting
+
+    async def _collect(self, batch: _Waiting, on_outcome: OnOutcome, on_progress: OnProgress | None) -> list[Job]:
+        """Record the verdicts an ended batch holds, and close it; return the jobs to ask live."""
+        found = batch.found
+        answered: set[str] = set()
+        problems: dict[str, str] = {}
+        for file_id in (found.output_file_id, found.error_file_id) if found is not None else ():
+            if not file_id:
+                continue
+            try:
+                content = (await self._client.files.content(file_id)).content
+            except openai.APIError as error:
+                self.warnings.append(f"the batch's file {file_id} could not be downloaded ({error.__class__.__name__})")
+                continue
+            for raw in content.splitlines():
+                try:
+                    line = _OutputLine.model_validate_json(raw)
+                except ValidationError:
+                    continue  # not a line of ours; whatever it was meant to answer is asked live
+                job = batch.jobs.get(line.custom_id)
+                if job is None or line.custom_id in answered:  # not asked, or answered already: recorded once
+                    continue
+                response = line.response
+                if response is None or response.status_code != 200:
+                    problems[line.custom_id] = _failed_line(line)
+                    continue
+                answer = batch_answer(response.body, job)
+                self.usage.add(answer.usage)
+                if answer.outcome is None:
+                    problems[line.custom_id] = answer.problem
+                    continue
+                answered.add(line.custom_id)
+                problems.pop(line.custom_id, None)
+                on_outcome(job, answer.outcome)
+                if on_progress is not None:
+                    on_progress(self.usage)
+        rest = [job for cid, job in batch.jobs.items() if cid not in answered]
+        for cid in batch.jobs.keys() - answered - problems.keys():
+            problems[cid] = (
+                "not in the batch's output" if batch.status != "cancelled" else "cancelled before it was done"
+            )
+        self._store.update_batch(batch.record.submission, batch.status, closed=True)
+        note = f"{batch.record.batch_id} {batch.status}: {len(answered)} of {len(batch.jobs)} answered"
+        if rest:
+            kinds: dict[str, int] = {}
+            for problem in problems.values():
+                kinds[problem] = kinds.get(problem, 0) + 1
+            note += f"; {len(rest)} asked live (" + "; ".join(f"{n} {why}" for why, n in kinds.items()) + ")"
+        if found is not None and found.errors is not None and found.errors.data:
+            first = found.errors.data[0]
+            note += f"; the server said: {first.message or first.code}"
+        self._report(f"batch: {note}")
+        self.notes.append(note)
+        return rest
+
+
+def _failed_line(line: _OutputLine) -> str:
+    if line.error is not None:
+        return f"failed in the batch ({line.error.code or 'error'}: {(line.error.message or '')[:100]})"
+    status = line.response.status_code if line.response is not None else "no response"
+    return f"failed in the batch (HTTP {status})"

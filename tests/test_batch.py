@@ -1,0 +1,270 @@
+"""`llm.mode: batch`: the day's requests through OpenAI's Batch API, on the loopback LLM server's implementation of
+it, with the real openai client; resumed after a crash, cut short by a deadline, replaced by live requests where
+the server has no Batch API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from digest.arxiv import parse_feed
+from digest.config import BatchDeadline, load_config
+from digest.errors import ConfigError
+from tests.conftest import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
+from tests.servers import BatchAPI, FakeLLM, html_titles, serve_asgi
+
+PAPERS = 137  # cs.CL of 2026-06-30: 117 new and 20 cross-lists
+
+
+@pytest.fixture
+def batch_llm() -> Iterator[tuple[str, FakeLLM, BatchAPI]]:
+    llm = FakeLLM()
+    llm.batch_api = BatchAPI(llm)
+    with serve_asgi(llm) as url:
+        yield url + "/v1", llm, llm.batch_api
+
+
+def _config(tmp_path: Path, feed_url: str, llm_url: str, port: int, **llm: Any) -> dict[str, Any]:
+    config = base_config(tmp_path, feed_url, llm_url, email=smtp_email(port))
+    config["llm"].update({"mode": "batch", **llm})
+    return config
+
+
+def _batch_file_lines(batch_api: BatchAPI) -> list[dict[str, Any]]:
+    (content,) = [c for c in batch_api.files.values() if b'"method": "POST"' in c]
+    return [json.loads(line) for line in content.decode().splitlines()]
+
+
+def test_a_batch_gives_the_same_digest_as_live_with_no_chat_request(
+    tmp_path, feed_server, batch_llm, smtp, write_config
+):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    live_dir, batch_dir = tmp_path / "live", tmp_path / "batch"
+    live_dir.mkdir(), batch_dir.mkdir()
+    live_config = base_config(live_dir, feed_url, llm_url, email=smtp_email(port))
+    live = run_cli("run", "--config", str(_write(live_dir, live_config)))
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert llm.requests == PAPERS
+    live_prompts = {json.loads(m[-1]["content"])["title"]: m for m in llm.prompts}
+
+    batched = run_cli("run", "--config", str(_write(batch_dir, _config(batch_dir, feed_url, llm_url, port))))
+    assert batched.returncode == 0, batched.stdout + batched.stderr
+    assert llm.requests == PAPERS  # not one chat completion more
+    assert batch_api.uploads == 1 and len(batch_api.batches) == 1
+    (batch,) = batch_api.batches.values()
+    assert batch["status"] == "completed" and batch["request_counts"]["total"] == PAPERS
+    # Each line is the request live mode sends, and its custom_id names profile and paper.
+    lines = _batch_file_lines(batch_api)
+    assert len(lines) == PAPERS == len({line["custom_id"] for line in lines})
+    for line in lines:
+        assert line["url"] == "/v1/chat/completions" and line["custom_id"].startswith("me/")
+        assert line["body"]["model"] == "gpt-4o-mini"
+        assert line["body"]["response_format"]["type"] == "json_schema"
+        title = json.loads(line["body"]["messages"][-1]["content"])["title"]
+        assert line["body"]["messages"] == live_prompts[title]
+    # The same digest, to the letter of its papers.
+    assert len(inbox.messages) == 2
+    live_message, batch_message = (m for _, _, m in inbox.messages)
+    assert live_message["Subject"] == batch_message["Subject"]
+    assert html_titles(live_message) == html_titles(batch_message)
+    text = batch_message.get_body(preferencelist=("plain",)).get_content()
+    assert f"{PAPERS} LLM requests ({PAPERS} in a batch, at batch prices)" in " ".join(text.split())
+    # The summary prices the batch at half, and says what live would have cost.
+    assert f"llm          {PAPERS} answered in a batch, 0 live requests" in batched.stdout
+    assert "with batch prices (live would have cost" in batched.stdout
+    assert f"batch        {batch['id']} completed: {PAPERS} of {PAPERS} answered" in batched.stdout
+    status = run_cli("status", "--config", str(batch_dir / "config.yaml"))
+    assert "(batch; live: $" in status.stdout, status.stdout
+
+
+def _write(folder: Path, config: dict[str, Any]) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_a_run_killed_while_its_batch_runs_resumes_that_batch(tmp_path, feed_server, batch_llm, smtp, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    batch_api.hold = True
+    path = write_config(_config(tmp_path, feed_url, llm_url, port))
+    state = tmp_path / "state.sqlite3"
+
+    def recorded() -> bool:
+        with sqlite3.connect(state) as db:
+            return bool(db.execute("SELECT count(*) FROM batches WHERE batch_id IS NOT NULL").fetchone()[0])
+
+    process = start_cli("run", "--config", str(path))
+    try:
+        wait_until(lambda: batch_api.polls >= 2 and recorded())
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        process.kill()
+    assert len(batch_api.batches) == 1 and not inbox.messages
+
+    # As if the kill had come after the batch was created and before its id was recorded: found by its metadata.
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE batches SET batch_id = NULL")
+    batch_api.hold = False
+    rerun = run_cli("run", "--config", str(path))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert len(batch_api.batches) == 1 and batch_api.uploads == 1  # never a second batch, never paid twice
+    assert llm.requests == 0
+    assert "batch: resuming batch_" in rerun.stderr
+    assert len(inbox.messages) == 1
+    assert f"{PAPERS} classified" in rerun.stdout
+    # A third run has nothing left to ask, in a batch or live.
+    third = run_cli("run", "--config", str(path))
+    assert third.returncode == 0 and len(batch_api.batches) == 1 and llm.requests == 0
+    assert len(inbox.messages) == 1
+
+
+def test_at_the_deadline_the_batch_is_cancelled_and_the_rest_goes_live(
+    tmp_path, feed_server, batch_llm, smtp, write_config
+):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    batch_api.hold, batch_api.done_while_held = True, 40
+    path = write_config(_config(tmp_path, feed_url, llm_url, port, batch_deadline="3s"))
+    result = run_cli("run", "--config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (batch,) = batch_api.batches.values()
+    assert batch_api.cancels == 1 and batch["status"] == "cancelled"
+    assert llm.requests == PAPERS - 40  # what the batch finished is kept, and only the rest is asked live
+    assert len(inbox.messages) == 1
+    assert f"{PAPERS} classified" in result.stdout
+    assert f"cancelled: 40 of {PAPERS} answered; {PAPERS - 40} asked live" in result.stdout
+
+
+def test_without_a_batch_api_one_warning_and_live_requests(tmp_path, feed_server, fake_llm, smtp, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm  # answers 404 on /files and /batches, as vLLM, Ollama and LM Studio do
+    port, inbox = smtp
+    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert llm.requests == PAPERS
+    assert len(inbox.messages) == 1
+    warnings = [line for line in result.stdout.splitlines() if "has no Batch API" in line]
+    assert len(warnings) == 1 and "HTTP 404 on /files" in warnings[0]
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM batches").fetchone()[0] == 0
+
+
+def test_lines_that_failed_are_missing_or_invalid_are_asked_live(tmp_path, feed_server, batch_llm, smtp, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    path = write_config(_config(tmp_path, feed_url, llm_url, port))
+    feed = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"])
+    titles = [p.title for p in feed.papers]
+    batch_api.failed_for, batch_api.missing_for, batch_api.invalid_for = {titles[0]}, {titles[1]}, {titles[2]}
+    result = run_cli("run", "--config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert llm.requests == 3
+    assert {json.loads(m[-1]["content"])["title"] for m in llm.prompts} == set(titles[:3])
+    assert f"{PAPERS} classified" in result.stdout and "0 failed" in result.stdout
+    assert f"completed: {PAPERS - 3} of {PAPERS} answered; 3 asked live" in result.stdout
+    assert "1 failed in the batch (HTTP 500)" in result.stdout
+    assert "1 not in the batch's output" in result.stdout
+    assert "1 the answer was not a valid verdict" in result.stdout
+    assert len(inbox.messages) == 1
+
+
+def test_an_expired_batch_keeps_what_it_finished(tmp_path, feed_server, batch_llm, smtp, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    batch_api.expire_after = 100
+    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert llm.requests == PAPERS - 100
+    assert f"expired: 100 of {PAPERS} answered" in result.stdout
+    assert len(inbox.messages) == 1
+
+
+def test_dry_run_shows_live_and_batch_cost(tmp_path, feed_server, fake_llm, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm = fake_llm
+    config = base_config(tmp_path, feed_url, llm_url)
+    config["llm"]["mode"] = "batch"
+    result = run_cli("run", "--dry-run", "--config", str(write_config(config)))
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if "would cost" in line)
+    live = float(line.split("live ~$")[1].split(",")[0])
+    batch = float(line.split("as a batch ~$")[1].split(",")[0])
+    assert batch == pytest.approx(live / 2, rel=0.01) and "(llm.mode: batch)" in line
+    assert llm.requests == 0
+
+
+def test_batch_deadline_is_a_local_time_or_a_duration(tmp_path, write_config):
+    started = dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)  # 01:30 in New York
+    at_seven = BatchDeadline(at=dt.time(7, 0))
+    assert at_seven.when(started, "America/New_York") == dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    assert at_seven.when(started.replace(hour=13), "America/New_York").date() == dt.date(2026, 12, 1)
+    assert BatchDeadline(after=dt.timedelta(hours=5)).when(started, "UTC") == started + dt.timedelta(hours=5)
+
+    def load(value: str) -> Any:
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            "arxiv: {categories: [cs.CL]}\nllm:\n  api_key: k\n  mode: batch\n"
+            f"  batch_deadline: {value}\nprofiles: [{{name: me, interests: x}}]\n"
+        )
+        return load_config(path, environ={})
+
+    assert load("'07:00'").llm.batch_deadline == at_seven
+    assert load("07:00").llm.batch_deadline == at_seven
+    assert load("4h30m").llm.batch_deadline == BatchDeadline(after=dt.timedelta(hours=4, minutes=30))
+    with pytest.raises(ConfigError, match=r"line 5.*llm.batch_deadline.*in quotes"):
+        load("21:30")  # YAML 1.1 reads this as the number 1290
+    with pytest.raises(ConfigError, match="neither a local time"):
+        load("tomorrow")
+
+
+def test_serve_submits_at_the_scheduled_time_and_delivers_when_the_verdicts_are_in(
+    tmp_path, feed_server, batch_llm, smtp, write_config
+):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    config = _config(tmp_path, feed_url, llm_url, port)
+    config["schedule"] = {"cron": "0 7 * * *", "timezone": "UTC"}
+    path = write_config(config)
+    batch_api.hold = True
+
+    first = start_cli("serve", "--config", str(path))  # never ran: the due run happens at start, and waits
+    wait_until(lambda: batch_api.polls >= 2)
+    output = stop_process(first)  # SIGTERM while waiting: the batch is recorded, nothing is cancelled
+    assert "stopped by a signal at a safe point" in output
+    assert batch_api.cancels == 0 and not inbox.messages
+
+    batch_api.hold = False
+    second = start_cli("serve", "--config", str(path))
+    wait_until(lambda: len(inbox.messages) == 1, timeout=60)
+    output = stop_process(second)
+    assert len(batch_api.batches) == 1 and llm.requests == 0
+    assert "batch: resuming batch_" in output
+
+
+def test_a_failed_batch_sends_everything_live_and_says_why(tmp_path, feed_server, batch_llm, smtp, write_config):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    batch_api.refuse_model = True
+    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert llm.requests == PAPERS and len(inbox.messages) == 1
+    assert f"failed: 0 of {PAPERS} answered; {PAPERS} asked live" in result.stdout
+    assert "the server said: The model is not supported by the Batch API." in result.stdout
