@@ -30,7 +30,7 @@ from digest.config import LLMConfig, Prices, Profile, TokenPrices
 from digest.errors import LLMError
 from digest.http import capped_answer_client
 from digest.models import Failure, Judgement, JudgementWithTLDR, Paper, Rating, Usage, Verdict
-from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
+from digest.ratelimit import RateLimiter, Sleep, Slot, backoff, retry_after
 from digest.stopping import Stopped, unless_stopped
 
 log = logging.getLogger(__name__)
@@ -333,7 +333,7 @@ class _Pending:
         self.job = job
         self.tokens = estimate_tokens(job.instructions, paper_message(job.paper)) + COMPLETION_TOKENS_ESTIMATE
         self.attempts = 0
-        self.sent_at = 0.0  # the rate limiter's time of the latest attempt's slot
+        self.slot = Slot(0.0, 0.0)  # the rate limiter's slot of the latest attempt
         self.failures_without_wait = 0  # bounded by max_attempts
         self.rate_limited = 0  # not bounded: a wait the server asked for is not a failed attempt
         self.problem = "no attempt was made"
@@ -411,7 +411,7 @@ class Classifier:
             queue.put_nowait(item)
             pending = queue.get_nowait()[2]
             assert pending is not None  # the queue is closed only once no job is left, and this worker holds one
-            pending.sent_at = slot
+            pending.slot = slot
             return pending
 
         async def worker() -> None:
@@ -506,7 +506,7 @@ class Classifier:
         self._reached_server = True
         self._succeeded_at = time.monotonic()
         self._same_error = None
-        self._limiter.succeeded(raw.headers)
+        self._limiter.succeeded(raw.headers, pending.slot)
         answer = _answer_of(raw.http_response.content)
         if answer.usage is not None:
             self.usage.prompt_tokens += answer.usage.prompt_tokens
@@ -549,7 +549,7 @@ class Classifier:
                     "classified stay pending for the next run",
                 )
             delay = retry_after(error.response.headers)
-            self._limiter.rate_limited(delay if delay is not None else 1.0, error.response.headers, pending.sent_at)
+            self._limiter.rate_limited(delay if delay is not None else 1.0, error.response.headers, pending.slot)
             raise _Retry(f"rate limited (HTTP 429): {detail}", delay, rate_limited=True)
         self._limiter.failed()
         if status in (408, 409) or status >= 500:

