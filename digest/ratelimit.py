@@ -30,6 +30,8 @@ BAND_EVIDENCE = 20  # answers before a step and after it before the limiter judg
 SLOW_BAND = 0.8  # a step is judged once requests really go at most this share of the rate before it (one step)
 LEAST_NOISE = 0.05  # a share of rate-independent 429s below this is not worth learning: every 429 slows down
 MOST_NOISE = 0.5  # 429s refusing more than half at the slower rate are taken for the limit's, whatever the rest says
+VERDICT_ODDS = 99  # how much likelier one kind must be than the other for a verdict
+MOST_ANSWERS = 100  # answers since a step after which the likelier kind is the verdict, however close
 RECENT_ANSWERS = 100  # the window in which the share of 429s is compared with the noise learned
 
 
@@ -263,7 +265,7 @@ class RateLimiter:
             return False
         if not self._judging or self.rate > SLOW_BAND * self._chain_top:
             return True
-        return sum(1 for at, _, _ in self._settled() if at >= self._slowed_at) >= 2 * BAND_EVIDENCE
+        return sum(1 for at, _, _ in self._settled() if at >= self._slowed_at) >= MOST_ANSWERS
 
     def _weigh(self, slot: Slot, *, limited: bool) -> None:
         """An answer without counters, as evidence of what the 429s depend on (not one of the opening share: the
@@ -289,7 +291,8 @@ class RateLimiter:
         return [answer for answer in self._tally if answer[0] <= cutoff]
 
     def _judge(self) -> None:
-        """Over the limit or noise? Compare the share of 429s before the steps down with the share since the last."""
+        """Over the limit or noise? Weigh the 429s since the last step against both: a sequential probability
+        ratio test, decided once one kind is VERDICT_ODDS times likelier (or, after MOST_ANSWERS, whichever is)."""
         settled = self._settled()
         fast = [(rate, limited) for at, rate, limited in settled if at < self._chain_started]
         slow = [(rate, limited) for at, rate, limited in settled if at >= self._slowed_at]
@@ -301,8 +304,6 @@ class RateLimiter:
             return  # the steps have not lowered the rate requests are really sent at: nothing to compare yet
         fast_share = sum(limited for _, limited in fast) / len(fast)
         slow_share = sum(limited for _, limited in slow) / len(slow)
-        # What the slow rate would lose if the fast rate's 429s were all the limit's: 1 - L/r at each rate.
-        over_limit_share = max(0.0, 1 - (1 - fast_share) * fast_rate / slow_rate)
         if slow_share > 1.5 * fast_share + LEAST_NOISE:
             # More 429s at the slower rate: neither kind. The fast rate's answers were not representative (a
             # server's burst allowance lets the first ones through): the slow rate is the one to compare with next.
@@ -311,10 +312,22 @@ class RateLimiter:
             self._tally.extend(kept)
             self._judging, self._first_step_evidence = False, LEVEL_EVIDENCE
             return
+        # Noise keeps the share; over a limit L a rate r loses about 1 - L/r, so the slower rate would lose this.
+        noise = min(max(fast_share, 0.02), 0.98)
+        over_limit = min(max(1 - (1 - fast_share) * fast_rate / slow_rate, 0.02), 0.98)
+        if noise - over_limit < LEAST_NOISE:
+            odds = -math.inf  # both say about the same: too few 429s to be worth telling apart, the steps stand
+        else:
+            refused = sum(limited for _, limited in slow)
+            odds = refused * math.log(noise / over_limit) + (len(slow) - refused) * math.log(
+                (1 - noise) / (1 - over_limit)
+            )
+        if abs(odds) < math.log(VERDICT_ODDS) and len(slow) < MOST_ANSWERS:
+            return
         self._tally.clear()
         self._judging = False
         share = (sum(limited for _, limited in fast + slow)) / (len(fast) + len(slow))
-        if slow_share < (fast_share + over_limit_share) / 2 or slow_share > MOST_NOISE or share < LEAST_NOISE:
+        if odds < 0 or slow_share > MOST_NOISE or share < LEAST_NOISE:
             self.noise, self._first_step_evidence = None, BAND_EVIDENCE  # over the limit: the steps were right
             return
         # Noise: slowing down bought nothing. Back to the full rate; 429s up to about this share are transient.
