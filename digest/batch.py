@@ -105,12 +105,18 @@ class BatchClassifier:
         started: dt.datetime,
         report: Report | None = None,
         client: openai.AsyncOpenAI | None = None,
+        resume_only: bool = False,
     ) -> None:
+        """`resume_only`: for a live run that finds batches an earlier run left open (the mode was switched back
+        to live): they are cancelled at once, what they finished is kept, and everything else is asked live."""
         self._config = config.llm
         self._store = store
         self._live = live
         deadline = config.llm.batch_deadline
         self._deadline = None if deadline is None else deadline.when(started, config.schedule.timezone)
+        if resume_only:
+            self._deadline = started
+        self._resume_only = resume_only
         self._report = report or (lambda line: log.info("%s", line))
         self._client = client or openai.AsyncOpenAI(
             api_key=config.llm.api_key.get_secret_value(),
@@ -143,7 +149,7 @@ class BatchClassifier:
         waiting = await self._resume(wanted)
         covered = {cid for w in waiting for cid in w.jobs}
         fresh = [job for cid, job in wanted.items() if cid not in covered]
-        submitted, live = await self._submit(fresh) if fresh else ([], [])
+        submitted, live = await self._submit(fresh) if fresh and not self._resume_only else ([], list(fresh))
         waiting += submitted
         if waiting:
             await self._wait(waiting)

@@ -267,7 +267,7 @@ class Pipeline:
         )
 
     def _report(self, line: str) -> None:
-        """Progress of a batch: a line on stderr when the waiting is long, so the reader sees it going on."""
+        """Progress of a batch, which may take hours: lines on stderr, or in the log when progress is not shown."""
         if self._show_progress:
             print(line, file=sys.stderr, flush=True)
         else:
@@ -373,11 +373,14 @@ class Pipeline:
             return verdicts
         clock = time.monotonic()
         live = Classifier(self.config.llm)
-        classifier = (
-            BatchClassifier(self.config, store, live, started=batch_from, report=self._report)
-            if self.config.llm.mode == "batch" and batch_from is not None
-            else live
-        )
+        classifier: Classifier | BatchClassifier = live
+        if batch_from is not None and self.config.llm.mode == "batch":
+            classifier = BatchClassifier(self.config, store, live, started=batch_from, report=self._report)
+        elif batch_from is not None and store.open_batches(self.config.llm.model):
+            # Batches an earlier run in batch mode left open are paid for: what they finished is kept.
+            classifier = BatchClassifier(
+                self.config, store, live, started=batch_from, report=self._report, resume_only=True
+            )
         progress = Progress(
             len(jobs),
             lambda usage: estimate_cost(usage, self.config.llm),

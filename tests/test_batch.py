@@ -268,3 +268,29 @@ def test_a_failed_batch_sends_everything_live_and_says_why(tmp_path, feed_server
     assert llm.requests == PAPERS and len(inbox.messages) == 1
     assert f"failed: 0 of {PAPERS} answered; {PAPERS} asked live" in result.stdout
     assert "the server said: The model is not supported by the Batch API." in result.stdout
+
+
+def test_back_in_live_mode_a_batch_left_open_is_cancelled_and_what_it_finished_is_kept(
+    tmp_path, feed_server, batch_llm, smtp, write_config
+):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    batch_api.hold, batch_api.done_while_held = True, 40
+    config = _config(tmp_path, feed_url, llm_url, port)
+    path = write_config(config)
+    process = start_cli("run", "--config", str(path))
+    try:
+        wait_until(lambda: batch_api.polls >= 3)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        process.kill()
+
+    config["llm"]["mode"] = "live"  # the reader switched back while the batch was open
+    result = run_cli("run", "--config", str(write_config(config)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(batch_api.batches) == 1 and batch_api.cancels == 1  # none submitted, the open one stopped
+    assert llm.requests == PAPERS - 40  # what it had finished was paid for, and is kept
+    assert f"cancelled: 40 of {PAPERS} answered" in result.stdout
+    assert len(inbox.messages) == 1
