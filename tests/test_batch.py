@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import signal
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,17 @@ def test_a_batch_gives_the_same_digest_as_live_with_no_chat_request(
     assert "(batch; live: $" in status.stdout, status.stdout
 
 
+def _kill_run_once(path: Path, ready: Callable[[], bool]) -> None:
+    """`digest run`, killed with SIGKILL (no handler, no clean-up) once `ready()` holds: a crash while waiting."""
+    process = start_cli("run", "--config", str(path))
+    try:
+        wait_until(ready)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        process.kill()
+
+
 def _write(folder: Path, config: dict[str, Any]) -> Path:
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -105,13 +116,7 @@ def test_a_run_killed_while_its_batch_runs_resumes_that_batch(tmp_path, feed_ser
         with sqlite3.connect(state) as db:
             return bool(db.execute("SELECT count(*) FROM batches WHERE batch_id IS NOT NULL").fetchone()[0])
 
-    process = start_cli("run", "--config", str(path))
-    try:
-        wait_until(lambda: batch_api.polls >= 2 and recorded())
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-    finally:
-        process.kill()
+    _kill_run_once(path, lambda: batch_api.polls >= 2 and recorded())
     assert len(batch_api.batches) == 1 and not inbox.messages
 
     # As if the kill had come after the batch was created and before its id was recorded: found by its metadata.
@@ -279,13 +284,7 @@ def test_back_in_live_mode_a_batch_left_open_is_cancelled_and_what_it_finished_i
     batch_api.hold, batch_api.done_while_held = True, 40
     config = _config(tmp_path, feed_url, llm_url, port)
     path = write_config(config)
-    process = start_cli("run", "--config", str(path))
-    try:
-        wait_until(lambda: batch_api.polls >= 3)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-    finally:
-        process.kill()
+    _kill_run_once(path, lambda: batch_api.polls >= 3)
 
     config["llm"]["mode"] = "live"  # the reader switched back while the batch was open
     result = run_cli("run", "--config", str(write_config(config)))
