@@ -53,9 +53,7 @@ def once(count: int) -> float:
         pending = papers(count)
         verdicts = {
             "me": {
-                p.key: Verdict(
-                    paper_key=p.key, relevant=i % 3 == 0, score=8 if i % 3 == 0 else 2, reason="r", matched_interests=[]
-                )
+                p.key: Verdict(paper_key=p.key, score=8 if i % 3 == 0 else 2, reason="r", matched_interests=[])
                 for i, p in enumerate(pending)
             }
         }

@@ -241,6 +241,7 @@ class BatchClassifier:
                 hint="check llm.api_key (usually OPENAI_API_KEY) and that the key may use the Batch API",
             )
         if error.status_code in (404, 405, 501):
+            self._live.facts = self._live.facts.model_copy(update={"batch_api": False})
             warning = (
                 f"the LLM server at {self._config.base_url} has no Batch API (HTTP {error.status_code} on {path}); "
                 "the requests went live (set llm.mode: live to skip this)"

@@ -367,7 +367,8 @@ class Config(StrictModel):
     schedule: ScheduleConfig = ScheduleConfig()
     state: Path = Path("digest.sqlite3")
     retention_days: Annotated[int, Field(ge=30)] = 365
-    max_run_minutes: Annotated[int, Field(ge=1)] = 120  # a run still going then stops at a safe point
+    # A run still going then stops at a safe point: what was judged goes out, the rest comes in the next digest.
+    max_run_minutes: Annotated[float, Field(gt=0)] = 120
     web: WebConfig | None = None
 
     @field_validator("state")

@@ -13,7 +13,16 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from digest.classify import PROMPT_VERSION, Classifier, Job, Outcome, estimate_cost, estimate_tokens, paper_message
+from digest.classify import (
+    PROMPT_VERSION,
+    Classifier,
+    Job,
+    Outcome,
+    charges_nothing,
+    estimate_cost,
+    estimate_tokens,
+    paper_message,
+)
 from digest.classify import system_prompt as build_prompt
 from digest.config import Config, Profile
 from digest.errors import DigestError
@@ -64,6 +73,7 @@ class EvalReport(Scores):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    free: bool = False  # a local server, or a price of 0
     prompt_tokens_per_paper: int  # estimated, with the examples of one fold
     prompt_tokens_per_paper_without_examples: int
 
@@ -128,7 +138,13 @@ async def evaluate(
         verdicts[(outcome.paper_key, job.instructions)] = outcome
 
     classifier = Classifier(llm)
-    progress = Progress(len(jobs), lambda usage: estimate_cost(usage, llm), sys.stderr, enabled=show_progress)
+    progress = Progress(
+        len(jobs),
+        lambda usage: estimate_cost(usage, llm),
+        sys.stderr,
+        enabled=show_progress,
+        free=charges_nothing(llm),
+    )
     try:
         if jobs:
             await classifier.classify(jobs, record, progress.advance)
@@ -162,6 +178,7 @@ async def evaluate(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cost_usd=estimate_cost(usage, llm),
+        free=charges_nothing(llm),
         prompt_tokens_per_paper=estimate_tokens(sample[1], paper_message(sample[0].paper)),
         prompt_tokens_per_paper_without_examples=estimate_tokens(sample[2], paper_message(sample[0].paper)),
     )

@@ -99,8 +99,7 @@ class Judgement(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    relevant: bool = Field(description="Whether the paper matches the reader's interests.")
-    score: Annotated[int, Field(ge=0, le=10, description="0 = unrelated, 10 = exactly what the reader works on.")]
+    # The reason comes first: a model that writes why before it scores scores more consistently.
     reason: Annotated[
         str,
         _cut(400),
@@ -109,6 +108,9 @@ class Judgement(BaseModel):
             max_length=400,
             description="One sentence to the reader on why it does or does not match.",
         ),
+    ]
+    score: Annotated[
+        int, Field(ge=0, le=10, description="0 = unrelated, 10 = exactly what the reader works on; 6+ to read it.")
     ]
     matched_interests: Annotated[
         list[Annotated[str, _cut(120), Field(max_length=120)]],
@@ -130,8 +132,7 @@ class JudgementWithTLDR(Judgement):
 
 class Verdict(Frozen):
     paper_key: str
-    relevant: bool
-    score: int
+    score: int  # the one measure of relevance: a profile's min_score decides what is in its digest
     reason: str
     matched_interests: list[str]
     tldr: str | None = None
@@ -150,6 +151,8 @@ class Usage(BaseModel):
     retries: int = 0
     rate_limited: int = 0
     timed_out: int = 0
+    timed_out_tokens: int = 0  # prompt and completion tokens (estimated) of requests that timed out: work lost
+    busy: int = 0  # 503 answers: the server's queue was full (Ollama) or it was overloaded
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
@@ -205,6 +208,7 @@ class Digest(Frozen):
     rated: int = 0  # papers the profile's reader has rated, for the footer
     unreadable: int = 0  # items of the day's feed that could not be read, and were left out
     unclassifiable: list[Paper] = []  # papers the LLM failed on run after run: shown unjudged, then retired
+    carried_over: int = 0  # papers the run had no time to judge (max_run_minutes): they come in the next digest
 
     @property
     def relevant_count(self) -> int:
@@ -253,7 +257,9 @@ class RunSummary(BaseModel):
     new_papers: int = 0
     profiles: list[ProfileSummary] = []
     usage: Usage = Usage()
+    concurrency: str | None = None  # requests in flight: what the run settled on, in words
     cost: float | None = None
+    free: bool = False  # a local server, or a price of 0: nothing is charged
     live_cost: float | None = None  # what the same tokens would have cost live, when some went in a batch
     batches: list[str] = []  # what each Batch API batch came to
     deliveries_sent: int = 0

@@ -27,6 +27,7 @@ from digest.classify import (
     Classifier,
     Job,
     Outcome,
+    charges_nothing,
     estimate_cost,
     estimate_tokens,
     live_cost,
@@ -41,6 +42,7 @@ from digest.progress import Progress
 from digest.ratings import Taste
 from digest.render import Renderer, build_digest, paper_count
 from digest.rules import Rules
+from digest.server_facts import MEASURED_AFTER, is_local, load_facts, save_facts
 from digest.stopping import Stopped, unless_stopped
 from digest.store import Store
 from digest.web.links import Links
@@ -99,8 +101,9 @@ class Pipeline:
                 verdicts = await self._classify(store, summary, pending, stop, batch_from=started)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
                 renderer, clock_render = Renderer(self.config.output, Links.of(self.config, store)), time.monotonic()
+                # A signal leaves the digests to the next run; past max_run_minutes, what was judged goes out now.
                 for profile, profile_summary in zip(self.config.profiles, summary.profiles, strict=True):
-                    if not stop.is_set():
+                    if not signalled.is_set():
                         self._record_digest(
                             store,
                             profile,
@@ -125,14 +128,19 @@ class Pipeline:
                 summary.errors.append(f"internal error: {error.__class__.__name__}")
             # Digests left pending by earlier runs go out even when today's fetch or classification failed.
             try:
-                await deliver_pending(self.config, store, summary, stop)
+                await deliver_pending(self.config, store, summary, signalled)
             except DeliveryError as error:
                 summary.errors.append(str(error))
             if bug is not None:
                 raise bug
-            if deadline.is_set():
-                summary.errors.append(
-                    f"the run passed max_run_minutes ({limit}) and stopped at a safe point; the next run does the rest"
+            if deadline.is_set() and not signalled.is_set():
+                carried = sum(max(0, p.to_classify - p.classified - p.failed) for p in summary.profiles)
+                summary.warnings.append(
+                    f"the run passed max_run_minutes ({limit:g}): what was judged went out, and "
+                    f"{paper_count(carried)} still to judge come in the next digest"
+                    if carried
+                    else f"the run passed max_run_minutes ({limit:g}) and stopped at a safe point; the next run does "
+                    "the rest"
                 )
             elif stop.is_set():
                 summary.stopped = True
@@ -317,6 +325,7 @@ class Pipeline:
         store = Store(self.config.state) if self.config.state.exists() else None
         try:
             _, jobs, profiles = self._plan(store, {p.name: papers for p in self.config.profiles})
+            facts = load_facts(store, self.config.llm)
         finally:
             if store is not None:
                 store.close()
@@ -337,6 +346,10 @@ class Pipeline:
                 Usage(batch_prompt_tokens=usage.prompt_tokens, batch_completion_tokens=usage.completion_tokens), llm
             ),
             batch=llm.mode == "batch",
+            # A server on the reader's hardware, or one whose Batch API answered 404, is offered no batch.
+            batch_offered=facts.batch_api is not False and not charges_nothing(llm),
+            free=charges_nothing(llm),
+            answers_per_second=facts.answers_per_second,
             minutes_at_rate_limit=max(
                 len(jobs) / llm.requests_per_minute,
                 (usage.prompt_tokens + usage.completion_tokens) / llm.tokens_per_minute,
@@ -355,6 +368,7 @@ class Pipeline:
         """Classify each profile's papers that have no cached verdict; return every verdict, by profile.
         `batch_from`: when the run started, for a run that may use the Batch API (llm.mode: batch)."""
         summary.cost = estimate_cost(summary.usage, self.config.llm)
+        summary.free = charges_nothing(self.config.llm)
         verdicts, jobs, summary.profiles = self._plan(store, papers_of)
         by_name = {s.name: s for s in summary.profiles}
 
@@ -372,7 +386,7 @@ class Pipeline:
         if not jobs:
             return verdicts
         clock = time.monotonic()
-        live = Classifier(self.config.llm)
+        live = Classifier(self.config.llm, facts=load_facts(store, self.config.llm))
         classifier: Classifier | BatchClassifier = live
         if batch_from is not None and self.config.llm.mode == "batch":
             classifier = BatchClassifier(self.config, store, live, started=batch_from, report=self._report)
@@ -386,6 +400,7 @@ class Pipeline:
             lambda usage: estimate_cost(usage, self.config.llm),
             sys.stderr,
             enabled=self._show_progress,
+            free=summary.free,
         )
         try:
             await classifier.classify(jobs, record, progress.advance, stop=stop)
@@ -398,15 +413,27 @@ class Pipeline:
                 summary.batches, summary.warnings = classifier.notes, summary.warnings + classifier.warnings
             progress.finish(classifier.usage)
             await classifier.close()
+            summary.concurrency = live.capacity.describe()
+            answered = sum(s.classified + s.failed for s in summary.profiles)
+            self._remember(store, live, answered, time.monotonic() - clock)
         log.info(
-            "classify: %d of %d papers in %.2f s, %d requests, %d failed",
+            "classify: %d of %d papers in %.2f s, %d requests, %d failed; in flight: %s",
             sum(s.classified + s.failed for s in summary.profiles),
             len(jobs),
             time.monotonic() - clock,
             classifier.usage.requests,
             sum(s.failed for s in summary.profiles),
+            summary.concurrency or "none",
         )
         return verdicts
+
+    def _remember(self, store: Store, live: Classifier, answered: int, seconds: float) -> None:
+        """What this run learned of the server, for the next: the form it took, its speed, its concurrency."""
+        facts = live.facts
+        if answered >= MEASURED_AFTER and not live.usage.batch_requests:
+            settled = live.capacity.sent_at.most_common(1)[0][0] if live.capacity.adaptive else None
+            facts = facts.model_copy(update={"answers_per_second": answered / seconds, "concurrency": settled})
+        save_facts(store, self.config.llm, facts)
 
     def _record_digest(
         self,
@@ -425,14 +452,17 @@ class Pipeline:
         # A paper the LLM failed on in RETIRE_AFTER_RUNS runs is shown as it is, for the reader to judge, and retired.
         attempts = store.failure_attempts(profile.name, [p.key for p in in_scope if p.key not in mine])
         given_up = [p for p in in_scope if attempts.get(p.key, 0) >= RETIRE_AFTER_RUNS]
-        unclassified = len(in_scope) - len(classified) - len(given_up)
+        # Without a verdict and never failed: not reached before max_run_minutes. They stay undigested.
+        carried_over = sum(1 for p in in_scope if p.key not in mine and p.key not in attempts)
+        unclassified = len(in_scope) - len(classified) - len(given_up) - carried_over
         if store.has_digest(profile.name, announced):
             profile_summary.digest = f"already recorded for {announced}"
             if classified:
                 profile_summary.digest += f"; {paper_count(len(classified))} wait for the next digest"
             return
         if not classified and not given_up and not profile.send_empty:
-            profile_summary.digest = "nothing new: no digest" if not unclassified else "none: nothing classified"
+            nothing = not unclassified and not carried_over
+            profile_summary.digest = "nothing new: no digest" if nothing else "none: nothing classified"
             return
         taste = _taste(store, profile)
         digest = build_digest(
@@ -448,6 +478,7 @@ class Pipeline:
             liked_before={p.key for p in classified if taste.liked_before(p)},
             unreadable=len(summary.unreadable),
             unclassifiable=given_up,
+            carried_over=carried_over,
         )
         profile_summary.relevant = digest.relevant_count
         rendered = renderer.render(digest)
@@ -469,6 +500,8 @@ class Pipeline:
             content=digest,
         )
         profile_summary.digest = f"{digest.relevant_count} of {paper_count(len(classified))} for {announced}"
+        if carried_over:
+            profile_summary.digest += f"; {carried_over} still to judge, for the next digest"
         if not send:
             profile_summary.digest += ": nothing relevant, no email (send_empty: true sends one)"
 
@@ -509,6 +542,9 @@ class DryRunReport(BaseModel):
     cost: float | None
     batch_cost: float | None  # the same requests through the Batch API
     batch: bool  # llm.mode is batch
+    batch_offered: bool  # a batch is worth mentioning: the server may have the Batch API, and charges
+    free: bool  # a local server, or a price of 0
+    answers_per_second: float | None  # measured on this server in an earlier run
     minutes_at_rate_limit: float
 
 
@@ -546,7 +582,7 @@ async def _check_llm(config: Config) -> CheckResult:
         api_key=config.llm.api_key.get_secret_value(), base_url=config.llm.base_url, timeout=10, max_retries=0
     )
     try:
-        models = [m.id async for m in client.models.list()]
+        listed = [(m.id, m.owned_by) async for m in client.models.list()]
     except openai.AuthenticationError:
         return CheckResult(what="LLM server", ok=False, detail=f"{config.llm.base_url} refused the API key")
     except openai.APIStatusError as error:
@@ -560,11 +596,49 @@ async def _check_llm(config: Config) -> CheckResult:
         return CheckResult(what="LLM server", ok=False, detail=f"cannot reach {config.llm.base_url}: {error}")
     finally:
         await client.close()
-    if config.llm.model not in models:
-        shown = ", ".join(models[:8]) + (" ..." if len(models) > 8 else "")
+    models = [name for name, _ in listed]
+    learned = _learned(config)
+    if config.llm.model in models:
+        return CheckResult(
+            what="LLM server", ok=True, detail=f"{config.llm.base_url} serves '{config.llm.model}'{learned}"
+        )
+    if len(models) == 1 and (listed[0][1] == "llamacpp" or is_local(config.llm.base_url)):
+        # llama-server lists its one model under the -m path as typed (or --alias) and answers any name with it.
         return CheckResult(
             what="LLM server",
-            ok=False,
-            detail=f"{config.llm.base_url} does not list model '{config.llm.model}' (it has: {shown or 'none'})",
+            ok=True,
+            detail=f"{config.llm.base_url} serves one model, '{models[0]}', and answers any model name with it "
+            f"(start llama-server with --alias {config.llm.model} to list it under the name in llm.model){learned}",
         )
-    return CheckResult(what="LLM server", ok=True, detail=f"{config.llm.base_url} serves '{config.llm.model}'")
+    shown = ", ".join(models[:8]) + (" ..." if len(models) > 8 else "")
+    return CheckResult(
+        what="LLM server",
+        ok=False,
+        detail=f"{config.llm.base_url} does not list model '{config.llm.model}' (it has: {shown or 'none'})",
+    )
+
+
+def _learned(config: Config) -> str:
+    """What earlier runs learned of this server and model, for `digest check`."""
+    if not config.state.exists():
+        return ""
+    with Store(config.state) as store:
+        facts = load_facts(store, config.llm)
+    said = []
+    if facts.structured_output is not None:
+        said.append(
+            {
+                "json_schema": "structured output with a JSON schema",
+                "json_object": "JSON mode only (no JSON schema)",
+                "instructions": "no structured output (the answer is asked for in the instructions, and checked)",
+            }[facts.structured_output]
+        )
+    if facts.refused:
+        said.append(f"without {', '.join(facts.refused)} (refused)")
+    if facts.answers_per_second:
+        said.append(f"{facts.answers_per_second:.2g} answers a second in the last run")
+    if facts.concurrency:
+        said.append(f"{facts.concurrency} requests at once")
+    if facts.batch_api is False:
+        said.append("no Batch API")
+    return f"; learned in earlier runs: {', '.join(said)}" if said else ""

@@ -12,7 +12,9 @@ REDRAW_SECONDS = 0.1
 BAR_WIDTH = 24
 
 
-def describe_cost(cost: float | None) -> str:
+def describe_cost(cost: float | None, *, free: bool = False) -> str:
+    if free:
+        return "local, no charge"
     return "cost unknown (set llm.price)" if cost is None else f"~${cost:.4f}"
 
 
@@ -24,8 +26,10 @@ class Progress:
         stream: TextIO,
         *,
         enabled: bool = True,
+        free: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._free = free
         self._total = total
         self._done = 0
         self._cost_of = cost_of
@@ -57,6 +61,6 @@ class Progress:
         bar = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] " if self._live else ""
         return (
             f"{bar}classified {self._done}/{self._total} papers  {usage.requests / elapsed:.1f} req/s  "
-            f"{tokens:,} tokens  {describe_cost(self._cost_of(usage))}  {usage.retries} retries  "
+            f"{tokens:,} tokens  {describe_cost(self._cost_of(usage), free=self._free)}  {usage.retries} retries  "
             f"{usage.rate_limited} rate-limited  {usage.timed_out} timed out"
         )

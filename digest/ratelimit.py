@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -33,6 +34,27 @@ MOST_NOISE = 0.5  # 429s refusing more than half at the slower rate are taken fo
 VERDICT_ODDS = 99  # how much likelier one kind must be than the other for a verdict
 MOST_ANSWERS = 100  # answers since a step after which the likelier kind is the verdict, however close
 RECENT_ANSWERS = 100  # the window in which the share of 429s is compared with the noise learned
+
+
+# Hosts whose x-ratelimit-*-requests family counts a day, not a minute (Groq's documented RPD): it says nothing of
+# the per-minute limit that its 429s come from.
+REQUESTS_PER_DAY_HOSTS = ("api.groq.com",)
+FAMILIES = ("requests", "tokens")
+
+
+def minute_counters(headers: Mapping[str, str], base_url: str) -> dict[str, str]:
+    """The response's headers as counters of the minute: a family that counts another window, or carries Azure's
+    placeholders (a limit of 0 or -1, a negative remaining), is unknown, not zero, and is left out."""
+    host = urlsplit(base_url).hostname or ""
+    kept = {name.lower(): value for name, value in headers.items()}
+    for kind in FAMILIES:
+        limit = _number(kept.get(f"x-ratelimit-limit-{kind}"))
+        remaining = _number(kept.get(f"x-ratelimit-remaining-{kind}"))
+        placeholder = (limit is not None and limit <= 0) or (remaining is not None and remaining < 0)
+        if placeholder or (kind == "requests" and host.endswith(REQUESTS_PER_DAY_HOSTS)):
+            for field in ("limit", "remaining", "reset"):
+                kept.pop(f"x-ratelimit-{field}-{kind}", None)
+    return kept
 
 
 def parse_duration(text: str) -> float | None:
@@ -220,7 +242,7 @@ class RateLimiter:
         self._answered()
         now = self._clock()
         self.observe(headers)
-        if slot is not None and not _counted(headers):
+        if slot is not None and _number(headers.get("x-ratelimit-remaining-requests")) is None:
             self._weigh(slot, limited=False)
         if self.rate < self._max_rate and not self._judging:  # steps being judged hold until the verdict
             growth = RECOVERY_PER_SECOND ** min(now - self._rate_changed_at, 10.0)
@@ -235,7 +257,9 @@ class RateLimiter:
         self.observe(headers)
         requests_left = _number(headers.get("x-ratelimit-remaining-requests"))
         tokens_left = _number(headers.get("x-ratelimit-remaining-tokens"))
-        counted = _counted(headers)
+        # Only a requests counter explains a 429: with a tokens counter alone, and room in it, the 429 comes from a
+        # limit nobody reports (Groq's requests per minute), and is weighed as if there were no counters.
+        counted = requests_left is not None
         if counted and requests_left != 0 and tokens_left != 0:
             return  # a counter with room, the other unknown or with room too: transient; only this request waits
         if not counted:
@@ -370,9 +394,9 @@ class RateLimiter:
                 self._restart()
 
 
-def _counted(headers: Mapping[str, str]) -> bool:
-    """Whether the server reports a remaining-requests or remaining-tokens counter."""
-    return any(_number(headers.get(f"x-ratelimit-remaining-{kind}")) is not None for kind in ("requests", "tokens"))
+def reports_counters(headers: Mapping[str, str]) -> bool:
+    """Whether the server reports a remaining-requests or remaining-tokens counter: a rate-limited API's."""
+    return any(_number(headers.get(f"x-ratelimit-remaining-{kind}")) is not None for kind in FAMILIES)
 
 
 def _number(value: str | None) -> float | None:

@@ -146,7 +146,6 @@ class Taste:
             return None
         return Verdict(
             paper_key=paper.key,
-            relevant=False,
             score=0,
             reason="You have rated this paper already.",
             matched_interests=[],

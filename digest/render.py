@@ -44,6 +44,7 @@ def build_digest(
     liked_before: Collection[str] = (),
     unreadable: int = 0,
     unclassifiable: Sequence[Paper] = (),
+    carried_over: int = 0,
 ) -> Digest:
     """Pick the papers the reader's rules put in and those scoring at least min_score, best first, up to
     max_papers, grouped as the profile asks (papers by followed authors and keyword matches first). `liked_before`:
@@ -83,6 +84,7 @@ def build_digest(
         cost=cost,
         rated=rated,
         unreadable=unreadable,
+        carried_over=carried_over,
         unclassifiable=list(unclassifiable),
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 from digest.config import Profile
 from digest.evaluate import EvalReport, Scores
 from digest.library import ImportReport
-from digest.models import Rating, RunSummary
+from digest.models import Rating, RunSummary, Usage
 from digest.pipeline import DryRunReport
 from digest.progress import describe_cost
 from digest.ratings import RATING_WORDS
@@ -43,14 +43,21 @@ def run_summary(summary: RunSummary) -> str:
     lines.append(
         "  llm          "
         + (
-            f"{usage.requests} requests, {usage.retries} retries, {usage.rate_limited} rate-limited, "
-            f"{usage.timed_out} timed out, {usage.prompt_tokens:,} prompt tokens ({usage.cached_tokens:,} cached), "
-            f"{usage.completion_tokens:,} completion tokens, {describe_cost(summary.cost)}"
+            f"{usage.requests} requests, {_setbacks(usage)}, {usage.prompt_tokens:,} prompt tokens "
+            f"({usage.cached_tokens:,} cached), {usage.completion_tokens:,} completion tokens, "
+            f"{describe_cost(summary.cost, free=summary.free)}"
             if not usage.batch_requests
-            else f"{usage.batch_requests} answered in a batch, {usage.requests} live requests, {usage.retries} "
-            f"retries, {usage.rate_limited} rate-limited, {usage.tokens:,} tokens, {_batch_cost(summary)}"
+            else f"{usage.batch_requests} answered in a batch, {usage.requests} live requests, {_setbacks(usage)}, "
+            f"{usage.tokens:,} tokens, {_batch_cost(summary)}"
         )
     )
+    if usage.timed_out:
+        lines.append(
+            f"  timed out    {usage.timed_out} requests, about {usage.timed_out_tokens:,} tokens of the server's work "
+            "thrown away (each was asked again)"
+        )
+    if summary.concurrency:
+        lines.append(f"  in flight    {summary.concurrency}")
     lines += [f"  batch        {note}" for note in summary.batches]
     delivered = f"  delivered    {summary.deliveries_sent}, still pending {summary.deliveries_pending}"
     lines.append(delivered + (f", failed for good {summary.deliveries_failed}" if summary.deliveries_failed else ""))
@@ -62,6 +69,15 @@ def run_summary(summary: RunSummary) -> str:
         lines.append(f"  warning: {paper_count(failed)} could not be classified; they are retried on the next run")
     lines += [f"  error: {e}" for e in summary.errors]
     return "\n".join(lines)
+
+
+def _setbacks(usage: Usage) -> str:
+    """Retries, and why: what a server that never rate-limits or is never busy does not show."""
+    parts = [f"{usage.retries} retries"]
+    parts += [f"{usage.rate_limited} rate-limited"] if usage.rate_limited else []
+    parts += [f"{usage.busy} busy (503)"] if usage.busy else []
+    parts.append(f"{usage.timed_out} timed out")
+    return ", ".join(parts)
 
 
 def _batch_cost(summary: RunSummary) -> str:
@@ -82,16 +98,29 @@ def dry_run_report(report: DryRunReport) -> str:
             f"  {profile.name:<12} {profile.to_classify} papers to classify, {profile.cached} already cached, "
             f"{profile.ruled} decided by your rules or ratings"
         )
-    live = (
-        f"live {describe_cost(report.cost)}, at least {report.minutes_at_rate_limit * 60:.0f} s at the configured "
-        "rate limits"
-    )
+    if report.answers_per_second:
+        took = (
+            f"about {_duration(report.requests / report.answers_per_second)} at the "
+            f"{report.answers_per_second:.2g} answers a second this server gave in the last run"
+        )
+    else:
+        took = f"at least {report.minutes_at_rate_limit * 60:.0f} s at the configured rate limits"
+    live = f"live {describe_cost(report.cost, free=report.free)}, {took}"
     batch = f"as a batch {describe_cost(report.batch_cost)}, answered within 24 h"
-    lines.append(
-        f"  would cost   {report.requests} requests, about {report.tokens:,} tokens: "
-        + (f"{batch} (llm.mode: batch); {live}" if report.batch else f"{live} (llm.mode: live); {batch}")
-    )
+    if report.batch:
+        what = f"{batch} (llm.mode: batch); {live}"
+    else:
+        what = f"{live} (llm.mode: live)" + (f"; {batch}" if report.batch_offered else "")
+    lines.append(f"  would cost   {report.requests} requests, about {report.tokens:,} tokens: {what}")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def status_table(runs: list[tuple[dt.datetime, bool, RunSummary]]) -> str:
@@ -209,7 +238,7 @@ def eval_report(report: EvalReport) -> str:
     lines.append(
         f"  llm          {report.requests} requests ({report.cached} verdicts from an earlier eval), "
         f"{report.prompt_tokens:,} prompt tokens, {report.completion_tokens:,} completion tokens, "
-        f"{describe_cost(report.cost_usd)}"
+        f"{describe_cost(report.cost_usd, free=report.free)}"
     )
     lines.append(
         f"  prompt       about {report.prompt_tokens_per_paper:,} tokens a paper with examples, "

@@ -84,7 +84,6 @@ class Rules:
 def _verdict(paper: Paper, relevant: bool, reason: str, rule: Rule, matched: str) -> Verdict:
     return Verdict(
         paper_key=paper.key,
-        relevant=relevant,
         score=10 if relevant else 0,
         reason=reason,
         matched_interests=[matched],

@@ -266,6 +266,14 @@ class Store:
             db.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", (name, default()))
             return str(db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0])
 
+    def get_setting(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_setting(self, name: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))
+
     def lock_for_run(self) -> None:
         """One run at a time per state file, across processes (cron and `serve` side by side, say)."""
         self._lock = open(f"{self._path}.lock", "a")  # noqa: SIM115 (held until close)

@@ -213,6 +213,21 @@ class FakeLLM:
     # left; successes say limit and remaining (requests only), a 429 says nothing but llm_provider-retry-after: 60.
     gateway_per_minute: int | None = None
     usage_by_length: bool = False  # count prompt tokens from the request's length (about 4 characters a token)
+    # Providers' quirks. `structured`: the response_format types taken, others answered 400 as DeepSeek does
+    # (an empty set: none, as a server that refuses the parameter). `refuse_params`: request parameters answered
+    # 400 with the given message (OpenAI's reasoning models refuse temperature and max_tokens).
+    structured: set[str] = field(default_factory=lambda: {"json_schema", "json_object"})
+    refuse_params: dict[str, str] = field(default_factory=dict)
+    fenced: bool = False  # the verdict wrapped in a Markdown code fence, as models without structured output write
+    owned_by: str = "test"  # /v1/models' owned_by: llama-server says "llamacpp"
+    # Ollama: beyond this many requests waiting or running, 503 "server busy" at once (OLLAMA_MAX_QUEUE).
+    max_pending: int | None = None
+    # A local server on a CPU: `slots` requests run at once (llama-server's --parallel), the rest wait in its queue;
+    # running ones share `cores`, each needing `service_seconds` of one core. More at once: no more answers.
+    slots: int | None = None
+    cores: int = 1
+    service_seconds: float = 0.1
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # every chat completion request, as sent
     batch_api: BatchAPI | None = None  # /v1/files and /v1/batches; without it they are 404, as on vLLM or Ollama
     requests: int = 0  # chat completions asked live
     in_flight: int = 0
@@ -228,6 +243,8 @@ class FakeLLM:
     _admitted: list[float] = field(default_factory=list)  # when each request passed the limit, for the counters
     _gateway_minute: int = -1
     _gateway_used: int = 0
+    _slot_queue: asyncio.Semaphore | None = None
+    _running: int = 0
 
     def _admit(self, now: float) -> float | None:
         """Take one request from the rate bucket; None if admitted, else the seconds until one would be."""
@@ -274,7 +291,7 @@ class FakeLLM:
                 await _respond(send, 200, json.dumps(self.stats()).encode(), _json)
             return
         if scope["path"].endswith("/models"):
-            data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in self.models]
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": self.owned_by} for m in self.models]
             await _respond(send, 200, json.dumps({"object": "list", "data": data}).encode(), _json)
             return
         if self.batch_api is not None and re.match(r"/v1/(files|batches)", scope["path"]):
@@ -292,16 +309,51 @@ class FakeLLM:
             self.arrivals.append(now)
             wait = self._admit(now)
             behaviour = self.script.pop(0) if self.script else self._random_behaviour()
+        request = json.loads(body)
+        with self._lock:
+            self.bodies.append(request)
         try:
             if wait is not None:
                 await self._rate_limited(send, wait)
             elif behaviour == "429":  # rate-limit answers come at once, without the model's latency
                 await self._error(send, 429, "Rate limit reached for requests", "requests", "rate_limit_exceeded")
+            elif self.max_pending is not None and self.in_flight > self.max_pending:
+                # Ollama's words (server/sched.go, ErrMaxQueue), with its status
+                message = "server busy, please try again.  maximum pending requests exceeded"
+                await self._error(send, 503, message, "server_error", None)
+            elif (refused := self._refused(request)) is not None:
+                await self._error(send, 400, refused, "invalid_request_error", None)
             else:
-                await self._complete(json.loads(body), behaviour, send)
+                if self.slots is not None:
+                    await self._compute()
+                await self._complete(request, behaviour, send)
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    def _refused(self, request: dict[str, Any]) -> str | None:
+        """The 400 a server with these quirks answers to this request, if any."""
+        kind = request.get("response_format", {}).get("type")
+        if kind is not None and kind not in self.structured:
+            return "This response_format type is unavailable now"  # DeepSeek's words
+        for parameter, message in self.refuse_params.items():
+            if parameter in request:
+                return message
+        return None
+
+    async def _compute(self) -> None:
+        """Wait for one of the server's slots, then for `service_seconds` of a core shared by the running ones."""
+        if self._slot_queue is None:
+            self._slot_queue = asyncio.Semaphore(self.slots or 1)
+        async with self._slot_queue:
+            self._running += 1
+            try:
+                done = 0.0
+                while done < self.service_seconds:
+                    await asyncio.sleep(0.005)
+                    done += 0.005 * min(1.0, self.cores / self._running)
+            finally:
+                self._running -= 1
 
     def _random_behaviour(self) -> str:
         draw = random.random()
@@ -352,9 +404,8 @@ class FakeLLM:
         with self._lock:
             self.judged[paper["title"]] = (relevant, score)
         answer: dict[str, Any] = {
-            "relevant": relevant,
-            "score": score,
             "reason": "It is about language models." if relevant else "It is not about your topics.",
+            "score": score,
             "matched_interests": ["language models"] if relevant else [],
         }
         schema = request.get("response_format", {}).get("json_schema", {}).get("schema", {})
@@ -363,6 +414,8 @@ class FakeLLM:
         if bloated:
             answer.update(reason="x" * 10_000, matched_interests=[f"interest {i} " + "y" * 1000 for i in range(50)])
         content = json.dumps(answer)
+        if self.fenced:
+            content = f"Here is my verdict:\n```json\n{json.dumps(answer, indent=2)}\n```"
         if paper["title"] in self.invalid_for:
             behaviour = "schema"
         if behaviour == "malformed":

@@ -89,7 +89,7 @@ def test_every_paper_gets_a_verdict_keyed_by_paper(llm):
     for paper in PAPERS[:30]:
         verdict = outcomes[paper.key]
         assert isinstance(verdict, Verdict)
-        assert (verdict.relevant, verdict.score) == app.judged[paper.title]
+        assert verdict.score == app.judged[paper.title][1]
     assert usage.requests == app.requests == 30
     assert usage.prompt_tokens == 30 * 400 and usage.cached_tokens == 30 * 256 and usage.completion_tokens == 30 * 40
 
@@ -263,7 +263,7 @@ def test_strict_json_schema_is_sent_and_json_mode_is_a_switch():
     inner = schema["json_schema"]  # type: ignore[typeddict-item]
     assert inner["strict"] is True
     assert inner["schema"]["additionalProperties"] is False
-    assert set(inner["schema"]["required"]) == {"relevant", "score", "reason", "matched_interests"}
+    assert set(inner["schema"]["required"]) == {"score", "reason", "matched_interests"}
     assert response_format("json_object") == {"type": "json_object"}
 
 

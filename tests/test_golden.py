@@ -35,7 +35,6 @@ def fixed_digest() -> Digest:
     verdicts = {
         p.key: Verdict(
             paper_key=p.key,
-            relevant=n % 3 != 2,
             score=[9, 7, 2, 8, 6, 3, 10, 6, 1, 7, 8, 4][n],
             reason=f"One sentence for you about paper {n}, with <i>markup</i> that must stay text.",
             matched_interests=[INTERESTS[n % 2]] if n % 4 else [],

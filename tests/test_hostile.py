@@ -111,7 +111,7 @@ def _hostile_digest() -> Any:
         "\\[y](https://evil.example) see https://evil.example and www.evil.example\n# heading\n- item"
     )
     paper = PAPERS[0].model_copy(update={"title": evil, "authors": [evil], "arxiv_id": PAPERS[0].arxiv_id})
-    verdict = Verdict(paper_key=paper.key, relevant=True, score=9, reason=evil, matched_interests=[evil], tldr=evil)
+    verdict = Verdict(paper_key=paper.key, score=9, reason=evil, matched_interests=[evil], tldr=evil)
     profile = Profile(name="me", interests="x", tldr=True)
     return build_digest(profile, dt.date(2026, 6, 30), ["cs.CL"], [paper], {paper.key: verdict}, 0, Usage(), None)
 
@@ -253,7 +253,6 @@ def test_an_answer_is_cut_to_its_bounds_and_loses_its_control_characters() -> No
     from digest.models import JudgementWithTLDR
 
     answer = {
-        "relevant": True,
         "score": 7,
         "reason": "\x1b[31mred\x1b[0m " + "r" * 1000,
         "matched_interests": [f"\x07interest {i} " + "i" * 500 for i in range(30)],

@@ -33,7 +33,6 @@ def _verdicts(scores: dict[int, int]) -> dict[str, Verdict]:
     return {
         PAPERS[i].key: Verdict(
             paper_key=PAPERS[i].key,
-            relevant=score >= 5,
             score=score,
             reason=f"Reason {i} <b>bold</b>",
             matched_interests=["evaluation"] if i % 2 else ["LLM inference"],

@@ -18,7 +18,7 @@ def test_prune_forgets_only_what_is_done(tmp_path):
     done, waiting, undelivered = PAPERS
     store.record_feed(Feed(url="u", announced=done.announced, papers=PAPERS), ["me"])
     for paper in PAPERS:
-        verdict = Verdict(paper_key=paper.key, relevant=True, score=8, reason="r", matched_interests=[])
+        verdict = Verdict(paper_key=paper.key, score=8, reason="r", matched_interests=[])
         store.save_verdict(verdict, "me", "prompt", "model", 1)
     sent = store.record_digest(
         "me", dt.date(2026, 6, 29), "s", b"message", [done.key], {"me@example.org": "<1@example.org>"}
