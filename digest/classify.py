@@ -27,7 +27,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 from pydantic import BaseModel, NonNegativeInt, ValidationError
 
-from digest.concurrency import AdaptiveConcurrency, Ticket
+from digest.concurrency import START, AdaptiveConcurrency, Ticket
 from digest.config import LLMConfig, Prices, Profile, TokenPrices
 from digest.errors import LLMError
 from digest.http import capped_answer_client
@@ -452,7 +452,10 @@ class Classifier:
     ) -> None:
         self._config = config
         self.facts = facts or ServerFacts()  # what the server takes, as learned: updated as this run learns more
-        self.capacity = AdaptiveConcurrency(config.max_concurrency)
+        self._limiter = limiter or RateLimiter(config.requests_per_minute, config.tokens_per_minute, sleep=sleep)
+        # Before the first answer shows whether the server reports rate limits, as many go as the limiter's
+        # opening share: 4 at the default 500 requests a minute, a local server's usual slot count.
+        self.capacity = AdaptiveConcurrency(config.max_concurrency, start=self._limiter.opening_share or START)
         self._client = client or openai.AsyncOpenAI(
             api_key=config.api_key.get_secret_value(),
             base_url=config.base_url,
@@ -460,7 +463,6 @@ class Classifier:
             max_retries=0,  # retries are ours: shared back-off across the whole run, and counted
             http_client=capped_answer_client(MAX_ANSWER_BYTES, timeout=config.timeout_seconds),
         )
-        self._limiter = limiter or RateLimiter(config.requests_per_minute, config.tokens_per_minute, sleep=sleep)
         self._sleep = sleep
         self._reached_server = False
         self._stopped: LLMError | None = None  # set by the first error that ends the run: no request after it

@@ -6,15 +6,15 @@ compute: requests beyond what it can run wait in its queue, where a client timeo
 more requests at once can mean fewer answers a second. So the limit is measured, not guessed.
 
 By Little's law, a server kept at n requests in flight that answers each in L seconds on average gives n / L answers
-a second. The limit starts small and, while answers come back as fast as the fastest yet, grows by one per answer
-(TCP's slow start: it doubles every round trip, so a cloud server reaches max_concurrency within a few round trips).
-The first answer much slower than the fastest ends the growth: the server queues or shares its compute. From then
-on the limit climbs one step at a time, a round of answers at each level: a request more in flight is kept only if
-it brings at least a quarter of its ideal share of answers a second (from 1 to 2 in flight, 25% more answers), and
-one fewer is kept if it loses less than a quarter of its share. So on a CPU-bound server it settles
-where more requests no longer bring more answers, and near the server's slot count on a GPU. Every so often it
-tries the next level again, since servers change. A timeout or a server saying it is busy is overload: the limit
-halves at once.
+a second. The limit starts small (the rate limiter's opening share: 4 at 500 requests a minute) and, while answers
+come back as fast as the fastest yet, grows by one per answer (TCP's slow start: it doubles every round trip, so a
+cloud server reaches max_concurrency within a few round trips). The first answer much slower than the fastest ends
+the growth: the server queues or shares its compute. From then on the limit climbs one step at a time, a round of
+answers at each level: a request more in flight is kept only if it brings at least a quarter of its ideal share of
+answers a second (from 1 to 2 in flight, 25% more answers), and one fewer is kept if it loses less than a quarter
+of its share. So on a CPU-bound server it settles where more requests no longer bring more answers, and near the
+server's slot count on a GPU. Every so often it tries the next level again, since servers change. A timeout or a
+server saying it is busy is overload: the limit halves at once.
 
 No Python library of this kind is well kept (Netflix's concurrency-limits is Java; the PyPI ports are young and
 unmaintained), and its rule needs no more than this file.
@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from digest.ratelimit import Clock
 
-START = 4  # requests in flight before anything came back: a local server's usual slot count, or less
+START = 4  # requests in flight before anything came back, unless the caller says: a local server's usual slots
 SLOWER = 1.5  # an answer this much slower than the fastest yet, at full load, ends the growth
 ROUND_ANSWERS = 4  # answers at a level, at least, before it is judged (more at higher levels: one per request)
 SHARE = 0.25  # of an added request's ideal share of answers a second that it must bring to be kept

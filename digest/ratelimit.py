@@ -164,6 +164,7 @@ class RateLimiter:
         self._rate_changed_at = -math.inf
         self._slowed_at = -math.inf  # the slot time from which requests were sent at the lowered rate
         self._opening = None if opening_seconds <= 0 else max(1, int(self._max_rate * opening_seconds))
+        self.opening_share = self._opening  # what may go before the first answer: 4 at 500 requests a minute
         self._opened = 0  # requests sent before anything came back
         # Answers without counters, as (slot time, rate sent at, 429): the evidence of what the 429s depend on.
         self._tally: deque[tuple[float, float, bool]] = deque(maxlen=4 * RECENT_ANSWERS)
