@@ -49,7 +49,7 @@ async def classify(url: str, papers: list[Paper], fixed: int | None) -> Run:
     llm = LLMConfig.model_validate(settings)
     classifier = Classifier(llm)
     if fixed is not None:
-        classifier.capacity.fixed()  # exactly `fixed` in flight, as without the adaptive limit
+        classifier.capacity.fixed("fixed for this benchmark")  # exactly `fixed` in flight, as without measuring
     outcomes: dict[str, Outcome] = {}
     instructions = system_prompt(PROFILE)
     start = time.monotonic()

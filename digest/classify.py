@@ -50,6 +50,7 @@ MAX_ANSWER_BYTES = 1_000_000  # an answer is a few kB; a server sending more is 
 MAX_TITLE_CHARACTERS = 1000  # of a paper, in the prompt: arXiv's are far shorter; a hostile feed's need not be
 MAX_ABSTRACT_CHARACTERS = 5000  # arXiv caps abstracts at 1,920 characters
 SAME_ERROR_LIMIT = 3  # the same 4xx this many times in a row, with no success between: it is every request's
+UNLIMITED = 10**12  # requests or tokens a minute: no pacing
 SEED = 20260630  # with temperature 0, the same paper gets the same verdict on a retry, where the server honours it
 REASONING_ALLOWANCE = 8192  # completion tokens a reasoning model may think in before it answers
 # OpenAI's reasoning models refuse `temperature` and `max_tokens`; "openai/o3" through a gateway is one too.
@@ -302,7 +303,7 @@ def _outcome_of(answer: _Answer, paper: Paper, profile: Profile) -> Outcome:
     if choice.finish_reason == "length":
         raise _Retry("the answer was cut off (finish_reason=length)")
     content = choice.message.content or ""
-    if not content.lstrip().startswith("{") and "{" in content:
+    if not content.lstrip().startswith("{") and "{" in content and "}" in content:
         # Without structured output, models wrap the object in prose or a Markdown fence: the object is the answer.
         content = content[content.index("{") : content.rindex("}") + 1]
     try:
@@ -452,10 +453,18 @@ class Classifier:
     ) -> None:
         self._config = config
         self.facts = facts or ServerFacts()  # what the server takes, as learned: updated as this run learns more
-        self._limiter = limiter or RateLimiter(config.requests_per_minute, config.tokens_per_minute, sleep=sleep)
+        # requests_per_minute and tokens_per_minute are an account's limits at a paid API: a local server has
+        # none, and is bounded by its compute alone (the in-flight limit, measured).
+        local = charges_nothing(config)
+        self._limiter = limiter or RateLimiter(
+            UNLIMITED if local else config.requests_per_minute,
+            UNLIMITED if local else config.tokens_per_minute,
+            sleep=sleep,
+        )
         # Before the first answer shows whether the server reports rate limits, as many go as the limiter's
-        # opening share: 4 at the default 500 requests a minute, a local server's usual slot count.
-        self.capacity = AdaptiveConcurrency(config.max_concurrency, start=self._limiter.opening_share or START)
+        # opening share (4 at the default 500 requests a minute); to a local server, a usual slot count.
+        start = START if local else self._limiter.opening_share or START
+        self.capacity = AdaptiveConcurrency(config.max_concurrency, start=start)
         self._client = client or openai.AsyncOpenAI(
             api_key=config.api_key.get_secret_value(),
             base_url=config.base_url,
@@ -655,8 +664,9 @@ class Classifier:
             self._stopped = self._stopped or LLMError(
                 f"the LLM server answered {succeeded} of the last {len(self._attempts)} requests in "
                 f"{window:.0f} s (the last: {retry.problem})",
-                hint="a slow or local server: lower llm.max_concurrency or raise llm.timeout_seconds (README: 'With "
-                "a local model'); the papers not yet classified stay pending for the next run",
+                hint="a slow or local server: raise llm.timeout_seconds or lower llm.max_concurrency (README: 'With "
+                "a local model'); rate limits: lower llm.requests_per_minute; the papers not yet classified stay "
+                "pending for the next run",
             )
             raise self._stopped
 

@@ -12,8 +12,9 @@ cloud server reaches max_concurrency within a few round trips). The first answer
 the growth: the server queues or shares its compute. From then on the limit climbs one step at a time, a round of
 answers at each level: a request more in flight is kept only if it brings at least a quarter of its ideal share of
 answers a second (from 1 to 2 in flight, 25% more answers), and one fewer is kept if it loses less than a quarter
-of its share. So on a CPU-bound server it settles where more requests no longer bring more answers, and near the
-server's slot count on a GPU. Every so often it tries the next level again, since servers change. A timeout or a
+of its share; one that brings nearly its whole share shows room to spare, and the growth resumes. So on a
+CPU-bound server it settles where more requests no longer bring more answers, and near the server's slot count on
+a GPU. Every so often it tries the next level again, since servers change. A timeout or a
 server saying it is busy is overload: the limit halves at once.
 
 No Python library of this kind is well kept (Netflix's concurrency-limits is Java; the PyPI ports are young and
@@ -23,8 +24,9 @@ unmaintained), and its rule needs no more than this file.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import NamedTuple
 
 from digest.ratelimit import Clock
@@ -33,6 +35,7 @@ START = 4  # requests in flight before anything came back, unless the caller say
 SLOWER = 1.5  # an answer this much slower than the fastest yet, at full load, ends the growth
 ROUND_ANSWERS = 4  # answers at a level, at least, before it is judged (more at higher levels: one per request)
 SHARE = 0.25  # of an added request's ideal share of answers a second that it must bring to be kept
+ROOM = 0.9  # of it, brought by a step up, that shows the server has room: growth resumes as at the start
 HOLD_ROUNDS = 6  # rounds at a settled level before the next level up (or down) is tried again
 
 
@@ -52,10 +55,12 @@ class AdaptiveConcurrency:
         self.limit = min(most, start)
         self.adaptive = True  # until the server shows rate-limit counters: then max_concurrency, fixed
         self._clock = clock
+        self._fixed_because = ""
         self._in_flight = 0
         self._freed = asyncio.Event()
         self._growing = True  # slow start: one more per answer as fast as the fastest yet
         self._fastest: float | None = None
+        self._recent: deque[float] = deque(maxlen=ROUND_ANSWERS)  # the last full-load latencies while growing
         self._round: list[float] = []  # latencies of full-load answers at the current limit
         self._throughput: dict[int, float] = {}  # answers a second measured at each level
         self._moved = 0  # +1 or -1: the last step, judged after the round at the new level; 0 settled
@@ -74,10 +79,11 @@ class AdaptiveConcurrency:
         self._in_flight -= 1
         self._wake_waiters()
 
-    def fixed(self) -> None:
-        """The server reports rate limits: the RateLimiter paces it, and max_concurrency bounds what is in flight."""
+    def fixed(self, why: str = "the server reports its rate limits") -> None:
+        """No measuring: max_concurrency bounds what is in flight (a server that reports rate limits is paced by
+        the RateLimiter)."""
         if self.adaptive:
-            self.adaptive, self.limit = False, self.most
+            self.adaptive, self.limit, self._fixed_because = False, self.most, why
             self._wake_waiters()
 
     def _wake_waiters(self) -> None:
@@ -92,15 +98,19 @@ class AdaptiveConcurrency:
         if self._fastest is None or latency < self._fastest:
             self._fastest = latency
         if self._growing:
-            if latency <= SLOWER * self._fastest:
+            if ticket.full:
+                self._recent.append(latency)
+            # One slow answer may be a long paper; the middle of the last few is the server.
+            typical = statistics.median(self._recent) if self._recent else latency
+            if typical <= SLOWER * self._fastest:
                 self._set(self.limit + 1)
                 return
-            if not ticket.full:
-                return  # sent with room to spare: its slowness is the server's, not the limit's
+            if len(self._recent) < ROUND_ANSWERS:
+                return  # too few answers at full load to tell
             # Slower: requests wait for the server's compute. What it really runs is about n x fastest / latency.
             # The first round there is measured, then one fewer is tried: fewer in flight is better, if as fast.
             self._growing, self._held, self._probe_up = False, HOLD_ROUNDS - 1, True
-            self._set(max(1, min(self.limit - 1, round(self.limit * self._fastest / latency))))
+            self._set(max(1, min(self.limit - 1, round(self.limit * self._fastest / typical))))
             return
         if not ticket.full or ticket.level != self.limit:
             return  # sent under another limit, or with room to spare: no evidence for this one
@@ -123,8 +133,13 @@ class AdaptiveConcurrency:
         previous = level - self._moved
         before = self._throughput.get(previous) if self._moved else None
         if before is not None and self._moved > 0:
-            # Up from previous: kept if the added requests brought at least SHARE of their ideal share.
-            if measured >= before * (1 + SHARE * (level / previous - 1)):
+            # Up from previous: kept if the added requests brought at least SHARE of their ideal share; if they
+            # brought nearly all of it, the server has room to spare, and the limit grows as at the start.
+            if measured >= before * (1 + ROOM * (level / previous - 1)):
+                self._growing, self._fastest = True, None
+                self._recent.clear()
+                self._set(level + 1)
+            elif measured >= before * (1 + SHARE * (level / previous - 1)):
                 self._step(+1)
             else:
                 self._settle(previous)
@@ -164,6 +179,6 @@ class AdaptiveConcurrency:
         if not self.sent_at:
             return None
         if not self.adaptive:
-            return f"up to {self.most} at once (max_concurrency; the server reports its rate limits)"
+            return f"up to {self.most} at once (max_concurrency; {self._fixed_because})"
         usual = self.sent_at.most_common(1)[0][0]
         return f"{usual} at once, found by measuring the server (now {self.limit}; max_concurrency {self.most})"

@@ -103,6 +103,8 @@ def dry_run_report(report: DryRunReport) -> str:
             f"about {_duration(report.requests / report.answers_per_second)} at the "
             f"{report.answers_per_second:.2g} answers a second this server gave in the last run"
         )
+    elif report.free:
+        took = "as long as the hardware takes: the first run measures this server, and the next dry run says"
     else:
         took = f"at least {report.minutes_at_rate_limit * 60:.0f} s at the configured rate limits"
     live = f"live {describe_cost(report.cost, free=report.free)}, {took}"

@@ -166,6 +166,12 @@ def test_without_a_batch_api_one_warning_and_live_requests(tmp_path, feed_server
     assert len(warnings) == 1 and "HTTP 404 on /files" in warnings[0]
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM batches").fetchone()[0] == 0
+    # Back in live mode, the dry run offers no batch to a server whose Batch API answered 404.
+    live = _config(tmp_path, feed_url, llm_url, port, mode="live")
+    dry = run_cli("run", "--dry-run", "--config", str(write_config(live)))
+    assert dry.returncode == 0 and "would cost" in dry.stdout and "as a batch" not in dry.stdout, dry.stdout
+    check = run_cli("check", "--config", str(write_config(live)))
+    assert "no Batch API" in check.stdout, check.stdout
 
 
 def test_lines_that_failed_are_missing_or_invalid_are_asked_live(tmp_path, feed_server, batch_llm, smtp, write_config):

@@ -93,6 +93,19 @@ def test_when_latency_grows_with_what_is_in_flight_the_limit_stays_low() -> None
     assert capacity.sent_at.most_common(1)[0][0] <= 2
 
 
+def test_a_gpu_server_with_uneven_latency_is_filled_to_its_slots_though_growth_stopped_early() -> None:
+    clock = FakeClock(advance=False)
+    capacity = AdaptiveConcurrency(64, clock=clock)
+    calls = iter(range(10**6))
+
+    def latency(n: int) -> float:
+        uneven = 1.7 if next(calls) % 7 == 3 else 1.0  # a long paper now and then: slow start may stop early
+        return 0.5 * uneven * max(1.0, n / 48)  # 48 slots; beyond them, requests queue
+
+    _simulate(capacity, clock, latency, 2000)
+    assert 36 <= capacity.sent_at.most_common(1)[0][0] <= 64
+
+
 def test_a_timeout_halves_the_limit_and_rate_limit_counters_fix_it_at_max_concurrency() -> None:
     capacity = AdaptiveConcurrency(16, start=8)
     capacity.overloaded()
@@ -259,7 +272,8 @@ def test_a_local_server_is_local_no_charge_and_its_speed_is_remembered(tmp_path,
     first = run_cli("run", "--dry-run", "--config", str(path))
     assert first.returncode == 0, first.stderr
     assert "local, no charge" in first.stdout and "as a batch" not in first.stdout
-    assert "cost unknown" not in first.stdout
+    assert "cost unknown" not in first.stdout and "rate limits" not in first.stdout
+    assert "the first run measures this server" in first.stdout
     run = run_cli("run", "--config", str(path))
     assert run.returncode == 0, run.stdout + run.stderr
     assert "local, no charge" in run.stdout and "in flight" in run.stdout and "rate-limited" not in run.stdout
@@ -312,3 +326,28 @@ def test_a_day_that_outlasts_max_run_minutes_delivers_what_was_judged_and_carrie
     left_over = {p.title for p in PAPERS} - judged_first
     relevant_left = {t for t in left_over if app.judged.get(t, (False, 0))[1] >= 6}
     assert relevant_left and relevant_left <= in_second
+
+
+def test_an_answer_in_prose_is_unwrapped_and_a_broken_one_is_retried_not_a_crash() -> None:
+    from digest.classify import _Answer, _outcome_of, _Retry
+
+    def answer(content: str) -> _Answer:
+        return _Answer.model_validate({"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})
+
+    verdict = _outcome_of(
+        answer('Sure:\n```json\n{"reason": "r", "score": 7, "matched_interests": []}\n```'), PAPERS[0], PROFILE
+    )
+    assert isinstance(verdict, Verdict) and verdict.score == 7
+    with pytest.raises(_Retry, match="not a valid verdict"):
+        _outcome_of(answer("Sure, here it is: {"), PAPERS[0], PROFILE)
+
+
+def test_a_local_server_is_bounded_by_its_compute_not_by_an_accounts_rate_limits() -> None:
+    local = Classifier(
+        LLMConfig.model_validate({"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2", "api_key": "k"})
+    )
+    assert local._limiter.rate > 10_000 and local.capacity.limit == 4  # unpaced; four in flight to start with
+    cloud = Classifier(LLMConfig.model_validate({"api_key": "k"}))  # gpt-4o-mini at OpenAI, 500 a minute
+    assert cloud._limiter.rate == pytest.approx(500 / 60.5) and cloud.capacity.limit == 4
+    asyncio.run(local.close())
+    asyncio.run(cloud.close())
