@@ -521,7 +521,7 @@ class Classifier:
             queue.put_nowait(item)
             pending = queue.get_nowait()[2]
             assert pending is not None  # the queue is closed only once no job is left, and this worker holds one
-            pending.slot, pending.ticket = slot, ticket
+            pending.slot, pending.ticket = slot, self.capacity.sending(ticket)
             return pending
 
         async def worker() -> None:

@@ -75,6 +75,10 @@ class AdaptiveConcurrency:
         self.sent_at[self.limit] += 1
         return Ticket(self.limit, self._clock(), self._in_flight >= self.limit)
 
+    def sending(self, ticket: Ticket) -> Ticket:
+        """The ticket as its request leaves: latency counts from here, not from a wait for the rate limiter."""
+        return ticket._replace(sent=self._clock())
+
     def release(self) -> None:
         self._in_flight -= 1
         self._wake_waiters()

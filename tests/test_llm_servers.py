@@ -116,6 +116,16 @@ def test_a_timeout_halves_the_limit_and_rate_limit_counters_fix_it_at_max_concur
     assert capacity.limit == 16  # a cloud API's in-flight count is the rate limiter's business
 
 
+def test_the_wait_for_the_rate_limiter_is_not_taken_for_a_slow_server(fake_llm) -> None:
+    url, app = fake_llm
+    app.latency, app.limit_headers = 0.05, "none"  # fast, and no counters: the limit is measured
+    papers = PAPERS[:30]
+    # Paced at 10 a second with 8 in flight: each request waits most of a second for its slot, then takes 0.05 s.
+    outcomes, classifier = _classify(_config(url, max_concurrency=8, requests_per_minute=605), papers)
+    assert _all_verdicts(outcomes, papers)
+    assert classifier.capacity.limit == 8
+
+
 def test_a_cpu_bound_local_server_is_never_queued_into_timeouts(fake_llm) -> None:
     url, app = fake_llm
     # Four slots on one core: at most 20 answers a second, however many are sent. At the 64 in flight the
