@@ -543,7 +543,7 @@ class Classifier:
                     log.warning("paper %s: unexpected %s", pending.job.paper.key, error.__class__.__name__)
                     outcome = Failure(paper_key=pending.job.paper.key, reason=f"unexpected {error.__class__.__name__}")
                 finally:
-                    self.capacity.release()
+                    self.capacity.release(pending.ticket)
                 on_outcome(pending.job, outcome)
                 if on_progress is not None:
                     on_progress(self.usage)

@@ -12,10 +12,11 @@ cloud server reaches max_concurrency within a few round trips). The first answer
 the growth: the server queues or shares its compute. From then on the limit climbs one step at a time, a round of
 answers at each level: a request more in flight is kept only if it brings at least a quarter of its ideal share of
 answers a second (from 1 to 2 in flight, 25% more answers), and one fewer is kept if it loses less than a quarter
-of its share; one that brings nearly its whole share shows room to spare, and the growth resumes. So on a
-CPU-bound server it settles where more requests no longer bring more answers, and near the server's slot count on
-a GPU. Every so often it tries the next level again, since servers change. A timeout or a
-server saying it is busy is overload: the limit halves at once.
+of its share; one after which answers still come as fast as the fastest shows room to spare, and the growth
+resumes. A request still out longer than a slow answer takes stops the growth before its answer comes. So on
+a CPU-bound server it settles where more requests no longer bring more answers, and near the server's slot count
+on a GPU. Every so often it tries the next level again, since servers change. A timeout or a server saying it is
+busy is overload: the limit halves at once.
 
 No Python library of this kind is well kept (Netflix's concurrency-limits is Java; the PyPI ports are young and
 unmaintained), and its rule needs no more than this file.
@@ -24,6 +25,7 @@ unmaintained), and its rule needs no more than this file.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
 from collections import Counter, deque
@@ -35,7 +37,6 @@ START = 4  # requests in flight before anything came back, unless the caller say
 SLOWER = 1.5  # an answer this much slower than the fastest yet, at full load, ends the growth
 ROUND_ANSWERS = 4  # answers at a level, at least, before it is judged (more at higher levels: one per request)
 SHARE = 0.25  # of an added request's ideal share of answers a second that it must bring to be kept
-ROOM = 0.9  # of it, brought by a step up, that shows the server has room: growth resumes as at the start
 HOLD_ROUNDS = 6  # rounds at a settled level before the next level up (or down) is tried again
 
 
@@ -45,6 +46,7 @@ class Ticket(NamedTuple):
     level: int
     sent: float
     full: bool
+    number: int = 0
 
 
 class AdaptiveConcurrency:
@@ -57,6 +59,8 @@ class AdaptiveConcurrency:
         self._clock = clock
         self._fixed_because = ""
         self._in_flight = 0
+        self._flying: dict[int, float] = {}  # requests on the wire: number -> when sent
+        self._numbers = itertools.count(1)
         self._freed = asyncio.Event()
         self._growing = True  # slow start: one more per answer as fast as the fastest yet
         self._fastest: float | None = None
@@ -73,14 +77,17 @@ class AdaptiveConcurrency:
             await self._freed.wait()
         self._in_flight += 1
         self.sent_at[self.limit] += 1
-        return Ticket(self.limit, self._clock(), self._in_flight >= self.limit)
+        return Ticket(self.limit, self._clock(), self._in_flight >= self.limit, next(self._numbers))
 
     def sending(self, ticket: Ticket) -> Ticket:
         """The ticket as its request leaves: latency counts from here, not from a wait for the rate limiter."""
-        return ticket._replace(sent=self._clock())
+        sent = ticket._replace(sent=self._clock())
+        self._flying[sent.number] = sent.sent
+        return sent
 
-    def release(self) -> None:
+    def release(self, ticket: Ticket) -> None:
         self._in_flight -= 1
+        self._flying.pop(ticket.number, None)
         self._wake_waiters()
 
     def fixed(self, why: str = "the server reports its rate limits") -> None:
@@ -104,10 +111,13 @@ class AdaptiveConcurrency:
         if self._growing:
             if ticket.full:
                 self._recent.append(latency)
-            # One slow answer may be a long paper; the middle of the last few is the server.
+            # One slow answer may be a long paper; the middle of the last few is the server. A request still out
+            # longer than a slow answer takes says the server queues before its answer can: no growth then.
             typical = statistics.median(self._recent) if self._recent else latency
+            oldest = min(self._flying.values(), default=self._clock())
             if typical <= SLOWER * self._fastest:
-                self._set(self.limit + 1)
+                if self._clock() - oldest <= SLOWER * self._fastest:
+                    self._set(self.limit + 1)
                 return
             if len(self._recent) < ROUND_ANSWERS:
                 return  # too few answers at full load to tell
@@ -132,15 +142,16 @@ class AdaptiveConcurrency:
 
     def _judge(self) -> None:
         level = self.limit
-        measured = level / (sum(self._round) / len(self._round))
+        latency = sum(self._round) / len(self._round)
+        measured = level / latency
         self._throughput[level] = measured
         previous = level - self._moved
         before = self._throughput.get(previous) if self._moved else None
         if before is not None and self._moved > 0:
-            # Up from previous: kept if the added requests brought at least SHARE of their ideal share; if they
-            # brought nearly all of it, the server has room to spare, and the limit grows as at the start.
-            if measured >= before * (1 + ROOM * (level / previous - 1)):
-                self._growing, self._fastest = True, None
+            # Up from previous: kept if the added requests brought at least SHARE of their ideal share. If answers
+            # still come about as fast as the fastest, the server has room to spare: the limit grows as at first.
+            if self._fastest is not None and latency <= SLOWER * self._fastest and measured > before:
+                self._growing = True
                 self._recent.clear()
                 self._set(level + 1)
             elif measured >= before * (1 + SHARE * (level / previous - 1)):
