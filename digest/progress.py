@@ -18,6 +18,15 @@ def describe_cost(cost: float | None, *, free: bool = False) -> str:
     return "cost unknown (set llm.price)" if cost is None else f"~${cost:.4f}"
 
 
+def describe_setbacks(usage: Usage, sep: str = ", ") -> str:
+    """Retries, and why: a server that never rate-limits or is never busy shows neither."""
+    parts = [f"{usage.retries} retries"]
+    parts += [f"{usage.rate_limited} rate-limited"] if usage.rate_limited else []
+    parts += [f"{usage.busy} busy (503)"] if usage.busy else []
+    parts.append(f"{usage.timed_out} timed out")
+    return sep.join(parts)
+
+
 class Progress:
     def __init__(
         self,
@@ -61,6 +70,6 @@ class Progress:
         bar = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] " if self._live else ""
         return (
             f"{bar}classified {self._done}/{self._total} papers  {usage.requests / elapsed:.1f} req/s  "
-            f"{tokens:,} tokens  {describe_cost(self._cost_of(usage), free=self._free)}  {usage.retries} retries  "
-            f"{usage.rate_limited} rate-limited  {usage.timed_out} timed out"
+            f"{tokens:,} tokens  {describe_cost(self._cost_of(usage), free=self._free)}  "
+            f"{describe_setbacks(usage, '  ')}"
         )

@@ -11,9 +11,9 @@ from typing import Any
 from digest.config import Profile
 from digest.evaluate import EvalReport, Scores
 from digest.library import ImportReport
-from digest.models import Rating, RunSummary, Usage
+from digest.models import Rating, RunSummary
 from digest.pipeline import DryRunReport
-from digest.progress import describe_cost
+from digest.progress import describe_cost, describe_setbacks
 from digest.ratings import RATING_WORDS
 from digest.render import paper_count
 from digest.store import DeliveryState
@@ -43,12 +43,12 @@ def run_summary(summary: RunSummary) -> str:
     lines.append(
         "  llm          "
         + (
-            f"{usage.requests} requests, {_setbacks(usage)}, {usage.prompt_tokens:,} prompt tokens "
+            f"{usage.requests} requests, {describe_setbacks(usage)}, {usage.prompt_tokens:,} prompt tokens "
             f"({usage.cached_tokens:,} cached), {usage.completion_tokens:,} completion tokens, "
             f"{describe_cost(summary.cost, free=summary.free)}"
             if not usage.batch_requests
-            else f"{usage.batch_requests} answered in a batch, {usage.requests} live requests, {_setbacks(usage)}, "
-            f"{usage.tokens:,} tokens, {_batch_cost(summary)}"
+            else f"{usage.batch_requests} answered in a batch, {usage.requests} live requests, "
+            f"{describe_setbacks(usage)}, {usage.tokens:,} tokens, {_batch_cost(summary)}"
         )
     )
     if usage.timed_out:
@@ -69,15 +69,6 @@ def run_summary(summary: RunSummary) -> str:
         lines.append(f"  warning: {paper_count(failed)} could not be classified; they are retried on the next run")
     lines += [f"  error: {e}" for e in summary.errors]
     return "\n".join(lines)
-
-
-def _setbacks(usage: Usage) -> str:
-    """Retries, and why: what a server that never rate-limits or is never busy does not show."""
-    parts = [f"{usage.retries} retries"]
-    parts += [f"{usage.rate_limited} rate-limited"] if usage.rate_limited else []
-    parts += [f"{usage.busy} busy (503)"] if usage.busy else []
-    parts.append(f"{usage.timed_out} timed out")
-    return ", ".join(parts)
 
 
 def _batch_cost(summary: RunSummary) -> str:
@@ -107,7 +98,7 @@ def dry_run_report(report: DryRunReport) -> str:
         took = "as long as the hardware takes: the first run measures this server, and the next dry run says"
     else:
         took = f"at least {report.minutes_at_rate_limit * 60:.0f} s at the configured rate limits"
-    live = f"live {describe_cost(report.cost, free=report.free)}, {took}"
+    live = f"local, no charge; {took}" if report.free else f"live {describe_cost(report.cost)}, {took}"
     batch = f"as a batch {describe_cost(report.batch_cost)}, answered within 24 h"
     if report.batch:
         what = f"{batch} (llm.mode: batch); {live}"
