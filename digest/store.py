@@ -236,11 +236,19 @@ class Store:
         self._lock: IO[str] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA busy_timeout = 10000")  # first: the pragmas below may wait for another process
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            # Opened under one lock across processes: two that create a new state at once would race to switch it
+            # to WAL ("database is locked"), and one migrates while the other then finds nothing left to do.
+            with open(f"{path}.migrate.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not path.exists():
+                    # A deleted state's write-ahead log and its index would be read as the new file's: disk I/O error.
+                    for leftover in (f"{path}-wal", f"{path}-shm"):
+                        Path(leftover).unlink(missing_ok=True)
+                self._db = sqlite3.connect(path, isolation_level=None)
+                self._db.execute("PRAGMA busy_timeout = 10000")  # first: the pragmas below may wait for a writer
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
         except sqlite3.Error as error:
             raise describe_state_error(error, path) from None
         except OSError as error:
@@ -297,14 +305,9 @@ class Store:
                 f"{self.schema_version}; this release knows {known})",
                 hint="upgrade digest, or point state: in config.yaml at another file",
             )
-        if self.schema_version == known:
-            return
-        # Two processes opening a new state at once: one migrates, the other then finds nothing left to do.
-        with open(f"{self._path}.migrate.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            for version, script in enumerate(MIGRATIONS[self.schema_version :], start=self.schema_version + 1):
-                # One script per migration, schema change and version bump committed together.
-                self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
+        for version, script in enumerate(MIGRATIONS[self.schema_version :], start=self.schema_version + 1):
+            # One script per migration, schema change and version bump committed together.
+            self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -60,3 +60,19 @@ def test_state_migrates_from_the_first_schema(tmp_path):
     assert store.schema_version == len(MIGRATIONS)
     assert store.last_good_run() is None  # runs from before the migration count as not known to be good
     store.close()
+
+
+def test_a_new_state_is_not_read_through_the_log_a_deleted_one_left(tmp_path) -> None:
+    import sqlite3 as sql
+
+    state = tmp_path / "state.sqlite3"
+    with Store(state) as store:
+        store.put_setting("kept", "1")
+        # An open reader keeps the write-ahead log and its index on disk, as a crash or a running process does.
+        reader = sql.connect(state)
+        reader.execute("SELECT 1").fetchall()
+        state.unlink()  # the reader starts over by deleting the state, and only the state
+    reader.close()
+    with Store(state) as store:
+        assert store.get_setting("kept") is None
+        assert store.schema_version > 0
