@@ -8,8 +8,8 @@ more requests at once can mean fewer answers a second. So the limit is measured,
 By Little's law, a server kept at n requests in flight that answers each in L seconds on average gives n / L answers
 a second. The limit starts small (the rate limiter's opening share: 4 at 500 requests a minute) and, while answers
 come back as fast as the fastest yet, grows by one per answer (TCP's slow start: it doubles every round trip, so a
-cloud server reaches max_concurrency within a few round trips). The first answer much slower than the fastest ends
-the growth: the server queues or shares its compute. From then on the limit climbs one step at a time, a round of
+cloud server reaches max_concurrency within a few round trips). When the middle of the last few answers is much
+slower than the fastest, the growth ends: the server queues or shares its compute. From then on the limit climbs one step at a time, a round of
 answers at each level: a request more in flight is kept only if it brings at least a quarter of its ideal share of
 answers a second (from 1 to 2 in flight, 25% more answers), and one fewer is kept if it loses less than a quarter
 of its share; one after which answers still come as fast as the fastest shows room to spare, and the growth
