@@ -9,14 +9,14 @@ By Little's law, a server kept at n requests in flight that answers each in L se
 a second. The limit starts small (the rate limiter's opening share: 4 at 500 requests a minute) and, while answers
 come back as fast as the fastest yet, grows by one per answer (TCP's slow start: it doubles every round trip, so a
 cloud server reaches max_concurrency within a few round trips). When the middle of the last few answers is much
-slower than the fastest, the growth ends: the server queues or shares its compute. From then on the limit climbs one step at a time, a round of
-answers at each level: a request more in flight is kept only if it brings at least a quarter of its ideal share of
-answers a second (from 1 to 2 in flight, 25% more answers), and one fewer is kept if it loses less than a quarter
-of its share; one after which answers still come as fast as the fastest shows room to spare, and the growth
-resumes. A request still out longer than a slow answer takes stops the growth before its answer comes. So on
-a CPU-bound server it settles where more requests no longer bring more answers, and near the server's slot count
-on a GPU. Every so often it tries the next level again, since servers change. A timeout or a server saying it is
-busy is overload: the limit halves at once.
+slower than the fastest, the growth ends: the server queues or shares its compute. From then on the limit climbs one
+step at a time, a round of answers at each level: a request more in flight is kept only if it brings at least a
+quarter of its ideal share of answers a second (from 1 to 2 in flight, 25% more answers), and one fewer is kept if
+it loses less than a quarter of its share; one after which answers still come as fast as the fastest shows room to
+spare, and the growth resumes. A request still out longer than a slow answer takes stops the growth before its
+answer comes. So on a CPU-bound server it settles where more requests no longer bring more answers, and near the
+server's slot count on a GPU. Every so often it tries the next level again, since servers change. A timeout or a
+server saying it is busy is overload: the limit halves at once.
 
 No Python library of this kind is well kept (Netflix's concurrency-limits is Java; the PyPI ports are young and
 unmaintained), and its rule needs no more than this file.
