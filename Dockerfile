@@ -26,6 +26,7 @@ RUN useradd --create-home --uid 10001 digest \
 ENV PATH=/venv/bin:$PATH \
     DIGEST_CONFIG=/config/config.yaml \
     DIGEST_DATA=/data \
+    DIGEST_LOG_FORMAT=json \
     PYTHONUNBUFFERED=1
 VOLUME ["/data"]
 WORKDIR /data
@@ -33,4 +34,5 @@ USER digest
 # The scheduler touches a heartbeat file every 15 s; `digest health` fails when it is a minute old.
 HEALTHCHECK --interval=60s --timeout=10s --start-period=30s --retries=3 CMD ["digest", "health"]
 STOPSIGNAL SIGTERM
-CMD ["digest", "serve", "--log-format", "json"]
+# Logs are JSON lines (DIGEST_LOG_FORMAT), for `serve` and for a one-off `digest run` alike.
+CMD ["digest", "serve"]

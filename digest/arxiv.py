@@ -117,7 +117,7 @@ async def _get_with_retries(
                     raise FetchError(
                         f"{what} {url}: {problem}",
                         hint="check this machine's (or container's) network and DNS, and the host in arxiv.feed_url "
-                        "or arxiv.api_url. Nothing was recorded for this run.",
+                        "or arxiv.api_url. No paper was fetched; the next run tries again.",
                     ) from None
                 wait = DNS_RETRY_SECONDS * attempt
         if wait is None:
@@ -125,7 +125,8 @@ async def _get_with_retries(
         if time.monotonic() + wait > deadline:
             raise FetchError(
                 f"{what} {url} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}",
-                hint="arXiv may be down or rate-limiting; try again later. Nothing was recorded for this run.",
+                hint="arXiv may be down or rate-limiting; try again later. No paper was fetched; the next run tries "
+                "again.",
             )
         log.warning("%s %s: %s; retrying in %.1f s (attempt %d)", what, url, problem, wait, attempt)
         await sleep(wait)

@@ -139,7 +139,7 @@ def estimate_cost(usage: Usage, config: LLMConfig) -> float | None:
     """What the run's tokens cost: live ones at live prices, those answered by the Batch API at batch prices."""
     price = price_of(config)
     if price is None:
-        return None
+        return 0.0 if usage.tokens == 0 else None  # nothing asked (a failed fetch, all cached) costs nothing
     live = _tokens_cost(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, price)
     batch = (usage.batch_prompt_tokens, usage.batch_cached_tokens, usage.batch_completion_tokens)
     return live + _tokens_cost(*batch, price.for_batch())

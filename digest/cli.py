@@ -1,37 +1,105 @@
 """The `digest` command. It parses arguments, loads the config and calls the pipeline; nothing else.
 
 Exit codes: 0 ok, 1 the run failed (it says why), 2 bad usage or configuration.
+
+Each command imports only what it uses, inside its branch: `digest --help`, `status` and `health` answer at once,
+and the SIGTERM handler is in place before the slow imports (the openai client alone takes most of a second).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import io
 import json
 import logging
 import os
-import sqlite3
+import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from digest import __version__, ratings, report
-from digest.batch import batch_allowance_seconds
-from digest.config import Config, default_config_path, load_config
+from digest import __version__
 from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError, redact
-from digest.evaluate import evaluate
-from digest.library import import_library
-from digest.pipeline import Pipeline, check
-from digest.schedule import cron_trigger, healthy, serve
-from digest.stopping import StopOnSignals
-from digest.store import Store, describe_state_error
-from digest.web.server import serve_web
+
+if TYPE_CHECKING:
+    from digest.config import Config, Section
 
 log = logging.getLogger("digest")
+ENV_LOG_FORMAT = "DIGEST_LOG_FORMAT"
+# The secrets each command needs, by the part of the config that holds them; the others need none.
+USES: dict[str, tuple[Section, ...]] = {
+    "run": ("llm", "smtp", "web"),
+    "serve": ("llm", "smtp", "web"),
+    "check": ("llm", "smtp", "web"),
+    "preview": ("llm", "web"),
+    "eval": ("llm",),
+    "web": ("web",),
+}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM before a command took the signals over: it ends the command as Ctrl-C does, with a message."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+# What each command does, for `digest COMMAND --help`: the one line of `digest --help`, then what to know.
+ABOUT = {
+    "run": (
+        "fetch, classify, render and deliver today's digests now, then exit",
+        "For cron or a one-off run. Papers already judged are not asked again, a digest already delivered is not "
+        "sent again, and what could not be done is carried over to the next run. Ends with a one-screen summary.",
+    ),
+    "serve": (
+        "run on the configured schedule until stopped (and the web side, if set)",
+        "The long-running service (the container's command): runs at schedule.time on schedule.days, catches up "
+        "a missed run at start, and keeps a heartbeat for `digest health`. SIGTERM stops it at a safe point.",
+    ),
+    "web": (
+        "serve the web side alone: rating links, archive, feed (for cron users)",
+        "For a digest run from cron: serves the rating links, the archive and the Atom feed until stopped. Needs "
+        "a web: section in the config.",
+    ),
+    "check": (
+        "validate the config and reach the feed, the LLM and the mail server",
+        "Sends nothing and classifies nothing: one small request to each server, and what was learned about the "
+        "LLM server. Exit 1 if any of them fails.",
+    ),
+    "preview": (
+        "render today's digests to files without sending them",
+        "Classifies what is not judged yet (that is spent, and counted in the next run and in `digest status`), "
+        "writes each profile's digest to a file and prints its path. With --min-score it only re-renders.",
+    ),
+    "status": ("show the last runs: papers, relevance, cost, delivery", "Reads the state file only; needs no key."),
+    "health": (
+        "exit 0 if `digest serve` is alive (for a container HEALTHCHECK), else 1",
+        "Healthy while the scheduler of `digest serve` touched its heartbeat file within the last minute.",
+    ),
+    "rate": (
+        "say 'more like this' (up) or 'not for me' (down) about a paper",
+        "Your ratings become examples in the profile's instructions to the LLM, and a rated paper is not shown "
+        "again. A paper the state does not hold is looked up on arXiv.",
+    ),
+    "ratings": ("list a profile's ratings, newest first", "Reads the state file only; needs no key."),
+    "import": (
+        "rate the arXiv papers of your library (BibTeX, CSL JSON, a list)",
+        "Entries that are not arXiv papers are counted and named. Importing the same file again changes nothing, "
+        "and an import never overrides a rating given by hand.",
+    ),
+    "eval": (
+        "how well the profile reproduces your ratings: precision, recall, F1",
+        "K-fold cross-validation over your ratings, with and without them as examples. Its verdicts are cached "
+        "apart from the digest's, so asking again costs nothing. Needs 3 papers rated each way.",
+    ),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,8 +116,10 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=["text", "json"],
         default=argparse.SUPPRESS,
-        help="json: one JSON object per log line, for containers and log collectors",
+        help=f"json: one JSON object per log line, for containers and log collectors (default: ${ENV_LOG_FORMAT})",
     )
+    profile = argparse.ArgumentParser(add_help=False)
+    profile.add_argument("--profile", metavar="NAME", help="which profile (may be left out when there is one)")
 
     parser = argparse.ArgumentParser(
         prog="digest",
@@ -59,9 +129,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"digest {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser(
-        "run", parents=[common], help="fetch, classify, render and deliver today's digests now, then exit"
-    )
+
+    def command(name: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        line, more = ABOUT[name]
+        return commands.add_parser(
+            name, parents=[common, *parents], help=line, description=f"{line[0].upper()}{line[1:]}. {more}"
+        )
+
+    run = command("run")
     run.add_argument(
         "--dry-run",
         action="store_true",
@@ -73,49 +148,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="YYYY-MM-DD",
         help="also catch up on every paper submitted since this date, through the arXiv export API",
     )
-    commands.add_parser(
-        "serve", parents=[common], help="run on the configured schedule until stopped (and the web side, if set)"
-    )
-    commands.add_parser(
-        "web", parents=[common], help="serve the web side alone: rating links, archive, feed (for cron users)"
-    )
-    commands.add_parser(
-        "check", parents=[common], help="validate the config and reach the feed, the LLM and the mail server"
-    )
-    preview = commands.add_parser(
-        "preview", parents=[common], help="render today's digests to files without sending them"
-    )
-    preview.add_argument(
+    command("serve")
+    command("web")
+    command("check")
+    command("preview").add_argument(
         "--min-score",
         type=int,
         choices=range(11),
         metavar="0-10",
         help="show what this threshold would give, from cached verdicts (no LLM request)",
     )
-    status = commands.add_parser(
-        "status", parents=[common], help="show the last runs: papers, relevance, cost, delivery"
-    )
-    status.add_argument("--last", type=int, default=10, metavar="N", help="how many runs (default 10)")
-    commands.add_parser(
-        "health", parents=[common], help="exit 0 if `digest serve` is alive (for a container HEALTHCHECK), else 1"
-    )
-    profile = argparse.ArgumentParser(add_help=False)
-    profile.add_argument("--profile", metavar="NAME", help="which profile (may be left out when there is one)")
-    rate = commands.add_parser(
-        "rate", parents=[common, profile], help="say 'more like this' (up) or 'not for me' (down) about a paper"
-    )
+    command("status").add_argument("--last", type=int, default=10, metavar="N", help="how many runs (default 10)")
+    command("health")
+    rate = command("rate", profile)
     rate.add_argument("paper", metavar="PAPER", help="2606.29563, 2606.29563v2, arXiv:2606.29563, or an arxiv.org link")
     rate.add_argument("rating", metavar="up|down|clear")
-    ratings = commands.add_parser("ratings", parents=[common, profile], help="list a profile's ratings, newest first")
-    ratings.add_argument("--json", action="store_true", help="print them as a JSON list")
-    seeds = commands.add_parser(
-        "import", parents=[common, profile], help="rate the arXiv papers of your library (BibTeX, CSL JSON, a list)"
-    )
+    command("ratings", profile).add_argument("--json", action="store_true", help="print them as a JSON list")
+    seeds = command("import", profile)
     seeds.add_argument("file", metavar="FILE", type=Path, help=".bib, CSL .json, or text with one id or link a line")
     seeds.add_argument("--as", dest="rating", choices=["up", "down"], default="up", help="rate them so (default up)")
-    evaluation = commands.add_parser(
-        "eval", parents=[common, profile], help="how well the profile reproduces your ratings: precision, recall, F1"
-    )
+    evaluation = command("eval", profile)
     evaluation.add_argument("--folds", type=int, default=5, choices=range(2, 21), metavar="K", help="default 5")
     evaluation.add_argument("--model", metavar="M", help="judge with this model instead of llm.model")
     evaluation.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -167,10 +219,17 @@ def _past_date(text: str) -> dt.date:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First of all: a SIGTERM (`docker stop`) in the first second ends digest with a message, not silently by the
+    # signal, and as a container's PID 1 it is not ignored. `run`, `serve` and `web` take the signals over later.
+    signal.signal(signal.SIGTERM, _terminate)
     args = _parser().parse_args(argv)
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     handler = logging.StreamHandler(sys.stderr)
-    if getattr(args, "log_format", "text") == "json":
+    log_format = getattr(args, "log_format", None) or os.environ.get(ENV_LOG_FORMAT) or "text"
+    if log_format not in ("text", "json"):
+        print(f"digest: error: ${ENV_LOG_FORMAT} is '{log_format}'; it may be text or json", file=sys.stderr)
+        return EXIT_USAGE
+    if log_format == "json":
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s" if verbose else "%(message)s"))
@@ -180,23 +239,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Third-party libraries log every request at INFO; that is noise for a user, and may show URLs with keys.
     for name in ("httpx", "httpx2", "openai", "apscheduler"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    config: Config | None = None
     try:
-        config = load_config(getattr(args, "config", None) or default_config_path(os.environ))
+        from digest.config import default_config_path, load_config
+
+        uses = () if args.command == "run" and args.dry_run else USES.get(args.command, ())
+        config = load_config(getattr(args, "config", None) or default_config_path(os.environ), uses=uses)
         # Whatever a server echoed (a key in an error page, a password in a URL) is redacted on its way out.
         sys.stdout, sys.stderr = Redacting(sys.stdout, config.secrets), Redacting(sys.stderr, config.secrets)
         handler.setStream(sys.stderr)
+        import asyncio
+
         return asyncio.run(_command(args.command, args, config, quiet))
-    except sqlite3.Error as error:  # the disk or the file, not digest: say which and what to do
-        state_error = describe_state_error(error, config.state)
-        print(f"digest: error: {state_error}", file=sys.stderr)
-        return state_error.exit_code
     except DigestError as error:
         print(f"digest: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("digest: interrupted; nothing already recorded is lost", file=sys.stderr)
-        return 130
-    except Exception as error:  # a bug: say so plainly, and show the traceback only when asked
+    except BrokenPipeError:  # `digest status | head -1`: the reader has read enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt as interrupt:
+        signum = interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT
+        said = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"digest: {said}; nothing already recorded is lost", file=sys.stderr)
+        return 128 + signum
+    except Exception as error:
+        import sqlite3
+
+        if isinstance(error, sqlite3.Error) and config is not None:  # the disk or the file: say which, and what to do
+            from digest.store import describe_state_error
+
+            state_error = describe_state_error(error, config.state)
+            print(f"digest: error: {state_error}", file=sys.stderr)
+            return state_error.exit_code
+        # A bug: say so plainly, and show the traceback only when asked.
         if verbose:
             log.exception("internal error")
         print(
@@ -208,22 +283,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _command(command: str, args: argparse.Namespace, config: Config, quiet: bool) -> int:
-    if command == "run" and args.dry_run:
-        print(report.dry_run_report(await Pipeline(config).dry_run(args.since)))
-        return EXIT_OK
     if command == "run":
-        return await _run(config, args.since, quiet)
+        return await _run(config, args, quiet)
     if command == "preview":
+        from digest.pipeline import Pipeline
+
         for path, note in await Pipeline(config, show_progress=not quiet).preview(args.min_score):
             print(path)
             print(f"  {note}")
         return EXIT_OK
     if command == "check":
+        from digest.pipeline import check
+
         results = await check(config)
         for result in results:
             print(f"{'ok  ' if result.ok else 'FAIL'} {result.what}: {result.detail}")
         return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
     if command == "status":
+        from digest import report
+        from digest.store import Store
+
         with Store(config.state) as store:
             print(report.status_table(store.recent_runs(args.last)))
             print(report.undone_deliveries(store.undone_deliveries()))
@@ -231,47 +310,71 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
                 print(report.batches_in_flight(batches))
         return EXIT_OK
     if command == "health":
+        import time
+
+        from digest.schedule import healthy
+
         alive = healthy(heartbeat_path(config), time.time())
         print("healthy: the scheduler is running" if alive else "unhealthy: no heartbeat from `digest serve`")
         return EXIT_OK if alive else EXIT_FAILED
     if command == "serve":
         return await _serve(config)
     if command == "web":
+        import asyncio
+
+        from digest.stopping import StopOnSignals
+        from digest.web.server import serve_web
+
         stop = asyncio.Event()
         with StopOnSignals(stop):
             await serve_web(config, stop)
         return EXIT_OK
-    if command in ("rate", "ratings", "import", "eval"):
-        with Store(config.state) as store:
-            return await _reader_command(command, args, config, store, quiet)
-    return EXIT_USAGE
+    return await _reader_command(command, args, config, quiet)
 
 
-async def _reader_command(command: str, args: argparse.Namespace, config: Config, store: Store, quiet: bool) -> int:
+async def _reader_command(command: str, args: argparse.Namespace, config: Config, quiet: bool) -> int:
     """The commands by which the reader teaches the digest, and measures how well it learned."""
-    if command == "rate":
-        print(await ratings.rate(config, store, args.paper, args.rating, args.profile))
-    elif command == "ratings":
+    from digest import ratings, report
+    from digest.store import Store
+
+    with Store(config.state) as store:
+        if command == "rate":
+            print(await ratings.rate(config, store, args.paper, args.rating, args.profile))
+            return EXIT_OK
         profile = ratings.pick_profile(config, args.profile)
-        given = store.ratings(profile.name)
-        print(json.dumps(report.ratings_json(given), indent=2) if args.json else report.ratings_table(profile, given))
-    elif command == "import":
-        profile = ratings.pick_profile(config, args.profile)
-        rating = ratings.parse_word(args.rating)
-        print(report.import_report(args.file, await import_library(config, store, profile, args.file, rating)))
-    else:
-        profile = ratings.pick_profile(config, args.profile)
-        result = await evaluate(
-            config, store, profile, folds=args.folds, model=args.model, show_progress=not quiet and not args.json
-        )
-        print(result.model_dump_json(indent=2) if args.json else report.eval_report(result))
+        if command == "ratings":
+            given = store.ratings(profile.name)
+            print(
+                json.dumps(report.ratings_json(given), indent=2) if args.json else report.ratings_table(profile, given)
+            )
+        elif command == "import":
+            from digest.library import import_library
+
+            rating = ratings.parse_word(args.rating)
+            print(report.import_report(args.file, await import_library(config, store, profile, args.file, rating)))
+        else:
+            from digest.evaluate import evaluate
+
+            result = await evaluate(
+                config, store, profile, folds=args.folds, model=args.model, show_progress=not quiet and not args.json
+            )
+            print(result.model_dump_json(indent=2) if args.json else report.eval_report(result))
     return EXIT_OK
 
 
-async def _run(config: Config, since: dt.date | None, quiet: bool) -> int:
+async def _run(config: Config, args: argparse.Namespace, quiet: bool) -> int:
+    import asyncio
+
+    from digest import report
+    from digest.pipeline import Pipeline
+    from digest.stopping import StopOnSignals
+
+    if args.dry_run:
+        print(report.dry_run_report(await Pipeline(config).dry_run(args.since)))
+        return EXIT_OK
     stop = asyncio.Event()
     with StopOnSignals(stop) as signals:
-        summary = await Pipeline(config, show_progress=not quiet).run(since=since, stop=stop)
+        summary = await Pipeline(config, show_progress=not quiet).run(since=args.since, stop=stop)
     if not quiet or summary.errors:
         print(report.run_summary(summary))
     if signals.received is not None:
@@ -288,10 +391,18 @@ def heartbeat_path(config: Config) -> Path:
 
 
 async def _serve(config: Config) -> int:
+    import asyncio
+
+    from digest import report
+    from digest.batch import batch_allowance_seconds
+    from digest.pipeline import Pipeline
+    from digest.schedule import cron_trigger, serve
+    from digest.store import Store
+    from digest.web.server import serve_web
+
     async def run_once(stop: asyncio.Event) -> None:
         summary = await Pipeline(config, show_progress=False).run(catch_up=True, stop=stop)
-        for line in report.run_summary(summary).splitlines():
-            log.info("%s", line)
+        log.info("%s", report.run_summary(summary))  # one record: a log collector keeps the summary together
 
     with Store(config.state) as store:
         last_good_run = store.last_good_run()

@@ -7,7 +7,7 @@ import difflib
 import os
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -281,7 +281,10 @@ class EmailConfig(StrictModel):
     @field_validator("from_")
     @classmethod
     def _valid_sender(cls, address: str) -> str:
-        return _check_email(address) if "@" in address and not address.endswith("@localhost") else address
+        # name@localhost (the default) is what a machine without a mail domain sends as; anything else must be valid.
+        if re.fullmatch(r"[A-Za-z0-9._+-]+@localhost", address.strip()):
+            return address.strip()
+        return _check_email(address)
 
 
 class OutputConfig(StrictModel):
@@ -345,6 +348,8 @@ class WebConfig(StrictModel):
     @field_validator("secret")
     @classmethod
     def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and not secret.get_secret_value():
+            return None  # an unset ${VAR} for a command that signs nothing
         if secret is not None and len(secret.get_secret_value()) < 16:
             raise ValueError("the secret must be at least 16 characters; or leave it out to have one generated")
         return secret
@@ -428,8 +433,19 @@ def default_config_path(environ: Mapping[str, str]) -> Path:
     return Path(environ.get(ENV_CONFIG_PATH) or DEFAULT_CONFIG_PATH)
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, expand and validate config.yaml, or raise ConfigError listing every problem with its line."""
+# The parts of the config that hold secrets, by what uses them: a command needs the secrets of the parts it uses.
+Section = Literal["llm", "smtp", "web"]
+SECTIONS: dict[Section, tuple[str, ...]] = {"llm": ("llm",), "smtp": ("email", "smtp"), "web": ("web",)}
+
+
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, uses: Collection[Section] = tuple(SECTIONS)
+) -> Config:
+    """Read, expand and validate config.yaml, or raise ConfigError listing every problem with its line.
+
+    A secret (`api_key`, `password`, `secret`) from an unset variable is an error only in a section in `uses`:
+    `digest status` needs no API key. Elsewhere it is left empty.
+    """
     environ = os.environ if environ is None else environ
     shown = str(path)
     try:
@@ -472,6 +488,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     if isinstance(data.get("llm"), dict):
         data["llm"].setdefault("api_key", "${OPENAI_API_KEY}")
     data, missing = _expand_env(data, environ, ())
+    missing = [(loc, name) for loc, name in missing if not _unused_secret(loc, uses)]
     problems = [
         f"{_where(loc, lines)}: environment variable {name} is not set; export it, or put it in the "
         "environment file your container or service reads"
@@ -554,6 +571,10 @@ def _expand_env(value: Any, environ: Mapping[str, str], loc: Location) -> tuple[
     return value, missing
 
 
+def _unused_secret(loc: Location, uses: Collection[Section]) -> bool:
+    return str(loc[-1]) in SECRET_KEYS and not any(loc[: len(SECTIONS[s])] == SECTIONS[s] for s in uses)
+
+
 def _is_missing_env(loc: Location, missing: list[tuple[Location, str]]) -> bool:
     return any(tuple(loc[: len(m)]) == m for m, _ in missing)
 
@@ -615,4 +636,22 @@ def _describe(error: Any, lines: dict[Location, int]) -> str:
     secret = bool(set(map(str, loc)) & SECRET_KEYS)
     if kind not in {"value_error", "assertion_error"} and not secret and not isinstance(value, dict | list):
         message += f" (found {value!r})"
-    return f"{where}: {message}"
+    fix = TYPE_FIXES.get(kind)
+    return f"{where}: {message}" + (f"; {fix}" if fix else "")
+
+
+# What to write instead, for pydantic's words about a value of the wrong kind.
+TYPE_FIXES = {
+    "int_parsing": "write a whole number, like 6",
+    "int_type": "write a whole number, like 6",
+    "int_from_float": "write a whole number, like 6",
+    "float_parsing": "write a number, like 2.5",
+    "float_type": "write a number, like 2.5",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "string_type": "write text; put it in quotes if it looks like a number, a date or true/false",
+    "list_type": "write a list: [a, b] on one line, or one '- item' a line below the key",
+    "dict_type": "write a section: its keys indented on the lines below",
+    "model_type": "write a section: its keys indented on the lines below",
+    "model_attributes_type": "write a section: its keys indented on the lines below",
+}

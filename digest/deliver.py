@@ -114,17 +114,19 @@ class OutboxChannel:
 
     kind: ClassVar[str] = "outbox"
 
-    def __init__(self, folder: Path, sender: str) -> None:
+    def __init__(self, folder: Path, sender: str, recipients: dict[str, list[str]]) -> None:
         self._folder = folder
         self._sender = sender
+        self._recipients = recipients  # by profile: the .eml is addressed as the email would be
 
     @classmethod
     def from_config(cls, config: Config) -> OutboxChannel:
-        return cls(config.output.outbox, config.email.from_)
+        return cls(config.output.outbox, config.email.from_, {p.name: p.email for p in config.profiles})
 
     async def deliver(self, deliveries: list[Delivery], on_result: OnResult, stop: asyncio.Event) -> None:
         for delivery in deliveries:
-            message = addressed(delivery.message, self._sender, delivery.message_id)
+            to = ", ".join(self._recipients.get(delivery.profile, [])) or self._sender
+            message = addressed(delivery.message, to, delivery.message_id)
             parsed = email.message_from_bytes(message, policy=email.policy.default)
             assert isinstance(parsed, EmailMessage)
             html = parsed.get_body(preferencelist=("html",))
@@ -255,7 +257,8 @@ class SMTPChannel:
                 hint="use ASCII addresses, or a server that offers SMTPUTF8; other recipients are not affected",
             )
         login = f" and logged in as {self._config.username}" if self._config.username else ""
-        return f"SMTP server {self._where} answered ({self._config.security}){login}"
+        security = {"starttls": "STARTTLS", "ssl": "TLS from the start", "none": "unencrypted"}[self._config.security]
+        return f"SMTP server {self._where} answered ({security}){login}"
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[aiosmtplib.SMTP]:

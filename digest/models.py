@@ -171,6 +171,9 @@ class Usage(BaseModel):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+RATING_WORDS = {1: "more like this", -1: "not for me"}
+
+
 class Rating(Frozen):
     """The reader's word on one paper for one profile: more like this (1) or not for me (-1)."""
 
@@ -249,6 +252,7 @@ class ProfileSummary(BaseModel):
 
 
 class RunSummary(BaseModel):
+    command: Literal["run", "preview"] = "run"  # a preview classifies too, and what it spends is recorded
     announced: dt.date | None = None
     fetched: dict[str, int] = {}
     not_modified: bool = False  # arXiv answered 304: nothing new since the last run

@@ -40,12 +40,13 @@ from digest.errors import DeliveryError, DigestError, redact
 from digest.models import Failure, Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict
 from digest.progress import Progress
 from digest.ratings import Taste
-from digest.render import Renderer, build_digest, paper_count
+from digest.render import Renderer, build_digest
 from digest.rules import Rules
 from digest.server_facts import MEASURED_AFTER, is_local, load_facts, save_facts
 from digest.stopping import Stopped, unless_stopped
 from digest.store import Store
 from digest.web.links import Links
+from digest.wording import paper_count
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class Pipeline:
         finally:
             watcher.cancel()
             summary.seconds = time.monotonic() - clock
+            if summary.cost is None:  # a run that failed before its cost was reckoned: what it spent, often nothing
+                summary.cost = estimate_cost(summary.usage, self.config.llm)
             # What servers said is in the summary: it is kept without the secrets they may have echoed.
             store.record_run(started, RunSummary.model_validate_json(redact(summary.model_dump_json(), self._secrets)))
             store.close()
@@ -168,8 +171,11 @@ class Pipeline:
         """Write each profile's digest to a file without sending it: the papers waiting for the next digest, or,
         when there are none, the latest recorded digest again. Verdicts come from the cache; papers without one
         for the profile's current prompt are classified (and cached for the run that follows). `min_score`
-        shows what another threshold would give, at no cost. Returns each file with a line about it."""
-        summary = RunSummary()
+        shows what another threshold would give, at no cost: from the verdicts cached for the profile's current
+        interests and ratings, with no LLM request. What a preview spends is recorded for `digest status`.
+        Returns each file with a line about it."""
+        summary = RunSummary(command="preview")
+        started = dt.datetime.now(dt.UTC)
         store = Store(self.config.state)
         try:
             store.lock_for_run()  # it fetches and classifies: never beside a run on the same state
@@ -183,7 +189,11 @@ class Pipeline:
                 if not self._in_scope(profile, papers) and latest is not None:
                     announced, papers = latest, store.papers_of_digest(profile.name, latest)
                 shown[profile.name] = (announced, self._in_scope(profile, papers))
-            verdicts = await self._classify(store, summary, {name: papers for name, (_, papers) in shown.items()})
+            papers_of = {name: papers for name, (_, papers) in shown.items()}
+            if min_score is None:
+                verdicts = await self._classify(store, summary, papers_of)
+            else:  # another threshold only re-renders: what is not judged yet stays so
+                verdicts, _, summary.profiles = self._plan(store, papers_of)
             renderer = Renderer(self.config.output, Links.of(self.config, store))
             previews = []
             for profile in self.config.profiles:
@@ -220,9 +230,15 @@ class Pipeline:
                 path = self.config.output.outbox / profile.name / f"{announced.isoformat()}-preview.{suffix}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(body or "", "utf-8")
+                if unclassified and min_score is not None:
+                    note += f"; {paper_count(unclassified)} not judged yet (a run, or a preview without --min-score)"
                 previews.append((path, note))
             return previews
         finally:
+            if summary.usage.requests:
+                store.record_run(
+                    started, RunSummary.model_validate_json(redact(summary.model_dump_json(), self._secrets))
+                )
             store.close()
 
     async def _fetch(self, store: Store, summary: RunSummary, *, warn_stale: bool = True) -> Feed:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from digest.arxiv import NEW_STYLE_ID, OLD_STYLE_ID, lookup_papers
 from digest.config import Config, Profile
 from digest.errors import UsageError
-from digest.models import Paper, Rating, RatingSource, Verdict
+from digest.models import RATING_WORDS, Paper, Rating, RatingSource, Verdict
 from digest.store import Store
 
 ARXIV_ID = rf"(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})(?:v(?P<version>\d+))?"
@@ -27,7 +27,6 @@ MENTIONED = re.compile(
     rf"(?:arxiv[:\s]\s*|arxiv\.org/(?:abs|pdf|html)/|10\.48550/arxiv\.){ARXIV_ID}(?![\d.])", re.IGNORECASE
 )
 WORDS = {"up": 1, "down": -1, "clear": 0}
-RATING_WORDS = {1: "more like this", -1: "not for me"}
 
 
 class PaperRef(NamedTuple):

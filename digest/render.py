@@ -13,6 +13,7 @@ import jinja2
 
 from digest.config import OutputConfig, Profile
 from digest.models import Digest, Entry, Paper, Rendered, Usage, Verdict
+from digest.wording import paper_count
 
 if TYPE_CHECKING:  # the web side imports the store; rendering needs only the type
     from digest.web.links import Links
@@ -123,10 +124,6 @@ def markdown_text(text: object) -> str:
     line = MARKDOWN_ACTIVE.sub(r"\\\1", line)
     line = BARE_LINK.sub(lambda m: f"{m[1] or m[3]}\\{m[2] or m[4]}", line)
     return MARKDOWN_LINE_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", line)
-
-
-def paper_count(count: int) -> str:
-    return f"{count} paper" if count == 1 else f"{count} papers"
 
 
 def subject(digest: Digest) -> str:

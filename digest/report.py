@@ -6,17 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from digest.config import Profile
-from digest.evaluate import EvalReport, Scores
-from digest.library import ImportReport
-from digest.models import Rating, RunSummary
-from digest.pipeline import DryRunReport
+from digest.models import RATING_WORDS, Rating, RunSummary
 from digest.progress import describe_cost, describe_setbacks
-from digest.ratings import RATING_WORDS
-from digest.render import paper_count
-from digest.store import DeliveryState
+from digest.wording import counted, paper_count
+
+if TYPE_CHECKING:  # the types only: `digest status` should not import the classifier to print a table
+    from digest.config import Profile
+    from digest.evaluate import EvalReport, Scores
+    from digest.library import ImportReport
+    from digest.pipeline import DryRunReport
+    from digest.store import DeliveryState
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -27,13 +28,13 @@ def run_summary(summary: RunSummary) -> str:
     usage = summary.usage
     lines = [
         f"digest run - announcement of {summary.announced or 'unknown date'} - {summary.seconds:.1f} s",
-        f"  fetched      {sum(summary.fetched.values())} papers ({_counts(summary.fetched)}), "
+        f"  fetched      {paper_count(sum(summary.fetched.values()))} ({_counts(summary.fetched)}), "
         f"{summary.new_papers} not seen before"
         if not summary.not_modified
         else "  fetched      nothing: the feed is unchanged since the last run (HTTP 304)",
     ]
     if summary.backfilled:
-        lines.append(f"  caught up    {summary.backfilled} papers from the export API (counted above if new)")
+        lines.append(f"  caught up    {paper_count(summary.backfilled)} from the export API (counted above if new)")
     for profile in summary.profiles:
         lines.append(
             f"  {profile.name:<12} {profile.classified} classified, {profile.cached} cached, "
@@ -43,18 +44,18 @@ def run_summary(summary: RunSummary) -> str:
     lines.append(
         "  llm          "
         + (
-            f"{usage.requests} requests, {describe_setbacks(usage)}, {usage.prompt_tokens:,} prompt tokens "
+            f"{counted(usage.requests, 'request')}, {describe_setbacks(usage)}, {usage.prompt_tokens:,} prompt tokens "
             f"({usage.cached_tokens:,} cached), {usage.completion_tokens:,} completion tokens, "
             f"{describe_cost(summary.cost, free=summary.free)}"
             if not usage.batch_requests
-            else f"{usage.batch_requests} answered in a batch, {usage.requests} live requests, "
+            else f"{usage.batch_requests} answered in a batch, {counted(usage.requests, 'live request')}, "
             f"{describe_setbacks(usage)}, {usage.tokens:,} tokens, {_batch_cost(summary)}"
         )
     )
     if usage.timed_out:
         lines.append(
-            f"  timed out    {usage.timed_out} requests, about {usage.timed_out_tokens:,} tokens of the server's work "
-            "thrown away (each was asked again)"
+            f"  timed out    {counted(usage.timed_out, 'request')}, about {usage.timed_out_tokens:,} tokens of the "
+            "server's work thrown away (each was asked again)"
         )
     if summary.concurrency:
         lines.append(f"  in flight    {summary.concurrency}")
@@ -80,13 +81,13 @@ def _batch_cost(summary: RunSummary) -> str:
 def dry_run_report(report: DryRunReport) -> str:
     lines = [
         f"dry run - announcement of {report.announced} - nothing is sent, no LLM is called",
-        f"  fetched      {sum(report.fetched.values())} papers ({_counts(report.fetched)})",
+        f"  fetched      {paper_count(sum(report.fetched.values()))} ({_counts(report.fetched)})",
     ]
     if report.skipped:
         lines.append(f"  left out     {_counts(report.skipped)} (not in arxiv.announce_types)")
     for profile in report.profiles:
         lines.append(
-            f"  {profile.name:<12} {profile.to_classify} papers to classify, {profile.cached} already cached, "
+            f"  {profile.name:<12} {paper_count(profile.to_classify)} to classify, {profile.cached} already cached, "
             f"{profile.ruled} decided by your rules or ratings"
         )
     if report.answers_per_second:
@@ -104,7 +105,7 @@ def dry_run_report(report: DryRunReport) -> str:
         what = f"{batch} (llm.mode: batch); {live}"
     else:
         what = f"{live} (llm.mode: live)" + (f"; {batch}" if report.batch_offered else "")
-    lines.append(f"  would cost   {report.requests} requests, about {report.tokens:,} tokens: {what}")
+    lines.append(f"  would cost   {counted(report.requests, 'request')}, about {report.tokens:,} tokens: {what}")
     return "\n".join(lines)
 
 
@@ -130,6 +131,8 @@ def status_table(runs: list[tuple[dt.datetime, bool, RunSummary]]) -> str:
         cost = "?" if summary.cost is None else f"${summary.cost:.4f}"
         failed = "failed: " + textwrap.shorten("; ".join(summary.errors), width=70, placeholder=" ...")
         result = "ok" if ok else "stopped" if summary.stopped else failed
+        if summary.command != "run":
+            result = f"{summary.command}: {result}"
         if summary.live_cost is not None:
             result += f" (batch; live: ${summary.live_cost:.4f})"
         lines.append(
@@ -166,7 +169,10 @@ def ratings_table(profile: Profile, ratings: list[Rating]) -> str:
     if not ratings:
         return f"profile {profile.name} has no ratings yet: digest rate PAPER up|down, or digest import FILE"
     liked = sum(r.liked for r in ratings)
-    lines = [f"profile {profile.name}: {len(ratings)} ratings ({liked} up, {len(ratings) - liked} down), newest first"]
+    lines = [
+        f"profile {profile.name}: {counted(len(ratings), 'rating')} ({liked} up, {len(ratings) - liked} down), "
+        "newest first"
+    ]
     for rating in ratings:
         title = rating.paper.title if len(rating.paper.title) <= 70 else rating.paper.title[:69] + "..."
         lines.append(
@@ -194,14 +200,20 @@ def ratings_json(ratings: list[Rating]) -> list[dict[str, Any]]:
 def import_report(path: Path, report: ImportReport) -> str:
     taken = report.added + report.changed + report.unchanged
     lines = [
-        f"imported {path} for profile {report.profile} as '{RATING_WORDS[report.rating]}': {report.entries} entries, "
-        f"{taken} arXiv papers rated ({report.added} new, {report.changed} changed, {report.unchanged} unchanged)"
+        f"imported {path} for profile {report.profile} as '{RATING_WORDS[report.rating]}': "
+        f"{counted(report.entries, 'entry', 'entries')}, {counted(taken, 'arXiv paper')} rated "
+        f"({report.added} new, {report.changed} changed, {report.unchanged} unchanged)"
     ]
     if report.not_arxiv:
         shown = ", ".join(report.not_arxiv[:10]) + (" ..." if len(report.not_arxiv) > 10 else "")
-        lines.append(f"  {len(report.not_arxiv)} entries are not arXiv papers (no arXiv id), left out: {shown}")
+        what = "is not an arXiv paper" if len(report.not_arxiv) == 1 else "are not arXiv papers"
+        lines.append(f"  {counted(len(report.not_arxiv), 'entry', 'entries')} {what} (no arXiv id), left out: {shown}")
     if report.unknown:
-        lines.append(f"  {len(report.unknown)} ids are unknown to arXiv, left out: {', '.join(report.unknown)}")
+        one = len(report.unknown) == 1
+        lines.append(
+            f"  {counted(len(report.unknown), 'id')} {'is' if one else 'are'} unknown to arXiv, left out: "
+            f"{', '.join(report.unknown)}"
+        )
     return "\n".join(lines)
 
 
@@ -218,8 +230,8 @@ def _scores_row(name: str, scores: Scores) -> str:
 
 def eval_report(report: EvalReport) -> str:
     lines = [
-        f"digest eval - profile {report.profile} - {report.model} - {report.papers} rated papers ({report.liked} up, "
-        f"{report.disliked} down), {report.folds} folds, relevant at score {report.min_score}+",
+        f"digest eval - profile {report.profile} - {report.model} - {counted(report.papers, 'rated paper')} "
+        f"({report.liked} up, {report.disliked} down), {report.folds} folds, relevant at score {report.min_score}+",
         f"  {'':<16} {'precision':>9} {'recall':>7} {'F1':>6} {'tp':>5} {'fp':>4} {'fn':>4} {'tn':>4}",
         _scores_row("with examples", report),
         _scores_row("interests only", report.without_examples),
@@ -227,9 +239,13 @@ def eval_report(report: EvalReport) -> str:
     if report.f1 is not None and report.without_examples.f1 is not None:
         lines.append(f"  the ratings bought F1 {report.f1 - report.without_examples.f1:+.2f}")
     if report.unjudged:
-        lines.append(f"  warning: {report.unjudged} papers could not be judged and are left out of the figures")
+        verb = "is" if report.unjudged == 1 else "are"
+        lines.append(
+            f"  warning: {paper_count(report.unjudged)} could not be judged and {verb} left out of the figures"
+        )
     lines.append(
-        f"  llm          {report.requests} requests ({report.cached} verdicts from an earlier eval), "
+        f"  llm          {counted(report.requests, 'request')} "
+        f"({counted(report.cached, 'verdict')} from an earlier eval), "
         f"{report.prompt_tokens:,} prompt tokens, {report.completion_tokens:,} completion tokens, "
         f"{describe_cost(report.cost_usd, free=report.free)}"
     )

@@ -28,6 +28,7 @@ class StopOnSignals:
     def __init__(self, stop: asyncio.Event) -> None:
         self.stop = stop
         self.received: signal.Signals | None = None
+        self._before: dict[signal.Signals, signal.Handlers | object] = {}
 
     def _receive(self, signum: signal.Signals) -> None:
         self.received = self.received or signum
@@ -36,6 +37,7 @@ class StopOnSignals:
     def __enter__(self) -> StopOnSignals:
         loop = asyncio.get_running_loop()
         for signum in SIGNALS:
+            self._before[signum] = signal.getsignal(signum)
             loop.add_signal_handler(signum, self._receive, signum)
         return self
 
@@ -45,6 +47,11 @@ class StopOnSignals:
         loop = asyncio.get_running_loop()
         for signum in SIGNALS:
             loop.remove_signal_handler(signum)
+            # What was there before (the CLI's first handler): a signal while the summary prints still ends
+            # digest with a message, not silently by the signal.
+            before = self._before.pop(signum)
+            if callable(before) or isinstance(before, int):
+                signal.signal(signum, before)
 
 
 async def unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T:

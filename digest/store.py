@@ -164,6 +164,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (submission, custom_id)
     );
     """,
+    # 7: what `digest preview` spent is recorded beside the runs, for `digest status`; it is not a run: the
+    # scheduler's "last good run" is a run's.
+    """
+    ALTER TABLE runs ADD COLUMN command TEXT NOT NULL DEFAULT 'run';
+    """,
 ]
 # Where verdicts are cached: the digest's own, or `digest eval`'s.
 VerdictCache = Literal["verdicts", "eval_verdicts"]
@@ -760,12 +765,12 @@ class Store:
         ok = not summary.errors and not summary.stopped
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO runs (started_at, finished_at, ok, summary) VALUES (?, ?, ?, ?)",
-                (started_at.isoformat(), _now(), int(ok), summary.model_dump_json()),
+                "INSERT INTO runs (started_at, finished_at, ok, summary, command) VALUES (?, ?, ?, ?, ?)",
+                (started_at.isoformat(), _now(), int(ok), summary.model_dump_json(), summary.command),
             )
 
     def last_good_run(self) -> dt.datetime | None:
-        row = self._db.execute("SELECT max(started_at) FROM runs WHERE ok = 1").fetchone()
+        row = self._db.execute("SELECT max(started_at) FROM runs WHERE ok = 1 AND command = 'run'").fetchone()
         return dt.datetime.fromisoformat(row[0]) if row and row[0] else None
 
     def recent_runs(self, count: int) -> list[tuple[dt.datetime, bool, RunSummary]]:

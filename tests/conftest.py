@@ -148,3 +148,8 @@ def stop_process(process: subprocess.Popen[str], expect: int = 0) -> str:
     output = process.stdout.read() if process.stdout else ""
     assert code == expect, output
     return output
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first: with parallel workers the suite then ends when its many short tests do."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -141,8 +141,14 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     assert "sk-test-secret" not in repr(config) + str(config)
 
 
+def _example_config() -> str:
+    """config.yaml as committed, not as a reader may have edited it in their checkout: no test depends on that."""
+    committed = subprocess.run(["git", "show", "HEAD:config.yaml"], cwd=REPO, capture_output=True, text=True)
+    return committed.stdout if committed.returncode == 0 else (REPO / "config.yaml").read_text()
+
+
 def test_the_example_config_in_the_repository_is_valid(tmp_path):
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "config.yaml").write_text(_example_config())
     config = load_config(tmp_path / "config.yaml", {"OPENAI_API_KEY": "k"})
     assert config.arxiv.categories == ["cs.CL", "cs.LG"]
     assert config.email.smtp is None
@@ -154,3 +160,18 @@ def test_smtp_without_recipients_is_rejected(tmp_path):
     with pytest.raises(ConfigError) as raised:
         load_config(path, {"OPENAI_API_KEY": "k"})
     assert "profile me has no email addresses" in str(raised.value)
+
+
+def test_a_value_of_the_wrong_kind_is_named_with_what_to_write(tmp_path):
+    text = VALID.replace("min_score: 6", "min_score: high") + "email:\n  from: not-an-address\n"
+    text = text.replace("  categories: [cs.CL, cs.LG]", "  categories: cs.CL\n  max_retry_seconds: [1]")
+    error = _cli_error(tmp_path, text)
+    assert "profiles[0].min_score: Input should be a valid integer" in error and "write a whole number, like 6" in error
+    assert "email.from: 'not-an-address' is not an email address" in error
+    assert "arxiv.max_retry_seconds:" in error and "write a number, like 2.5" in error
+
+
+def test_the_default_sender_at_localhost_is_accepted(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID + "email:\n  from: digest@localhost\n")
+    assert load_config(path, {"OPENAI_API_KEY": "k"}).email.from_ == "digest@localhost"

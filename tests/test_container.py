@@ -6,6 +6,7 @@ fresh virtual environment, and PID 1 and a network without DNS are made with `un
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from packaging.requirements import Requirement
 
 from digest.config import load_config
 from digest.pipeline import Pipeline
+from digest.store import Store
 from tests.conftest import base_config, run_cli, smtp_email, stop_process, wait_until
 
 REPO = Path(__file__).parent.parent
@@ -84,6 +87,16 @@ def test_files_that_hold_secrets_are_ignored_by_git_and_docker(secret):
     assert any(Path(secret).match(p) for p in patterns if p and not p.startswith("#")), f"docker build sends {secret}"
 
 
+def test_every_file_digest_keeps_beside_its_state_is_ignored_by_git(tmp_path):
+    with Store(tmp_path / "digest.sqlite3"):
+        (tmp_path / "digest.sqlite3.heartbeat").touch()  # what `digest serve` adds
+        made = sorted(path.name for path in tmp_path.iterdir())
+    assert "digest.sqlite3.migrate.lock" in made, made
+    for name in [*made, "digest.sqlite3.lock"]:  # and the lock a run holds
+        ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=REPO)
+        assert ignored.returncode == 0, f"git would commit {name}"
+
+
 def _locked() -> dict[str, tuple[str, int]]:
     """requirements.lock as {name: (version, number of hashes)}."""
     text = (REPO / "requirements.lock").read_text().replace("\\\n", " ")
@@ -118,17 +131,33 @@ def _build_stage_runs() -> list[str]:
     return runs
 
 
+def _wheelhouse() -> Path | None:
+    """The lock's wheels, downloaded once by `bash .ci/wheels` (CI does), so that the replay needs no network."""
+    lock = hashlib.sha256((REPO / "requirements.lock").read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = Path(os.environ.get("DIGEST_WHEELS_DIR") or cache / "digest" / f"wheels-{lock}")
+    return folder if (folder / ".complete").exists() else None
+
+
+@pytest.mark.long
 def test_the_images_install_steps_replayed_from_the_lock_give_a_command_that_starts(
     tmp_path, feed_server, fake_llm, write_config
 ):
-    """The build stage's RUN lines, as written, with its /venv in a temporary folder and this machine's Python."""
+    """The build stage's RUN lines, as written, with its /venv in a temporary folder and this machine's Python,
+    and pip told to take the lock's wheels from the folder `.ci/wheels` filled: no index, nothing downloaded."""
     runs = _build_stage_runs()
     assert any("--require-hashes -r requirements.lock" in run for run in runs), runs
     assert any("--no-deps ." in run for run in runs), "digest itself is installed without resolving anything"
+    wheels = _wheelhouse()
+    if wheels is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs `bash .ci/wheels` before the tests; its folder is missing")
+        pytest.skip("the lock's wheels are not downloaded: `bash .ci/wheels` once (needs PyPI), then this runs offline")
     venv = tmp_path / "venv"
+    offline = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     for run in runs:
         command = run.replace("/venv", str(venv)).replace("python -m venv", f"{sys.executable} -m venv")
-        done = subprocess.run(command, shell=True, cwd=REPO, capture_output=True, text=True)
+        done = subprocess.run(command, shell=True, cwd=REPO, capture_output=True, text=True, env=offline)
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
     frozen = subprocess.run([str(venv / "bin" / "pip"), "freeze"], capture_output=True, text=True, check=True)
     installed = {
@@ -142,10 +171,12 @@ def test_the_images_install_steps_replayed_from_the_lock_give_a_command_that_sta
     llm_url, _ = fake_llm
     data = tmp_path / "data"
     config = write_config(base_config(tmp_path, feed_url, llm_url, schedule={"cron": "0 7 * * *", "timezone": "UTC"}))
+    image_env = _dockerfile().envs  # the image's own ENV lines: JSON logs for every command, not only `serve`
+    assert image_env["DIGEST_LOG_FORMAT"] == "json"
     env = {"PATH": os.environ["PATH"], "OPENAI_API_KEY": "test-key", "DIGEST_CONFIG": str(config)}
-    env["DIGEST_DATA"] = str(data)
+    env |= {"DIGEST_DATA": str(data), "DIGEST_LOG_FORMAT": image_env["DIGEST_LOG_FORMAT"]}
     process = subprocess.Popen(
-        [str(venv / "bin" / "digest"), "serve", "--log-format", "json"],
+        [str(venv / "bin" / "digest"), "serve"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -177,6 +208,53 @@ def _environment() -> dict[str, str]:
     return environment | {"OPENAI_API_KEY": "test-key"}
 
 
+def _pid_1_of(process: subprocess.Popen[str]) -> int:
+    """The process `unshare --pid --fork` started: PID 1 of its namespace."""
+    children: list[str] = []
+
+    def started() -> bool:
+        children[:] = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        return bool(children) or process.poll() is not None
+
+    wait_until(started, timeout=10)
+    (pid,) = map(int, children)
+    namespace_pids = re.search(r"^NSpid:\s+(.*)$", Path(f"/proc/{pid}/status").read_text(), re.M)
+    assert namespace_pids is not None and namespace_pids[1].split()[-1] == "1", "digest is PID 1"
+    return pid
+
+
+@pytest.mark.parametrize("after", [0.2, 1.0, 5.0])
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_as_pid_1_a_sigterm_at_any_moment_ends_digest_by_itself_with_a_message(
+    command, after, tmp_path, feed_server, fake_llm, write_config
+):
+    """Before the handlers were installed first, a SIGTERM in the first second was ignored by PID 1 (the kernel
+    drops what PID 1 does not handle) and `docker stop` killed it after its grace period, with 137."""
+    (feed_url, _), (llm_url, llm) = feed_server, fake_llm
+    llm.latency = 0.2  # at 5 s, a run (serve's missed one) is still classifying
+    config = base_config(tmp_path, feed_url, llm_url, schedule={"cron": "0 7 * * *", "timezone": "UTC"})
+    config["llm"]["max_concurrency"] = 2
+    process = subprocess.Popen(
+        [*_unshare("--pid", "--fork"), sys.executable, "-m", "digest", command, "--config", str(write_config(config))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_environment(),
+    )
+    try:
+        pid = _pid_1_of(process)
+        time.sleep(after)
+        os.kill(pid, signal.SIGTERM)
+        code = process.wait(timeout=30)  # `docker stop` waits 10 s; a stop ignored waits out the whole timeout
+    finally:
+        process.kill()
+    output = process.stdout.read() if process.stdout else ""
+    assert code in (0, 128 + signal.SIGTERM), output
+    assert "Traceback" not in output
+    if code:
+        assert "stopped by SIGTERM" in output, output
+
+
 def test_run_as_pid_1_stops_on_sigterm_and_the_next_run_finishes_with_one_email(
     tmp_path, feed_server, fake_llm, smtp, write_config
 ):
@@ -198,11 +276,7 @@ def test_run_as_pid_1_stops_on_sigterm_and_the_next_run_finishes_with_one_email(
     )
     try:
         wait_until(lambda: llm.requests >= 6)
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        (pid,) = map(int, children)
-        namespace_pids = re.search(r"^NSpid:\s+(.*)$", Path(f"/proc/{pid}/status").read_text(), re.M)
-        assert namespace_pids is not None and namespace_pids[1].split()[-1] == "1", "digest run is PID 1"
-        os.kill(pid, signal.SIGTERM)  # what `docker stop` does
+        os.kill(_pid_1_of(process), signal.SIGTERM)  # what `docker stop` does
         code = process.wait(timeout=10)
     finally:
         process.kill()

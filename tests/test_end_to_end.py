@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -157,11 +158,17 @@ def test_preview_writes_a_file_and_sends_nothing(tmp_path, feed_server, fake_llm
     preview = Path(result.stdout.splitlines()[0])
     assert preview.exists() and "<table" in preview.read_text()
     assert inbox.messages == []
+    # What the preview spent is on record, as a preview: not hidden, and not taken for a run.
+    status = run_cli("status", "--config", str(path))
+    (row,) = [line for line in status.stdout.splitlines() if line.endswith("preview: ok")]
+    assert llm.requests > 0 and re.search(r" [1-9][0-9,]* +\$0\.0[0-9]{3} ", row), status.stdout
     # The run after a preview pays for nothing twice.
     requests = llm.requests
     assert run_cli("run", "--config", str(path)).returncode == 0
     assert llm.requests == requests
     assert len(inbox.messages) == 1
+    rows = run_cli("status", "--config", str(path)).stdout.splitlines()
+    assert rows[2].endswith("  ok") and rows[3].endswith("preview: ok"), rows
 
 
 def test_state_is_versioned(tmp_path, feed_server, fake_llm, write_config):

@@ -14,8 +14,12 @@ from tests.conftest import CL_FEED, base_config, run_cli
 from tests.llama import llama_missing, llama_server
 from tests.servers import FeedServer, serve_asgi
 
-pytestmark = pytest.mark.skipif(llama_missing() is not None, reason=llama_missing() or "")
-DAY = 40  # papers: a small day, so that the test takes a minute or two on two cores
+pytestmark = [
+    pytest.mark.skipif(llama_missing() is not None, reason=llama_missing() or ""),
+    pytest.mark.long,
+    pytest.mark.xdist_group("llama-server"),  # one worker, one server for both tests
+]
+DAY = 16  # papers: a small day, so that the suite beside it still takes minutes on two cores
 
 
 def _first_items(feed: bytes, count: int) -> bytes:

@@ -126,7 +126,7 @@ def test_rate_looks_up_unknown_papers_once_and_refuses_what_it_cannot_use(digest
     assert [(r["paper"], r["rating"]) for r in _ratings(digest)] == [("2606.28457", 1)]
     assert "had no rating" in digest("rate", "2606.28354", "clear").stdout
     listing = digest("ratings")
-    assert "1 ratings (1 up, 0 down)" in listing.stdout and "2606.28457" in listing.stdout
+    assert "1 rating (1 up, 0 down)" in listing.stdout and "2606.28457" in listing.stdout
 
 
 def test_import_takes_arxiv_papers_from_zotero_bibtex_csl_json_and_text_and_reports_the_rest(
@@ -145,7 +145,7 @@ def test_import_takes_arxiv_papers_from_zotero_bibtex_csl_json_and_text_and_repo
     assert mixed.returncode == 0, mixed.stderr
     assert "4 arXiv papers rated (4 new" in mixed.stdout
     assert "left out: jumper_highly_2021, papineni_bleu_2002" in mixed.stdout
-    assert "1 ids are unknown to arXiv, left out: 2606.99999" in mixed.stdout
+    assert "1 id is unknown to arXiv, left out: 2606.99999" in mixed.stdout
     # One request for all the entries without an abstract.
     assert [sorted(r["id_list"].split(",")) for r in servers.api.requests] == [
         ["2606.28524", "2606.28667", "2606.28823", "2606.28876", "2606.99999"]
@@ -248,6 +248,9 @@ def test_a_new_rating_rereads_only_papers_not_yet_in_a_digest(digest_cli, server
     assert servers.llm.requests == after_preview  # the examples are part of the cache key: cached
 
     assert digest("rate", "2606.28457", "down").returncode == 0
+    rethreshold = digest("preview", "--min-score", "4")  # free, as the README says: cached verdicts only
+    assert rethreshold.returncode == 0 and servers.llm.requests == after_preview, rethreshold.stdout
+    assert "135 papers not judged yet (a run, or a preview without --min-score)" in rethreshold.stdout
     run = digest("run")
     assert run.returncode == 0, run.stdout + run.stderr
     assert servers.llm.requests == after_preview + 135  # a new example: every paper not yet in a digest, again

@@ -159,11 +159,17 @@ def test_auth_not_offered_says_so_and_why(smtp):
     assert "set email.smtp.security to starttls or ssl" in str(raised.value)
 
 
-def test_outbox_writes_the_digest_and_the_eml(tmp_path):
-    assert _deliver(OutboxChannel(tmp_path, "d@example.org"), ["outbox"]) == {"outbox": Result("sent")}
+def test_outbox_writes_the_digest_and_the_eml_addressed_to_the_profiles_readers(tmp_path):
+    channel = OutboxChannel(tmp_path, "d@example.org", {"me": ["me@example.org", "lab@example.org"]})
+    assert _deliver(channel, ["outbox"]) == {"outbox": Result("sent")}
     assert "<table" in (tmp_path / "me" / "2026-06-30.html").read_text()
     eml = email.message_from_bytes((tmp_path / "me" / "2026-06-30.eml").read_bytes(), policy=email.policy.default)
-    assert eml["To"] == "d@example.org" and eml["Subject"] == "arXiv digest - 30 Jun 2026 - 4 papers for you"
+    assert eml["To"] == "me@example.org, lab@example.org"
+    assert eml["Subject"] == "arXiv digest - 30 Jun 2026 - 4 papers for you"
+    # A profile with no addresses (an outbox-only setup) is addressed to the sender, so the .eml still opens.
+    _deliver(OutboxChannel(tmp_path / "alone", "d@example.org", {}), ["outbox"])
+    alone = (tmp_path / "alone" / "me" / "2026-06-30.eml").read_bytes()
+    assert email.message_from_bytes(alone, policy=email.policy.default)["To"] == "d@example.org"
 
 
 WEB_TEMPLATES = [f"web/{p.name}" for p in (REPO / "templates" / "web").glob("*.j2")]

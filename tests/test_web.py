@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import socket
+import string
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -22,10 +23,11 @@ from urllib.parse import urlsplit
 import feedparser
 import httpx
 import pytest
+from itsdangerous import URLSafeSerializer
 
 from digest.config import OutputConfig
 from digest.render import Renderer
-from digest.web.links import Links
+from digest.web.links import RATE_SALT, Links, RateToken
 from tests.conftest import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
 from tests.servers import FeedServer, free_port, html_titles, serve_asgi
 from tests.test_golden import fixed_digest
@@ -59,12 +61,22 @@ class Site:
 def digest_web(config: Path, url: str) -> Iterator[subprocess.Popen[str]]:
     process = start_cli("web", "--config", str(config))
     try:
-        wait_until(lambda: _answers(f"{url}/health") or process.poll() is not None, timeout=30)
+        wait_until(lambda: _responds(f"{url}/health") or process.poll() is not None, timeout=30)
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        # No scheduler runs in `digest web`: its /health would vouch for nothing, so there is none.
+        assert httpx.get(f"{url}/health").status_code == 404
         yield process
     finally:
         if process.poll() is None:
             stop_process(process)
+
+
+def _responds(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.HTTPError:
+        return False
+    return True
 
 
 def _answers(url: str) -> bool:
@@ -145,8 +157,14 @@ def test_forged_truncated_and_cross_site_requests_are_refused_and_record_nothing
         f"{forged_payload}.{signature}",  # another profile's rating, under this signature
         payload,  # no signature at all
     ]
+    # A 32-byte HMAC-SHA256 is 43 base64 characters: the last one carries 4 bits and 2 spare ones, so 3 other
+    # characters decode to the same signature. Each is refused: exactly one spelling per token.
+    alphabet = string.ascii_letters + string.digits + "-_"
+    assert len(signature) == 43, "HMAC-SHA256, not itsdangerous' default SHA-1 (27 characters)"
+    forged += [f"{payload}.{signature[:-1]}{last}" for last in alphabet if last != signature[-1]]
+    forged += [f"{payload}=.{signature}", f"{payload}.{signature}="]  # padding: decodes alike, spelled otherwise
     for bad in forged:
-        assert httpx.get(f"{site.url}/r/{bad}").status_code == 404
+        assert httpx.get(f"{site.url}/r/{bad}").status_code == 404, bad
         refused = httpx.post(f"{site.url}/r/{bad}")
         assert refused.status_code == 404 and token not in refused.text
     assert httpx.post(link, headers={"Origin": "https://evil.example"}).status_code == 403
@@ -315,3 +333,12 @@ def test_in_a_real_browser_rate_from_the_email_undo_and_rate_from_the_archive(si
                 page.close()
         finally:
             browser.close()
+
+
+def test_a_link_from_a_digest_signed_by_an_earlier_version_still_rates() -> None:
+    """Digests already in readers' mailboxes carry HMAC-SHA1 tokens (itsdangerous' default before): still read."""
+    links = Links("https://digest.example.org", "s" * 32)
+    said = RateToken(p="me", a="2606.28354", v=1, r=1)
+    earlier = URLSafeSerializer("s" * 32, salt=RATE_SALT).dumps(said.model_dump())
+    assert links.read(earlier) == said and links.read(links.sign(said)) == said
+    assert links.sign(said) != earlier and len(links.sign(said).rsplit(".", 1)[1]) == 43

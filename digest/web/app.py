@@ -24,8 +24,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
-from digest.models import anchor
-from digest.ratings import RATING_WORDS, PaperRef, resolve
+from digest.models import RATING_WORDS, anchor
+from digest.ratings import PaperRef, resolve
 from digest.render import subject, template_environment
 from digest.schedule import healthy
 from digest.store import Store
@@ -69,7 +69,8 @@ class SecurityHeaders:
 
 
 def create_app(config: Config, *, heartbeat: Path | None = None) -> Starlette:
-    """`heartbeat`: the scheduler's heartbeat file when `digest serve` runs beside; /health then reports on it."""
+    """`heartbeat`: the scheduler's heartbeat file when `digest serve` runs beside; /health reports on it, and
+    exists only then."""
     with Store(config.state) as store:
         secret = web_secret(config, store)
     base_url = config.web.base_url if config.web is not None else None
@@ -192,7 +193,7 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> Starlette:
         return page(request, "feed.atom.j2", context, media_type="application/atom+xml")
 
     async def health(request: Request) -> Response:
-        if heartbeat is not None and not healthy(heartbeat, time.time()):
+        if heartbeat is None or not healthy(heartbeat, time.time()):
             return PlainTextResponse("unhealthy: no heartbeat from the scheduler\n", status_code=503)
         return PlainTextResponse("ok\n")
 
@@ -208,7 +209,8 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> Starlette:
             Route("/a/{profile}/{key}/", archive, methods=["GET"]),
             Route("/a/{profile}/{key}/feed.atom", feed, methods=["GET"]),
             Route("/a/{profile}/{key}/{day}", archive_day, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
+            # The scheduler's health: under `digest web` alone there is none to report on, so no such page.
+            *([Route("/health", health, methods=["GET"])] if heartbeat is not None else []),
         ],
         exception_handlers={HTTPException: refused},
     )

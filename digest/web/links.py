@@ -1,8 +1,10 @@
 """The links a digest carries to the web side, and their checks.
 
 A rating link is a token that names the profile, the paper and the rating, signed with HMAC-SHA256 under the web
-secret (itsdangerous compares signatures in constant time); a token that does not verify names nothing. An archive
-and its feed are reached through a capability key derived from the same secret and the profile's name.
+secret (itsdangerous compares signatures in constant time); a token that does not verify names nothing, and neither
+does one that verifies but is not spelled exactly as digest writes it (base64's spare bits let several spellings
+decode alike). An archive and its feed are reached through a capability key derived from the same secret and the
+profile's name.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class Links:
     def __init__(self, base_url: str, secret: str) -> None:
         self.base_url = base_url
         self._secret = secret.encode()
-        self._signer = URLSafeSerializer(secret, salt=RATE_SALT)
+        self._signer = URLSafeSerializer(secret, salt=RATE_SALT, signer_kwargs={"digest_method": hashlib.sha256})
+        # Digests sent by earlier versions carry links signed with itsdangerous' default, HMAC-SHA1: read, never made.
+        self._legacy = URLSafeSerializer(secret, salt=RATE_SALT)
 
     @classmethod
     def of(cls, config: Config, store: Store) -> Links | None:
@@ -57,10 +61,13 @@ class Links:
         return str(self._signer.dumps(token.model_dump()))
 
     def read(self, token: str) -> RateToken | None:
-        try:
-            return RateToken.model_validate(self._signer.loads(token))
-        except (BadSignature, ValidationError):
-            return None
+        for signer in (self._signer, self._legacy):
+            try:
+                said = RateToken.model_validate(signer.loads(token))
+            except (BadSignature, ValidationError):
+                continue
+            return said if hmac.compare_digest(str(signer.dumps(said.model_dump())), token) else None
+        return None
 
     def rate(self, profile: str, paper: Paper, rating: int) -> str:
         return self.rate_url(RateToken(p=profile, a=paper.arxiv_id, v=paper.version, r=rating))
