@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from digest.arxiv import parse_feed
 from digest.config import Config
+from digest.judge import Judge
 from digest.models import Usage, Verdict
 from digest.pipeline import Pipeline
 from digest.render import Renderer
@@ -62,7 +63,7 @@ def once(count: int) -> float:
             from digest.models import Feed, RunSummary
 
             store.record_feed(Feed(url="f", announced=dt.date(2026, 6, 30), papers=pending), ["me"])
-            summary = RunSummary(profiles=pipeline._plan(store, {"me": pending})[2])
+            summary = RunSummary(profiles=Judge(config, show_progress=False).plan(store, {"me": pending})[2])
             summary.usage = Usage()
             started = time.perf_counter()
             pipeline._record_digest(

@@ -35,6 +35,7 @@ from digest.models import Failure, Judgement, JudgementWithTLDR, Paper, Rating, 
 from digest.ratelimit import RateLimiter, Sleep, Slot, backoff, minute_counters, reports_counters, retry_after
 from digest.server_facts import ServerFacts, StructuredOutput, is_local
 from digest.stopping import Stopped, unless_stopped
+from digest.wording import opening
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,6 @@ These ratings are the strongest evidence of the researcher's taste. Where they a
 about a kind of paper, follow the ratings: score a paper close to a "more like this" example high, and a paper \
 close to a "not for me" example low, whatever the written interests say. For topics no rating touches, go by the \
 written interests."""
-GIST_CHARACTERS = 300  # of an example's abstract: its first sentence, or about that much
 TLDR_FIELD = """
 - "tldr": one plain-language sentence saying what the paper does, for a reader outside the field."""
 LANGUAGE_RULE = """
@@ -183,12 +183,7 @@ def system_prompt(profile: Profile, ratings: Sequence[Rating] = ()) -> str:
 
 def example_line(rating: Rating) -> str:
     """One rated paper for the prompt. JSON with < and > escaped, so no title can close the fence around it."""
-    gist = rating.paper.abstract
-    end = gist.find(". ", 40)
-    if 0 < end < GIST_CHARACTERS:
-        gist = gist[: end + 1]
-    elif len(gist) > GIST_CHARACTERS:
-        gist = gist[:GIST_CHARACTERS].rsplit(" ", 1)[0] + " ..."
+    gist = opening(rating.paper.abstract)
     line = json.dumps(
         {
             "rating": "more like this" if rating.liked else "not for me",

@@ -293,7 +293,7 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
             print(f"  {note}")
         return EXIT_OK
     if command == "check":
-        from digest.pipeline import check
+        from digest.checks import check
 
         results = await check(config)
         for result in results:

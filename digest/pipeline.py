@@ -12,37 +12,27 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import sys
 import time
 from pathlib import Path
 
-import openai
 from pydantic import BaseModel
 
 from digest.arxiv import UNREADABLE_SHOWN, feed_url, fetch_feed, fetch_since
-from digest.batch import BatchClassifier, batch_allowance_seconds
+from digest.batch import batch_allowance_seconds
 from digest.classify import (
     COMPLETION_TOKENS_ESTIMATE,
-    PROMPT_VERSION,
-    Classifier,
-    Job,
-    Outcome,
     charges_nothing,
     estimate_cost,
     estimate_tokens,
-    live_cost,
     paper_message,
-    system_prompt,
 )
 from digest.config import Config, Profile
-from digest.deliver import build_message, configured_channel, deliver_pending, destinations, new_message_id
+from digest.deliver import build_message, deliver_pending, destinations, new_message_id
 from digest.errors import DeliveryError, DigestError, redact
-from digest.models import Failure, Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict
-from digest.progress import Progress
-from digest.ratings import Taste
+from digest.judge import Judge, taste_of
+from digest.models import Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict
 from digest.render import Renderer, build_digest
-from digest.rules import Rules
-from digest.server_facts import MEASURED_AFTER, is_local, load_facts, save_facts
+from digest.server_facts import load_facts
 from digest.stopping import Stopped, unless_stopped
 from digest.store import Store
 from digest.web.links import Links
@@ -58,7 +48,7 @@ class Pipeline:
     def __init__(self, config: Config, *, show_progress: bool = True) -> None:
         self.config = config
         self._secrets = config.secrets
-        self._show_progress = show_progress
+        self._judge = Judge(config, show_progress=show_progress)
 
     async def run(
         self, since: dt.date | None = None, *, catch_up: bool = False, stop: asyncio.Event | None = None
@@ -99,7 +89,7 @@ class Pipeline:
                 if since is not None:
                     await unless_stopped(self._backfill(store, summary, since), stop)
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
-                verdicts = await self._classify(store, summary, pending, stop, batch_from=started)
+                verdicts = await self._judge.classify(store, summary, pending, stop, batch_from=started)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
                 renderer, clock_render = Renderer(self.config.output, Links.of(self.config, store)), time.monotonic()
                 # A signal leaves the digests to the next run; past max_run_minutes, what was judged goes out now.
@@ -186,14 +176,14 @@ class Pipeline:
                 # After a 304 the feed says no date: the one it had when it was last read.
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
                 latest = store.latest_digest_date(profile.name)
-                if not self._in_scope(profile, papers) and latest is not None:
+                if not self._judge.in_scope(profile, papers) and latest is not None:
                     announced, papers = latest, store.papers_of_digest(profile.name, latest)
-                shown[profile.name] = (announced, self._in_scope(profile, papers))
+                shown[profile.name] = (announced, self._judge.in_scope(profile, papers))
             papers_of = {name: papers for name, (_, papers) in shown.items()}
             if min_score is None:
-                verdicts = await self._classify(store, summary, papers_of)
+                verdicts = await self._judge.classify(store, summary, papers_of)
             else:  # another threshold only re-renders: what is not judged yet stays so
-                verdicts, _, summary.profiles = self._plan(store, papers_of)
+                verdicts, _, summary.profiles = self._judge.plan(store, papers_of)
             renderer = Renderer(self.config.output, Links.of(self.config, store))
             previews = []
             for profile in self.config.profiles:
@@ -201,7 +191,7 @@ class Pipeline:
                 mine = verdicts[profile.name]
 
                 unclassified = sum(p.key not in mine for p in papers)
-                taste = _taste(store, profile)
+                taste = taste_of(store, profile)
                 digests = {
                     threshold: build_digest(
                         profile.model_copy(update={"min_score": threshold}),
@@ -290,47 +280,6 @@ class Pipeline:
             time.monotonic() - clock,
         )
 
-    def _report(self, line: str) -> None:
-        """Progress of a batch, which may take hours: lines on stderr, or in the log when progress is not shown."""
-        if self._show_progress:
-            print(line, file=sys.stderr, flush=True)
-        else:
-            log.info("%s", line)
-
-    def _in_scope(self, profile: Profile, papers: list[Paper]) -> list[Paper]:
-        """The papers in the profile's own categories (all of them when it follows the global ones)."""
-        mine = set(self.config.categories_of(profile))
-        return [p for p in papers if mine.intersection(p.categories)]
-
-    def _plan(
-        self, store: Store | None, papers_of: dict[str, list[Paper]]
-    ) -> tuple[dict[str, dict[str, Verdict]], list[Job], list[ProfileSummary]]:
-        """Per profile: the papers in its categories, decided by its ratings or rules, found in the cache, or left
-        to ask."""
-        verdicts: dict[str, dict[str, Verdict]] = {}
-        jobs: list[Job] = []
-        summaries = []
-        for profile in self.config.profiles:
-            papers = self._in_scope(profile, papers_of[profile.name])
-            taste = _taste(store, profile)
-            rules = Rules(profile.follow_authors, profile.must_include, profile.exclude)
-            # Ratings and rules decide for free and are never cached: a change decides again at once.
-            ruled = {p.key: v for p in papers if (v := taste.decide(p) or rules.decide(p)) is not None}
-            undecided = [p for p in papers if p.key not in ruled]
-            instructions = system_prompt(profile, taste.ratings)
-            cached = (
-                store.cached_verdicts((p.key for p in undecided), instructions, self.config.llm.model, PROMPT_VERSION)
-                if store is not None
-                else {}
-            )
-            verdicts[profile.name] = {**cached, **ruled}
-            todo = [Job(profile, p, instructions) for p in undecided if p.key not in cached]
-            jobs += todo
-            summaries.append(
-                ProfileSummary(name=profile.name, to_classify=len(todo), cached=len(cached), ruled=len(ruled))
-            )
-        return verdicts, jobs, summaries
-
     async def dry_run(self, since: dt.date | None = None) -> DryRunReport:
         """Fetch and count what a run would classify and what it would cost; call no LLM, write no state."""
         feed = await fetch_feed(self.config.fetched)
@@ -340,7 +289,7 @@ class Pipeline:
             papers = list({p.key: p for p in [*backfill.papers, *feed.papers]}.values())
         store = Store(self.config.state) if self.config.state.exists() else None
         try:
-            _, jobs, profiles = self._plan(store, {p.name: papers for p in self.config.profiles})
+            _, jobs, profiles = self._judge.plan(store, {p.name: papers for p in self.config.profiles})
             facts = load_facts(store, self.config.llm)
         finally:
             if store is not None:
@@ -372,85 +321,6 @@ class Pipeline:
             ),
         )
 
-    async def _classify(
-        self,
-        store: Store,
-        summary: RunSummary,
-        papers_of: dict[str, list[Paper]],
-        stop: asyncio.Event | None = None,
-        *,
-        batch_from: dt.datetime | None = None,
-    ) -> dict[str, dict[str, Verdict]]:
-        """Classify each profile's papers that have no cached verdict; return every verdict, by profile.
-        `batch_from`: when the run started, for a run that may use the Batch API (llm.mode: batch)."""
-        summary.cost = estimate_cost(summary.usage, self.config.llm)
-        summary.free = charges_nothing(self.config.llm)
-        verdicts, jobs, summary.profiles = self._plan(store, papers_of)
-        by_name = {s.name: s for s in summary.profiles}
-
-        def record(job: Job, outcome: Outcome) -> None:
-            name = job.profile.name
-            if isinstance(outcome, Failure):
-                store.save_failure(outcome.model_copy(update={"reason": redact(outcome.reason, self._secrets)}), name)
-                by_name[name].failed += 1
-                log.warning("could not classify %s for %s: %s", job.paper.key, name, outcome.reason)
-                return
-            store.save_verdict(outcome, name, job.instructions, self.config.llm.model, PROMPT_VERSION)
-            verdicts[name][outcome.paper_key] = outcome
-            by_name[name].classified += 1
-
-        if not jobs:
-            return verdicts
-        clock = time.monotonic()
-        live = Classifier(self.config.llm, facts=load_facts(store, self.config.llm))
-        classifier: Classifier | BatchClassifier = live
-        if batch_from is not None and self.config.llm.mode == "batch":
-            classifier = BatchClassifier(self.config, store, live, started=batch_from, report=self._report)
-        elif batch_from is not None and store.open_batches(self.config.llm.model):
-            # Batches an earlier run in batch mode left open are paid for: what they finished is kept.
-            classifier = BatchClassifier(
-                self.config, store, live, started=batch_from, report=self._report, resume_only=True
-            )
-        progress = Progress(
-            len(jobs),
-            lambda usage: estimate_cost(usage, self.config.llm),
-            sys.stderr,
-            enabled=self._show_progress,
-            free=summary.free,
-        )
-        try:
-            await classifier.classify(jobs, record, progress.advance, stop=stop)
-        finally:
-            summary.usage = classifier.usage
-            summary.cost = estimate_cost(classifier.usage, self.config.llm)
-            if classifier.usage.batch_requests:
-                summary.live_cost = live_cost(classifier.usage, self.config.llm)
-            if isinstance(classifier, BatchClassifier):
-                summary.batches, summary.warnings = classifier.notes, summary.warnings + classifier.warnings
-            progress.finish(classifier.usage)
-            await classifier.close()
-            summary.concurrency = live.capacity.describe()
-            answered = sum(s.classified + s.failed for s in summary.profiles)
-            self._remember(store, live, answered, time.monotonic() - clock)
-        log.info(
-            "classify: %d of %d papers in %.2f s, %d requests, %d failed; in flight: %s",
-            sum(s.classified + s.failed for s in summary.profiles),
-            len(jobs),
-            time.monotonic() - clock,
-            classifier.usage.requests,
-            sum(s.failed for s in summary.profiles),
-            summary.concurrency or "none",
-        )
-        return verdicts
-
-    def _remember(self, store: Store, live: Classifier, answered: int, seconds: float) -> None:
-        """What this run learned of the server, for the next: the form it took, its speed, its concurrency."""
-        facts = live.facts
-        if answered >= MEASURED_AFTER and not live.usage.batch_requests:
-            settled = live.capacity.sent_at.most_common(1)[0][0] if live.capacity.adaptive else None
-            facts = facts.model_copy(update={"answers_per_second": answered / seconds, "concurrency": settled})
-        save_facts(store, self.config.llm, facts)
-
     def _record_digest(
         self,
         store: Store,
@@ -463,7 +333,7 @@ class Pipeline:
         summary: RunSummary,
     ) -> None:
         mine = verdicts[profile.name]
-        in_scope = self._in_scope(profile, papers)
+        in_scope = self._judge.in_scope(profile, papers)
         classified = [p for p in in_scope if p.key in mine]
         # A paper the LLM failed on in RETIRE_AFTER_RUNS runs is shown as it is, for the reader to judge, and retired.
         attempts = store.failure_attempts(profile.name, [p.key for p in in_scope if p.key not in mine])
@@ -480,7 +350,7 @@ class Pipeline:
             nothing = not unclassified and not carried_over
             profile_summary.digest = "nothing new: no digest" if nothing else "none: nothing classified"
             return
-        taste = _taste(store, profile)
+        taste = taste_of(store, profile)
         digest = build_digest(
             profile,
             announced,
@@ -531,10 +401,6 @@ async def _stop_at(signalled: asyncio.Event, seconds: float, deadline: asyncio.E
     stop.set()
 
 
-def _taste(store: Store | None, profile: Profile) -> Taste:
-    return Taste(store.ratings(profile.name) if store is not None else [])
-
-
 def _what_was_left(started: dt.datetime, stopped: RunSummary) -> str:
     """What a run stopped by a signal had not done, in words, for the summary of the run that does it."""
     left = sum(max(0, p.to_classify - p.classified - p.failed) for p in stopped.profiles)
@@ -562,99 +428,3 @@ class DryRunReport(BaseModel):
     free: bool  # a local server, or a price of 0
     answers_per_second: float | None  # measured on this server in an earlier run
     minutes_at_rate_limit: float
-
-
-class CheckResult(BaseModel):
-    what: str
-    ok: bool
-    detail: str
-
-
-async def check(config: Config) -> list[CheckResult]:
-    """Reach the feed, the LLM server and the delivery channel without classifying or sending anything."""
-    results: list[CheckResult] = []
-    try:
-        feed = await fetch_feed(config.fetched.model_copy(update={"max_retry_seconds": 0}))
-        results.append(
-            CheckResult(
-                what="arXiv feed",
-                ok=True,
-                detail=f"{feed_url(config.fetched)}: {len(feed.papers)} papers dated {feed.announced}",
-            )
-        )
-    except DigestError as error:
-        results.append(CheckResult(what="arXiv feed", ok=False, detail=str(error)))
-    results.append(await _check_llm(config))
-    channel = configured_channel(config)
-    try:
-        results.append(CheckResult(what=f"delivery ({channel.kind})", ok=True, detail=await channel.check()))
-    except DigestError as error:
-        results.append(CheckResult(what=f"delivery ({channel.kind})", ok=False, detail=str(error)))
-    return results
-
-
-async def _check_llm(config: Config) -> CheckResult:
-    client = openai.AsyncOpenAI(
-        api_key=config.llm.api_key.get_secret_value(), base_url=config.llm.base_url, timeout=10, max_retries=0
-    )
-    try:
-        listed = [(m.id, m.owned_by) async for m in client.models.list()]
-    except openai.AuthenticationError:
-        return CheckResult(what="LLM server", ok=False, detail=f"{config.llm.base_url} refused the API key")
-    except openai.APIStatusError as error:
-        return CheckResult(
-            what="LLM server",
-            ok=True,
-            detail=f"{config.llm.base_url} answered /models with HTTP "
-            f"{error.status_code}; some servers do not list models, so this may be fine",
-        )
-    except openai.APIConnectionError as error:
-        return CheckResult(what="LLM server", ok=False, detail=f"cannot reach {config.llm.base_url}: {error}")
-    finally:
-        await client.close()
-    models = [name for name, _ in listed]
-    learned = _learned(config)
-    if config.llm.model in models:
-        return CheckResult(
-            what="LLM server", ok=True, detail=f"{config.llm.base_url} serves '{config.llm.model}'{learned}"
-        )
-    if len(models) == 1 and (listed[0][1] == "llamacpp" or is_local(config.llm.base_url)):
-        # llama-server lists its one model under the -m path as typed (or --alias) and answers any name with it.
-        return CheckResult(
-            what="LLM server",
-            ok=True,
-            detail=f"{config.llm.base_url} serves one model, '{models[0]}', and answers any model name with it "
-            f"(start llama-server with --alias {config.llm.model} to list it under the name in llm.model){learned}",
-        )
-    shown = ", ".join(models[:8]) + (" ..." if len(models) > 8 else "")
-    return CheckResult(
-        what="LLM server",
-        ok=False,
-        detail=f"{config.llm.base_url} does not list model '{config.llm.model}' (it has: {shown or 'none'})",
-    )
-
-
-def _learned(config: Config) -> str:
-    """What earlier runs learned of this server and model, for `digest check`."""
-    if not config.state.exists():
-        return ""
-    with Store(config.state) as store:
-        facts = load_facts(store, config.llm)
-    said = []
-    if facts.structured_output is not None:
-        said.append(
-            {
-                "json_schema": "structured output with a JSON schema",
-                "json_object": "JSON mode only (no JSON schema)",
-                "instructions": "no structured output (the answer is asked for in the instructions, and checked)",
-            }[facts.structured_output]
-        )
-    if facts.refused:
-        said.append(f"without {', '.join(facts.refused)} (refused)")
-    if facts.answers_per_second:
-        said.append(f"{facts.answers_per_second:.2g} answers a second in the last run")
-    if facts.concurrency:
-        said.append(f"{facts.concurrency} requests at once")
-    if facts.batch_api is False:
-        said.append("no Batch API")
-    return f"; learned in earlier runs: {', '.join(said)}" if said else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +13,7 @@ import jinja2
 
 from digest.config import OutputConfig, Profile
 from digest.models import Digest, Entry, Paper, Rendered, Usage, Verdict
-from digest.wording import paper_count
+from digest.wording import opening, paper_count
 
 if TYPE_CHECKING:  # the web side imports the store; rendering needs only the type
     from digest.web.links import Links
@@ -23,6 +23,8 @@ AUTHOR_GROUP = "By authors you follow"
 KEYWORD_GROUP = "Matching your keywords"
 ALL_GROUP = "For you"
 AUTHORS_SHOWN = 5
+# Gmail cuts a message's HTML past about 102 kB, and with it the footer and the archive link: a digest stays under.
+HTML_BUDGET = 100_000
 
 
 def package_templates() -> Path:
@@ -57,7 +59,7 @@ def build_digest(
             for p in read
             if _selected(verdicts[p.key], profile.min_score)
         ),
-        key=lambda e: (e.verdict.rule is None, -e.verdict.score, e.paper.title.lower()),
+        key=rank,
     )
     left_out = 0
     if profile.max_papers is not None and len(chosen) > profile.max_papers:
@@ -88,6 +90,11 @@ def build_digest(
         carried_over=carried_over,
         unclassifiable=list(unclassifiable),
     )
+
+
+def rank(entry: Entry) -> tuple[bool, int, str]:
+    """Best first: what the reader's rules put in, then by score."""
+    return entry.verdict.rule is None, -entry.verdict.score, entry.paper.title.lower()
 
 
 def _selected(verdict: Verdict, min_score: int) -> bool:
@@ -166,6 +173,7 @@ def template_environment(output: OutputConfig) -> jinja2.Environment:
     env.filters["badge"] = badge
     env.filters["md"] = markdown_text
     env.filters["papers"] = paper_count
+    env.filters["opening"] = opening
     env.globals["rating_note"] = rating_note
     return env
 
@@ -186,5 +194,44 @@ class Renderer:
         if self._format == "markdown":
             markdown = self._env.get_template("digest.md.j2").render(context)
             return Rendered(subject=subject(digest), text=text, html=None, markdown=markdown)
-        html = self._inliner.inline(self._env.get_template("digest.html.j2").render(context))
-        return Rendered(subject=subject(digest), text=text, html=html, markdown=None)
+        return Rendered(subject=subject(digest), text=text, html=self.html(digest), markdown=None)
+
+    def html(self, digest: Digest, budget: int = HTML_BUDGET) -> str:
+        """The HTML part, in at most `budget` bytes: every paper in full if they fit; else the best in full and the
+        next by title alone, each in its group; and only if even the titles do not fit, the rest counted, with a
+        link to them."""
+        ranked = [e.paper.key for e in sorted(digest.entries, key=rank)]
+
+        def render(full: int, shown: int) -> str:
+            context = {
+                "digest": digest,
+                "subject": subject(digest),
+                "links": self._links,
+                "full": set(ranked[:full]),
+                "shown": set(ranked[:shown]),
+            }
+            return self._inliner.inline(self._env.get_template("digest.html.j2").render(context))
+
+        def fits(html: str) -> bool:
+            return len(html.encode()) <= budget
+
+        whole = render(len(ranked), len(ranked))
+        if fits(whole):
+            return whole
+        # The largest count that fits, by bisection: each rendering of a long digest takes milliseconds.
+        full = _largest(lambda n: fits(render(n, len(ranked))), len(ranked))
+        if full > 0:
+            return render(full, len(ranked))
+        return render(0, _largest(lambda n: fits(render(0, n)), len(ranked)))
+
+
+def _largest(holds: Callable[[int], bool], top: int) -> int:
+    """The largest n in 0..top-1 for which `holds(n)` (assumed true for smaller n), or 0."""
+    low, high = 0, top - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if holds(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low

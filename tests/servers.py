@@ -878,10 +878,12 @@ def slow_greeting_server(seconds_per_byte: float = 1.0) -> Iterator[int]:
         listener.close()
 
 
-def html_titles(message: EmailMessage) -> list[str]:
-    """The paper titles linked in a digest's HTML part, unescaped."""
+def html_titles(message: EmailMessage, *, listed: bool = False) -> list[str]:
+    """The titles of the papers shown in full in a digest's HTML part, unescaped; `listed`: with those a long
+    digest lists by title alone."""
     part = message.get_body(preferencelist=("html",))
     assert part is not None
-    pattern = r'<p class="title"[^>]*>\s*<a href="https://arxiv.org/abs/[^"]+"[^>]*>(.*?)</a>'
+    kinds = "title|brief" if listed else "title"
+    pattern = rf'<p class="(?:{kinds})"[^>]*>\s*(?:<span[^>]*>[^<]*</span>\s*)?<a href="https://arxiv.org/abs/[^"]+"[^>]*>(.*?)</a>'
     links = re.findall(pattern, part.get_content(), re.S)
     return [html.unescape(t) for t in links]

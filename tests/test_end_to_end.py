@@ -36,7 +36,7 @@ def test_run_emails_exactly_the_papers_the_llm_judged_relevant(tmp_path, feed_se
     assert (sender, recipients) == ("digest@example.org", ["me@example.org"])
     relevant = _expected_relevant(llm.judged)
     assert 0 < len(relevant) < len(papers)
-    assert sorted(html_titles(message)) == sorted(relevant)
+    assert sorted(html_titles(message, listed=True)) == sorted(relevant)
     assert message["Subject"] == f"arXiv digest - 30 Jun 2026 - {len(relevant)} papers for you"
     assert message.get_content_type() == "multipart/alternative"
     text = message.get_body(preferencelist=("plain",)).get_content()
@@ -309,6 +309,8 @@ def test_arxiv_down_is_a_clear_error_and_records_no_papers(tmp_path, feed_server
     assert "arXiv feed" in result.stdout and "HTTP 503" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert llm.requests == 0
+    assert "~$0.0000" in result.stdout and "cost unknown" not in result.stdout  # nothing asked, nothing spent
+    assert "No paper was fetched; the next run tries again" in result.stdout
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM papers").fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM feeds").fetchone()[0] == 0

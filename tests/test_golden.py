@@ -18,6 +18,7 @@ from digest.arxiv import parse_feed
 from digest.config import OutputConfig, Profile
 from digest.models import Digest, Usage, Verdict
 from digest.render import Renderer, build_digest
+from digest.web.links import Links
 from tests.conftest import CL_FEED
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -75,12 +76,17 @@ MEASURE = """<!DOCTYPE html><html><body style="margin:0">
       const r = a.getBoundingClientRect();
       return {{left: r.left, right: r.right, width: r.width, height: r.height}};
     }});
+    const buttons = [...doc.querySelectorAll('p.rate a')].map(a => {{
+      const r = a.getBoundingClientRect();
+      return {{width: r.width, height: r.height}};
+    }});
     const out = document.createElement('pre');
     out.id = 'measure';
     out.textContent = JSON.stringify({{
       viewport: doc.defaultView.innerWidth,
       scrollWidth: doc.documentElement.scrollWidth,
       titles: titles,
+      buttons: buttons,
     }});
     document.body.appendChild(out);
   }});
@@ -96,7 +102,7 @@ MEASURE = """<!DOCTYPE html><html><body style="margin:0">
 def test_in_a_real_browser_nothing_scrolls_sideways_and_every_title_shows(tmp_path, width):
     assert CHROMIUM is not None, "CI must have chromium: .ci/run installs Debian's package"
     digest = fixed_digest()
-    html = Renderer(OutputConfig()).render(digest).html
+    html = Renderer(OutputConfig(), Links("https://digest.example.org", "s" * 32)).render(digest).html
     assert html is not None
     page = tmp_path / "digest.html"
     page.write_text(MEASURE.format(width=width, srcdoc=escape(html, quote=True)))
@@ -130,3 +136,6 @@ def test_in_a_real_browser_nothing_scrolls_sideways_and_every_title_shows(tmp_pa
     for title in measure["titles"]:
         assert title["width"] > 0 and title["height"] > 0
         assert title["left"] >= 0 and title["right"] <= width
+    # The rating links are buttons a thumb can hit: 44 px, as the mail clients' own (Apple's HIG minimum).
+    assert len(measure["buttons"]) == 2 * digest.relevant_count
+    assert all(button["height"] >= 44 and button["width"] >= 44 for button in measure["buttons"]), measure["buttons"]

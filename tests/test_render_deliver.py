@@ -6,9 +6,11 @@ import asyncio
 import datetime as dt
 import email
 import email.policy
+import re
 import subprocess
 import sys
 import zipfile
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,9 @@ from digest.arxiv import parse_feed
 from digest.config import OutputConfig, Profile, SMTPConfig
 from digest.deliver import OutboxChannel, Result, SMTPChannel, addressed, build_message, new_message_id
 from digest.errors import DeliveryError
-from digest.models import Delivery, Usage, Verdict
-from digest.render import Renderer, build_digest, short_authors
+from digest.models import Delivery, Digest, Usage, Verdict
+from digest.render import HTML_BUDGET, Renderer, build_digest, rank, short_authors
+from digest.web.links import Links
 from tests.conftest import CL_FEED
 from tests.servers import html_titles, make_tls, smtp_server
 
@@ -259,3 +262,52 @@ def test_a_refused_recipient_is_reported_and_the_others_are_delivered(tmp_path):
     assert results["me@example.org"] == Result("sent")
     assert results["you@example.org"].status == "failed" and "550" in results["you@example.org"].reason
     assert [m[1] for m in inbox.messages] == [["me@example.org"]]
+
+
+def _long_day() -> Digest:
+    """Every paper of the real day relevant, each with a reason of a realistic length."""
+    reason = "Directly relevant to your evaluation methodology interest: it shows how benchmark scores mislead."
+    verdicts = {
+        p.key: Verdict(paper_key=p.key, score=6 + i % 5, reason=reason, matched_interests=[f"interest {i % 3}"])
+        for i, p in enumerate(PAPERS)
+    }
+    return build_digest(PROFILE, DAY, ["cs.CL"], PAPERS, verdicts, 0, Usage(requests=137), 0.0137)
+
+
+def test_a_long_digest_stays_under_the_size_at_which_gmail_cuts_it_and_names_every_paper():
+    """Gmail clips a message's HTML past about 102 kB, footer and archive link with it. 137 papers in full are
+    about 290 kB: the best go in full, the others by title, each in its group, and the top says so."""
+    links = Links("https://digest.example.org", "s" * 32)
+    digest = _long_day()
+    html = Renderer(OutputConfig(), links).render(digest).html
+    assert html is not None and len(html.encode()) <= HTML_BUDGET
+    titles = [unescape(t) for t in re.findall(r'<a href="https://arxiv.org/abs/[^"]+"[^>]*>(.*?)</a>', html, re.S)]
+    assert sorted(titles) == sorted(p.title for p in PAPERS)  # every paper once, in full or by title
+    full = re.search(r"A long day: the best (\d+) in full, the next (\d+) by title", html)
+    assert full is not None and int(full[1]) + int(full[2]) == 137 and int(full[1]) >= 15, html[:3000]
+    best = sorted(digest.entries, key=rank)[: int(full[1])]
+    assert all(f'id="{e.paper.anchor}"' in html for e in best)  # the best are the ones in full
+    assert html.index(links.archive("me")) < html.index('class="paper"')  # the archive link is at the top
+    assert html.index("Past digests, and a feed for your feed reader") > html.rindex("class=")  # the footer too
+
+    short = Renderer(OutputConfig()).render(_digest()).html  # a short one is all in full, as before
+    assert short is not None and "A long day" not in short and short.count('class="paper"') == 4
+
+
+def test_when_even_the_titles_do_not_fit_the_rest_is_counted_and_linked():
+    links = Links("https://digest.example.org", "s" * 32)
+    html = Renderer(OutputConfig(), links).html(_long_day(), budget=30_000)
+    assert len(html.encode()) <= 30_000
+    cut = re.search(r"the next (\d+) by title; (\d+) papers more in the archive", html)
+    assert cut is not None and int(cut[1]) + int(cut[2]) == 137, html[:3000]
+    without_web = Renderer(OutputConfig()).html(_long_day(), budget=30_000)
+    assert "more in this email's plain-text part" in without_web
+
+
+def test_each_paper_shows_the_opening_of_its_abstract_under_its_title():
+    rendered = Renderer(OutputConfig(format="html")).render(_digest())
+    assert rendered.html is not None
+    first = PAPERS[0].abstract.split(". ")[0]  # the first sentence
+    assert first in rendered.html and first in rendered.text
+    assert rendered.html.index(PAPERS[0].title) < rendered.html.index(first) < rendered.html.index("Why:")
+    assert PAPERS[0].abstract not in rendered.text  # the opening, not all of it

@@ -177,7 +177,11 @@ def test_sigterm_mid_run_then_restart_delivers_each_digest_exactly_once(
     assert llm.requests <= 137 + 2
     assert asked_before_restart < llm.requests
 
+    heartbeat = path.parent / "state.sqlite3.heartbeat"
+    before = heartbeat.stat().st_mtime
     third = _serve_process(path)  # the due run happened: nothing at start
+    # Up (on a busy machine that takes seconds), and it would have started a missed run by now: it did not.
+    wait_until(lambda: heartbeat.stat().st_mtime > before, timeout=60)
     time.sleep(1.5)
     stop_process(third)
     assert len(inbox.messages) == 1

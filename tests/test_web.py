@@ -49,7 +49,7 @@ class Site:
         """The links of the HTML part with this text, in order."""
         part = self.message.get_body(preferencelist=("html",))
         assert part is not None
-        return re.findall(rf'<a href="([^"]+)"[^>]*>{label}</a>', part.get_content())
+        return re.findall(rf'<a [^>]*?href="([^"]+)"[^>]*>{label}</a>', part.get_content())
 
     def ratings(self) -> list[dict[str, Any]]:
         done = self.digest("ratings", "--json")
@@ -207,7 +207,7 @@ def test_the_archive_shows_the_emails_content_and_rates_in_place(site) -> None:
     day = httpx.get(archive + "2026-06-30")
     assert day.status_code == 200
     shown = re.findall(r'<p class="title"><a href="https://arxiv.org/abs/[^"]+">(.*?)</a>', day.text)
-    assert len(shown) == len(html_titles(site.message))
+    assert len(shown) == len(html_titles(site.message, listed=True))
     forms = re.findall(r'<form class="inline" method="post" action="([^"]+)">', day.text)
     assert len(forms) == 2 * len(shown)
     answer = httpx.post(site.url + forms[1], data={"back": "2026-06-30"})
@@ -224,7 +224,7 @@ def test_the_atom_feed_is_valid_and_reads_like_arxiv(site) -> None:
     assert answer.headers["content-type"].startswith("application/atom+xml")
     parsed = feedparser.parse(answer.content)
     assert parsed.version == "atom10" and not parsed.bozo
-    titles = html_titles(site.message)
+    titles = html_titles(site.message, listed=True)
     assert [e.title for e in parsed.entries] == titles  # markup in a title stays text
     first = parsed.entries[0]
     assert first.link.startswith("https://arxiv.org/abs/") and first.authors and "/10]" in first.summary
@@ -326,6 +326,8 @@ def test_in_a_real_browser_rate_from_the_email_undo_and_rate_from_the_archive(si
                 page.wait_for_selector("text=You said: not for me.")
                 assert [(r["rating"], r["source"]) for r in site.ratings()] == [(-1, "web")]
                 assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+                box = page.locator(".rate button").first.bounding_box()
+                assert box is not None and box["height"] >= 44, box  # a thumb's target
                 page.screenshot(path=ARTIFACTS / f"archive-{width}.png")
                 page.locator("button", has_text="Not for me (undo)").click()
                 page.wait_for_selector("text=You said", state="detached")

@@ -168,8 +168,10 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> Starlette:
                 raise HTTPException(404)
             digest = found[0]
             rated = {e.paper.arxiv_id: store.rating_of(profile, e.paper.arxiv_id) for e in digest.entries}
-        context = {"digest": digest, "subject": subject(digest), "rated": rated, **_words()}
-        return page(request, "digest.html.j2", context)
+        # A web page has no size limit of a mail client: every paper in full.
+        every = {entry.paper.key for entry in digest.entries}
+        context = {"digest": digest, "subject": subject(digest), "rated": rated, "full": every, "shown": every}
+        return page(request, "digest.html.j2", context | _words())
 
     async def feed(request: Request) -> Response:
         profile = profile_of(request)

@@ -1,0 +1,110 @@
+"""`digest check`: reach the feed, the LLM server and the delivery channel, classifying and sending nothing, and
+say what earlier runs learned of the LLM server."""
+
+from __future__ import annotations
+
+import openai
+from pydantic import BaseModel
+
+from digest.arxiv import feed_url, fetch_feed
+from digest.config import Config
+from digest.deliver import configured_channel
+from digest.errors import DigestError
+from digest.server_facts import is_local, load_facts
+from digest.store import Store
+
+
+class CheckResult(BaseModel):
+    what: str
+    ok: bool
+    detail: str
+
+
+async def check(config: Config) -> list[CheckResult]:
+    """Reach the feed, the LLM server and the delivery channel without classifying or sending anything."""
+    results: list[CheckResult] = []
+    try:
+        feed = await fetch_feed(config.fetched.model_copy(update={"max_retry_seconds": 0}))
+        results.append(
+            CheckResult(
+                what="arXiv feed",
+                ok=True,
+                detail=f"{feed_url(config.fetched)}: {len(feed.papers)} papers dated {feed.announced}",
+            )
+        )
+    except DigestError as error:
+        results.append(CheckResult(what="arXiv feed", ok=False, detail=str(error)))
+    results.append(await _check_llm(config))
+    channel = configured_channel(config)
+    try:
+        results.append(CheckResult(what=f"delivery ({channel.kind})", ok=True, detail=await channel.check()))
+    except DigestError as error:
+        results.append(CheckResult(what=f"delivery ({channel.kind})", ok=False, detail=str(error)))
+    return results
+
+
+async def _check_llm(config: Config) -> CheckResult:
+    client = openai.AsyncOpenAI(
+        api_key=config.llm.api_key.get_secret_value(), base_url=config.llm.base_url, timeout=10, max_retries=0
+    )
+    try:
+        listed = [(m.id, m.owned_by) async for m in client.models.list()]
+    except openai.AuthenticationError:
+        return CheckResult(what="LLM server", ok=False, detail=f"{config.llm.base_url} refused the API key")
+    except openai.APIStatusError as error:
+        return CheckResult(
+            what="LLM server",
+            ok=True,
+            detail=f"{config.llm.base_url} answered /models with HTTP "
+            f"{error.status_code}; some servers do not list models, so this may be fine",
+        )
+    except openai.APIConnectionError as error:
+        return CheckResult(what="LLM server", ok=False, detail=f"cannot reach {config.llm.base_url}: {error}")
+    finally:
+        await client.close()
+    models = [name for name, _ in listed]
+    learned = _learned(config)
+    if config.llm.model in models:
+        return CheckResult(
+            what="LLM server", ok=True, detail=f"{config.llm.base_url} serves '{config.llm.model}'{learned}"
+        )
+    if len(models) == 1 and (listed[0][1] == "llamacpp" or is_local(config.llm.base_url)):
+        # llama-server lists its one model under the -m path as typed (or --alias) and answers any name with it.
+        return CheckResult(
+            what="LLM server",
+            ok=True,
+            detail=f"{config.llm.base_url} serves one model, '{models[0]}', and answers any model name with it "
+            f"(start llama-server with --alias {config.llm.model} to list it under the name in llm.model){learned}",
+        )
+    shown = ", ".join(models[:8]) + (" ..." if len(models) > 8 else "")
+    return CheckResult(
+        what="LLM server",
+        ok=False,
+        detail=f"{config.llm.base_url} does not list model '{config.llm.model}' (it has: {shown or 'none'})",
+    )
+
+
+def _learned(config: Config) -> str:
+    """What earlier runs learned of this server and model, for `digest check`."""
+    if not config.state.exists():
+        return ""
+    with Store(config.state) as store:
+        facts = load_facts(store, config.llm)
+    said = []
+    if facts.structured_output is not None:
+        said.append(
+            {
+                "json_schema": "structured output with a JSON schema",
+                "json_object": "JSON mode only (no JSON schema)",
+                "instructions": "no structured output (the answer is asked for in the instructions, and checked)",
+            }[facts.structured_output]
+        )
+    if facts.refused:
+        said.append(f"without {', '.join(facts.refused)} (refused)")
+    if facts.answers_per_second:
+        said.append(f"{facts.answers_per_second:.2g} answers a second in the last run")
+    if facts.concurrency:
+        said.append(f"{facts.concurrency} requests at once")
+    if facts.batch_api is False:
+        said.append("no Batch API")
+    return f"; learned in earlier runs: {', '.join(said)}" if said else ""

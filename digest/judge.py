@@ -1,0 +1,164 @@
+"""Each profile's verdict on each paper: by the reader's ratings and rules first (free), then from the cache, and
+only then from the LLM, live or through the Batch API; failures recorded, and what was learned of the server kept
+for the next run."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sys
+import time
+
+from digest.batch import BatchClassifier
+from digest.classify import (
+    PROMPT_VERSION,
+    Classifier,
+    Job,
+    Outcome,
+    charges_nothing,
+    estimate_cost,
+    live_cost,
+    system_prompt,
+)
+from digest.config import Config, Profile
+from digest.errors import redact
+from digest.models import Failure, Paper, ProfileSummary, RunSummary, Verdict
+from digest.progress import Progress
+from digest.ratings import Taste
+from digest.rules import Rules
+from digest.server_facts import MEASURED_AFTER, load_facts, save_facts
+from digest.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Judge:
+    def __init__(self, config: Config, *, show_progress: bool = True) -> None:
+        self.config = config
+        self._secrets = config.secrets
+        self._show_progress = show_progress
+
+    def _report(self, line: str) -> None:
+        """Progress of a batch, which may take hours: lines on stderr, or in the log when progress is not shown."""
+        if self._show_progress:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            log.info("%s", line)
+
+    def in_scope(self, profile: Profile, papers: list[Paper]) -> list[Paper]:
+        """The papers in the profile's own categories (all of them when it follows the global ones)."""
+        mine = set(self.config.categories_of(profile))
+        return [p for p in papers if mine.intersection(p.categories)]
+
+    def plan(
+        self, store: Store | None, papers_of: dict[str, list[Paper]]
+    ) -> tuple[dict[str, dict[str, Verdict]], list[Job], list[ProfileSummary]]:
+        """Per profile: the papers in its categories, decided by its ratings or rules, found in the cache, or left
+        to ask."""
+        verdicts: dict[str, dict[str, Verdict]] = {}
+        jobs: list[Job] = []
+        summaries = []
+        for profile in self.config.profiles:
+            papers = self.in_scope(profile, papers_of[profile.name])
+            taste = taste_of(store, profile)
+            rules = Rules(profile.follow_authors, profile.must_include, profile.exclude)
+            # Ratings and rules decide for free and are never cached: a change decides again at once.
+            ruled = {p.key: v for p in papers if (v := taste.decide(p) or rules.decide(p)) is not None}
+            undecided = [p for p in papers if p.key not in ruled]
+            instructions = system_prompt(profile, taste.ratings)
+            cached = (
+                store.cached_verdicts((p.key for p in undecided), instructions, self.config.llm.model, PROMPT_VERSION)
+                if store is not None
+                else {}
+            )
+            verdicts[profile.name] = {**cached, **ruled}
+            todo = [Job(profile, p, instructions) for p in undecided if p.key not in cached]
+            jobs += todo
+            summaries.append(
+                ProfileSummary(name=profile.name, to_classify=len(todo), cached=len(cached), ruled=len(ruled))
+            )
+        return verdicts, jobs, summaries
+
+    async def classify(
+        self,
+        store: Store,
+        summary: RunSummary,
+        papers_of: dict[str, list[Paper]],
+        stop: asyncio.Event | None = None,
+        *,
+        batch_from: dt.datetime | None = None,
+    ) -> dict[str, dict[str, Verdict]]:
+        """Classify each profile's papers that have no cached verdict; return every verdict, by profile.
+        `batch_from`: when the run started, for a run that may use the Batch API (llm.mode: batch)."""
+        summary.cost = estimate_cost(summary.usage, self.config.llm)
+        summary.free = charges_nothing(self.config.llm)
+        verdicts, jobs, summary.profiles = self.plan(store, papers_of)
+        by_name = {s.name: s for s in summary.profiles}
+
+        def record(job: Job, outcome: Outcome) -> None:
+            name = job.profile.name
+            if isinstance(outcome, Failure):
+                store.save_failure(outcome.model_copy(update={"reason": redact(outcome.reason, self._secrets)}), name)
+                by_name[name].failed += 1
+                log.warning("could not classify %s for %s: %s", job.paper.key, name, outcome.reason)
+                return
+            store.save_verdict(outcome, name, job.instructions, self.config.llm.model, PROMPT_VERSION)
+            verdicts[name][outcome.paper_key] = outcome
+            by_name[name].classified += 1
+
+        if not jobs:
+            return verdicts
+        clock = time.monotonic()
+        live = Classifier(self.config.llm, facts=load_facts(store, self.config.llm))
+        classifier: Classifier | BatchClassifier = live
+        if batch_from is not None and self.config.llm.mode == "batch":
+            classifier = BatchClassifier(self.config, store, live, started=batch_from, report=self._report)
+        elif batch_from is not None and store.open_batches(self.config.llm.model):
+            # Batches an earlier run in batch mode left open are paid for: what they finished is kept.
+            classifier = BatchClassifier(
+                self.config, store, live, started=batch_from, report=self._report, resume_only=True
+            )
+        progress = Progress(
+            len(jobs),
+            lambda usage: estimate_cost(usage, self.config.llm),
+            sys.stderr,
+            enabled=self._show_progress,
+            free=summary.free,
+        )
+        try:
+            await classifier.classify(jobs, record, progress.advance, stop=stop)
+        finally:
+            summary.usage = classifier.usage
+            summary.cost = estimate_cost(classifier.usage, self.config.llm)
+            if classifier.usage.batch_requests:
+                summary.live_cost = live_cost(classifier.usage, self.config.llm)
+            if isinstance(classifier, BatchClassifier):
+                summary.batches, summary.warnings = classifier.notes, summary.warnings + classifier.warnings
+            progress.finish(classifier.usage)
+            await classifier.close()
+            summary.concurrency = live.capacity.describe()
+            answered = sum(s.classified + s.failed for s in summary.profiles)
+            self._remember(store, live, answered, time.monotonic() - clock)
+        log.info(
+            "classify: %d of %d papers in %.2f s, %d requests, %d failed; in flight: %s",
+            sum(s.classified + s.failed for s in summary.profiles),
+            len(jobs),
+            time.monotonic() - clock,
+            classifier.usage.requests,
+            sum(s.failed for s in summary.profiles),
+            summary.concurrency or "none",
+        )
+        return verdicts
+
+    def _remember(self, store: Store, live: Classifier, answered: int, seconds: float) -> None:
+        """What this run learned of the server, for the next: the form it took, its speed, its concurrency."""
+        facts = live.facts
+        if answered >= MEASURED_AFTER and not live.usage.batch_requests:
+            settled = live.capacity.sent_at.most_common(1)[0][0] if live.capacity.adaptive else None
+            facts = facts.model_copy(update={"answers_per_second": answered / seconds, "concurrency": settled})
+        save_facts(store, self.config.llm, facts)
+
+
+def taste_of(store: Store | None, profile: Profile) -> Taste:
+    return Taste(store.ratings(profile.name) if store is not None else [])
