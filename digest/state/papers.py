@@ -1,0 +1,82 @@
+"""Feeds and papers: what each fetch brought, and which papers a profile has not had in a digest."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from digest.models import Feed, Paper
+from digest.state.tables import Tables, timestamp
+
+
+class Papers(Tables):
+    def feed_state(self, url: str) -> tuple[str | None, str | None, dt.date | None]:
+        row = self._db.execute("SELECT etag, last_modified, last_announced FROM feeds WHERE url = ?", (url,)).fetchone()
+        if row is None:
+            return None, None, None
+        return row[0], row[1], dt.date.fromisoformat(row[2]) if row[2] else None
+
+    def record_feed(self, feed: Feed, profiles: Iterable[str]) -> int:
+        """Store the feed's papers and its validators together, so a crash cannot skip papers. Returns new papers."""
+        now = timestamp()
+        with self._transaction() as db:
+            for name in profiles:
+                db.execute("INSERT OR IGNORE INTO profiles (name, created_at) VALUES (?, ?)", (name, now))
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO papers (key, announced, data, fetched_at) VALUES (?, ?, ?, ?)",
+                [(p.key, p.announced.isoformat(), p.model_dump_json(), now) for p in feed.papers],
+            )
+            added = db.total_changes - before
+            db.execute(
+                """INSERT INTO feeds (url, etag, last_modified, last_announced, fetched_at) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified,
+                   last_announced = coalesce(excluded.last_announced, last_announced),
+                   fetched_at = excluded.fetched_at""",
+                (
+                    feed.url,
+                    feed.etag,
+                    feed.last_modified,
+                    feed.announced.isoformat() if feed.announced else None,
+                    now,
+                ),
+            )
+        return added
+
+    def undigested_papers(self, profile: str) -> list[Paper]:
+        """Papers fetched since the profile was added that are in none of its digests yet."""
+        rows = self._db.execute(
+            """SELECT p.data FROM papers p JOIN profiles pr ON pr.name = ?
+               WHERE p.fetched_at >= pr.created_at
+                 AND NOT EXISTS (SELECT 1 FROM digest_papers d WHERE d.profile = ? AND d.paper_key = p.key)
+               ORDER BY p.announced, p.key""",
+            (profile, profile),
+        ).fetchall()
+        return [Paper.model_validate_json(row[0]) for row in rows]
+
+    def papers_of_digest(self, profile: str, announced: dt.date) -> list[Paper]:
+        rows = self._db.execute(
+            """SELECT p.data FROM papers p JOIN digest_papers dp ON dp.paper_key = p.key
+               JOIN digests d ON d.id = dp.digest_id WHERE d.profile = ? AND d.announced = ?
+               ORDER BY p.key""",
+            (profile, announced.isoformat()),
+        ).fetchall()
+        return [Paper.model_validate_json(row[0]) for row in rows]
+
+    def latest_digest_date(self, profile: str) -> dt.date | None:
+        row = self._db.execute("SELECT max(announced) FROM digests WHERE profile = ?", (profile,)).fetchone()
+        return dt.date.fromisoformat(row[0]) if row and row[0] else None
+
+    def latest_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
+        """The newest version the state holds of each of these papers, by versionless id: fetched, or rated."""
+        found: dict[str, Paper] = {}
+        for arxiv_id in dict.fromkeys(arxiv_ids):
+            rows = self._db.execute(
+                """SELECT data FROM papers WHERE key >= ? AND key < ?
+                   UNION ALL SELECT paper FROM ratings WHERE arxiv_id = ?""",
+                (f"{arxiv_id}v", f"{arxiv_id}w", arxiv_id),
+            ).fetchall()
+            papers = [Paper.model_validate_json(row[0]) for row in rows]
+            if exact := [p for p in papers if p.arxiv_id == arxiv_id]:
+                found[arxiv_id] = max(exact, key=lambda p: p.version)
+        return found

@@ -1,0 +1,28 @@
+"""Each run's summary, and each preview's, for `digest status` and the scheduler."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from digest.models import RunSummary
+from digest.state.tables import Tables, timestamp
+
+
+class Runs(Tables):
+    def record_run(self, started_at: dt.datetime, summary: RunSummary) -> None:
+        ok = not summary.errors and not summary.stopped
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runs (started_at, finished_at, ok, summary, command) VALUES (?, ?, ?, ?, ?)",
+                (started_at.isoformat(), timestamp(), int(ok), summary.model_dump_json(), summary.command),
+            )
+
+    def last_good_run(self) -> dt.datetime | None:
+        row = self._db.execute("SELECT max(started_at) FROM runs WHERE ok = 1 AND command = 'run'").fetchone()
+        return dt.datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def recent_runs(self, count: int) -> list[tuple[dt.datetime, bool, RunSummary]]:
+        rows = self._db.execute(
+            "SELECT started_at, ok, summary FROM runs ORDER BY id DESC LIMIT ?", (count,)
+        ).fetchall()
+        return [(dt.datetime.fromisoformat(r[0]), bool(r[1]), RunSummary.model_validate_json(r[2])) for r in rows]
