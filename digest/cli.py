@@ -222,25 +222,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First of all: a SIGTERM (`docker stop`) in the first second ends digest with a message, not silently by the
     # signal, and as a container's PID 1 it is not ignored. `run`, `serve` and `web` take the signals over later.
     signal.signal(signal.SIGTERM, _terminate)
-    args = _parser().parse_args(argv)
-    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
-    handler = logging.StreamHandler(sys.stderr)
-    log_format = getattr(args, "log_format", None) or os.environ.get(ENV_LOG_FORMAT) or "text"
-    if log_format not in ("text", "json"):
-        print(f"digest: error: ${ENV_LOG_FORMAT} is '{log_format}'; it may be text or json", file=sys.stderr)
-        return EXIT_USAGE
-    if log_format == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s" if verbose else "%(message)s"))
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO, handlers=[handler]
-    )
-    # Third-party libraries log every request at INFO; that is noise for a user, and may show URLs with keys.
-    for name in ("httpx", "httpx2", "openai", "apscheduler"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     config: Config | None = None
+    verbose = False
     try:
+        args = _parser().parse_args(argv)
+        verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+        handler = logging.StreamHandler(sys.stderr)
+        log_format = getattr(args, "log_format", None) or os.environ.get(ENV_LOG_FORMAT) or "text"
+        if log_format not in ("text", "json"):
+            print(f"digest: error: ${ENV_LOG_FORMAT} is '{log_format}'; it may be text or json", file=sys.stderr)
+            return EXIT_USAGE
+        if log_format == "json":
+            handler.setFormatter(JSONFormatter())
+        else:
+            shown = "%(asctime)s %(levelname)s %(message)s" if verbose else "%(message)s"
+            handler.setFormatter(logging.Formatter(shown))
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO, handlers=[handler]
+        )
+        # Third-party libraries log every request at INFO; that is noise for a user, and may show URLs with keys.
+        for name in ("httpx", "httpx2", "openai", "apscheduler"):
+            logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
         from digest.config import default_config_path, load_config
 
         uses = () if args.command == "run" and args.dry_run else USES.get(args.command, ())
