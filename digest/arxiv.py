@@ -20,8 +20,9 @@ from digest import __version__
 from digest.config import ArxivConfig
 from digest.errors import FetchError, cause_of
 from digest.http import TooLarge, capped_client
-from digest.models import CONTROL_CHARACTERS, AnnounceType, Feed, Paper
+from digest.models import AnnounceType, Feed, Paper
 from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
+from digest.wording import UNSAFE_CHARACTERS
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ async def _get_with_retries(
 
 def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_types: Iterable[AnnounceType]) -> Feed:
     """Parse an RSS announcement feed; anything that is not a whole feed for `categories` is a FetchError."""
+    data = _without_forbidden_characters(data, url)
     # Sanitizing would treat abstracts as HTML and drop things like "<s> tokens"; we escape on output instead.
     parsed = feedparser.parse(data, sanitize_html=False, resolve_relative_uris=False)
     if parsed.get("bozo") and isinstance(parsed.get("bozo_exception"), xml.sax.SAXException):
@@ -177,6 +179,40 @@ def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_typ
         if known is None or (paper.announce_type == "new" and known.announce_type != "new"):
             papers[paper.key] = paper
     return Feed(url=url, announced=announced, papers=list(papers.values()), skipped=skipped, unreadable=unreadable)
+
+
+# Characters XML 1.0 forbids, raw (C0 controls but tab, newline and return; U+FFFE and U+FFFF in UTF-8) or as a
+# character reference (&#1;, &#xFFFE;, a surrogate): one of them makes the parser reject the whole document.
+FORBIDDEN_RAW = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbf[\xbe\xbf]")
+CHARACTER_REFERENCE = re.compile(rb"&#(?:x([0-9a-fA-F]{1,8})|([0-9]{1,10}));")
+
+
+def _forbidden(code: int) -> bool:
+    allowed = code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+    return not (allowed or 0x10000 <= code <= 0x10FFFF)
+
+
+def _without_forbidden_characters(data: bytes, url: str) -> bytes:
+    """The feed with every character XML forbids removed, and said: one such character in one abstract costs
+    that character, not the day."""
+    removed: list[str] = []
+
+    def reference(match: re.Match[bytes]) -> bytes:
+        code = int(match[1], 16) if match[1] else int(match[2])
+        if not _forbidden(code):
+            return match[0]
+        removed.append(match[0].decode())
+        return b""
+
+    def raw(match: re.Match[bytes]) -> bytes:
+        removed.append(f"U+{ord(match[0].decode('utf-8')):04X}")
+        return b""
+
+    cleaned = CHARACTER_REFERENCE.sub(reference, FORBIDDEN_RAW.sub(raw, data))
+    if removed:
+        shown = ", ".join(sorted(set(removed)))
+        log.warning("arXiv feed %s: removed %d characters XML forbids (%s)", url, len(removed), shown)
+    return cleaned
 
 
 def _check_channel(channel: Any, url: str, categories: set[str]) -> None:
@@ -348,4 +384,4 @@ def parse_api_page(data: bytes, *, url: str, categories: Iterable[str]) -> tuple
 
 
 def _clean(text: str) -> str:
-    return " ".join(CONTROL_CHARACTERS.sub(" ", str(text)).split())
+    return " ".join(UNSAFE_CHARACTERS.sub(" ", str(text)).split())

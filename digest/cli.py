@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from digest import __version__
 from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError, redact
+from digest.wording import UNSAFE_CHARACTERS
 
 if TYPE_CHECKING:
     from digest.config import Config, Section
@@ -175,14 +176,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class Redacting(io.TextIOBase):
-    """A text stream that writes through to another, with every secret replaced."""
+    """The output boundary: a text stream that writes through to another with every secret replaced and every
+    terminal control removed. Whatever digest prints may hold what a feed, an LLM, a library file or a server
+    wrote (an entry key, a title, an error page); none of it reaches the terminal as anything but text."""
 
     def __init__(self, stream: TextIO, secrets: list[str]) -> None:
         self._stream = stream
         self._secrets = secrets
 
+    @property
+    def terminal(self) -> TextIO:
+        """The stream itself, for the progress line's own redraw sequences (nothing from outside is in it)."""
+        return self._stream
+
     def write(self, text: str) -> int:
-        self._stream.write(redact(text, self._secrets))
+        self._stream.write(UNSAFE_CHARACTERS.sub("", redact(text, self._secrets)))
         return len(text)
 
     def flush(self) -> None:

@@ -25,10 +25,11 @@ from digest.classify import (
 )
 from digest.classify import system_prompt as build_prompt
 from digest.config import Config, Profile
-from digest.errors import DigestError
+from digest.errors import DigestError, LLMError
 from digest.models import Failure, Paper, Rating, Verdict
 from digest.progress import Progress
 from digest.store import Store, VerdictCache
+from digest.wording import paper_count
 
 MIN_EACH = 3  # ratings of each kind that an evaluation needs
 EVAL_CACHE: VerdictCache = "eval_verdicts"
@@ -106,8 +107,8 @@ async def evaluate(
             f"{MIN_EACH - n} more as {word}" for n, word in ((liked, "up"), (disliked, "down")) if n < MIN_EACH
         )
         raise DigestError(
-            f"profile {profile.name} has {liked} papers rated up and {disliked} rated down; an evaluation needs at "
-            f"least {MIN_EACH} of each",
+            f"profile {profile.name} has {paper_count(liked)} rated up and {disliked} rated down; an evaluation "
+            f"needs at least {MIN_EACH} of each",
             hint=f"rate {need} (digest rate PAPER up|down --profile {profile.name}, or digest import FILE)",
         )
     llm = config.llm if model is None else config.llm.model_copy(update={"model": model})
@@ -131,9 +132,12 @@ async def evaluate(
         jobs += [Job(profile, p, instructions) for p in papers if p.key not in cached]
     from_cache = len(verdicts)
 
+    failures: list[Failure] = []
+
     def record(job: Job, outcome: Outcome) -> None:
         if isinstance(outcome, Failure):
-            return  # counted as unjudged below; eval leaves the digest's failures alone
+            failures.append(outcome)  # counted as unjudged below; eval leaves the digest's failures alone
+            return
         store.save_verdict(outcome, profile.name, job.instructions, llm.model, PROMPT_VERSION, EVAL_CACHE)
         verdicts[(outcome.paper_key, job.instructions)] = outcome
 
@@ -161,6 +165,14 @@ async def evaluate(
         with_pairs.append((rating.liked, found[0].score >= profile.min_score))
         without_pairs.append((rating.liked, found[1].score >= profile.min_score))
     usage = classifier.usage
+    if judged and unjudged == len(judged):  # no figure means anything: say why, and fail
+        last = f" (the last: {failures[-1].reason})" if failures else ""
+        raise LLMError(
+            f"no rated paper could be judged: the LLM failed on all {len(judged)} after {usage.requests} "
+            f"requests{last}",
+            hint="run `digest check` to see what the LLM server answers; then `digest eval` again (verdicts it "
+            "did get are kept)",
+        )
     sample = judged[0]
     return EvalReport(
         **Scores.of(with_pairs).model_dump(),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from digest.wording import UNSAFE_CHARACTERS
 
 AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
 # A followed author, a must_include keyword, an exclude keyword; or a paper the reader has rated already.
@@ -80,13 +81,10 @@ class Feed(Frozen):
         return counts
 
 
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # a terminal would act on them (ANSI escapes)
-
-
 def _cut(limit: int) -> BeforeValidator:
     """Control characters out, and longer text cut to `limit`, before it is checked: the schema asks for less, and
     the code holds to it."""
-    return BeforeValidator(lambda value: CONTROL_CHARACTERS.sub("", value)[:limit] if isinstance(value, str) else value)
+    return BeforeValidator(lambda value: UNSAFE_CHARACTERS.sub("", value)[:limit] if isinstance(value, str) else value)
 
 
 MAX_INTERESTS = 8

@@ -42,7 +42,8 @@ class Progress:
         self._total = total
         self._done = 0
         self._cost_of = cost_of
-        self._stream = stream
+        # Past the CLI's output filter, which removes terminal controls: the redraw is ours, the figures too.
+        self._stream: TextIO = getattr(stream, "terminal", stream)
         self._live = enabled and stream.isatty()
         self._enabled = enabled
         self._clock = clock

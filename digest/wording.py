@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+# What a terminal would act on (escape sequences, carriage returns), and what XML 1.0 forbids (a U+FFFF in one
+# reason made the whole Atom feed unreadable): cut where untrusted text enters (from arXiv, from the LLM), and
+# again where anything is printed.
+UNSAFE_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
     """`count` and `noun`, the noun in the plural unless there is exactly one: "1 entry", "3 entries"."""

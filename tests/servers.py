@@ -201,6 +201,7 @@ class FakeLLM:
     # "endless" (a body that never ends), "trickle" (a byte a second), "refuse" (the model refuses), "bloated" (a
     # verdict with a 10 kB reason and a hundred matched interests), "echo" (a 500 that echoes the Authorization).
     hostile_for: dict[str, str] = field(default_factory=dict)
+    reason_suffix: str = ""  # appended to every reason: what a model may write (U+FFFF, escape sequences)
     retry_after: str | None = "0.05"
     retry_after_ms: str | None = None
     # Enforce a requests-per-minute limit as OpenAI does, quantized to one second's worth (6,000 RPM as 100 a
@@ -404,7 +405,8 @@ class FakeLLM:
         with self._lock:
             self.judged[paper["title"]] = (relevant, score)
         answer: dict[str, Any] = {
-            "reason": "It is about language models." if relevant else "It is not about your topics.",
+            "reason": ("It is about language models." if relevant else "It is not about your topics.")
+            + self.reason_suffix,
             "score": score,
             "matched_interests": ["language models"] if relevant else [],
         }

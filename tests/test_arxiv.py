@@ -200,3 +200,27 @@ def test_backfill_pages_through_the_export_api_three_seconds_apart():
     assert paper.authors == ["Irene Strauss", "Alexandra Butoi", "Ryan Cotterell"]
     assert paper.categories[0] == "cs.CL" and paper.abstract.startswith("The classic paradigm")
     assert "\n" not in paper.abstract  # the API's hard wrapping is undone
+
+
+def test_a_character_xml_forbids_costs_that_character_not_the_day(caplog):
+    """One `&#xFFFE;` in a title, a raw U+FFFF in an abstract and a `&#1;` rejected the whole day before, as
+    "the download was probably cut short"."""
+    day = CL_FEED.read_bytes()
+    clean = parse_feed(day, url="f", categories=["cs.CL"], announce_types=["new", "cross"])
+    titles = [part.split(b"</title>")[0] for part in day.split(b"<title>")[2:5]]
+    hostile = day.replace(titles[0], titles[0][:10] + b"&#xFFFE;" + titles[0][10:], 1)
+    hostile = hostile.replace(titles[1], titles[1][:10] + "\uffff".encode() + b"&#1;" + titles[1][10:], 1)
+    hostile = hostile.replace(titles[2], titles[2] + b" &#233;t&#xe9;", 1)  # allowed references stay
+    with caplog.at_level("WARNING"):
+        parsed = parse_feed(hostile, url="f", categories=["cs.CL"], announce_types=["new", "cross"])
+    assert len(parsed.papers) == len(clean.papers) and not parsed.unreadable
+    assert [p.title for p in parsed.papers][:2] == [p.title for p in clean.papers][:2]
+    assert parsed.papers[2].title == clean.papers[2].title + " été"
+    assert "removed 3 characters XML forbids (&#1;, &#xFFFE;, U+FFFF)" in caplog.text
+
+
+def test_what_xml_forbids_never_reaches_a_model_from_the_llm_or_arxiv():
+    from digest.models import Judgement
+
+    said = Judgement.model_validate({"reason": "ok\uffff\ufffe\ud800 \x1b[2Jdone", "score": 7, "matched_interests": []})
+    assert said.reason == "ok [2Jdone"

@@ -333,5 +333,39 @@ def test_eval_with_too_few_ratings_says_how_many_more_to_rate(digest_cli) -> Non
     assert digest("rate", "2606.28354", "up").returncode == 0
     done = digest("eval")
     assert done.returncode == 1
-    assert "1 papers rated up and 0 rated down" in done.stderr
+    assert "1 paper rated up and 0 rated down" in done.stderr
     assert "rate 2 more as up, 3 more as down" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_eval_that_could_judge_no_paper_exits_1_and_says_why(digest_cli, servers, tmp_path) -> None:
+    """Every request answered 500: no figure means anything, so no figures and exit 0 would be a lie."""
+    llm = base_config(tmp_path, servers.feed_url, servers.llm_url)["llm"] | {"max_attempts": 1}
+    digest = digest_cli(llm=llm)
+    for papers, word in ((API_PAPERS[:3], "up"), (API_PAPERS[3:6], "down")):
+        listing = tmp_path / f"{word}.txt"
+        listing.write_text("\n".join(p.arxiv_id for p in papers))
+        assert digest("import", str(listing), "--as", word).returncode == 0
+    servers.llm.random_failures = {"500": 1.0}
+    done = digest("eval")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no rated paper could be judged: the LLM failed on all 6 after 12 requests (the last: " in done.stderr
+    assert "Traceback" not in done.stderr and "precision" not in done.stdout
+
+
+def test_what_a_library_file_says_reaches_the_terminal_as_text_only(digest_cli, tmp_path) -> None:
+    """An entry key and a title with escape sequences (clear the screen, set the window title) were printed raw by
+    `digest import` and `digest ratings`. Everything printed goes through one filter at the output boundary."""
+    digest = digest_cli()
+    clear, title = "\x1b[2J\x1b[H", "\x1b]0;owned\x07"
+    library = tmp_path / "hostile.bib"
+    library.write_text(
+        f"@article{{key{clear}x,\n  title = {{A title{title} here}},\n  abstract = {{An abstract{clear}.}},\n"
+        "  eprint = {2606.28354},\n  archiveprefix = {arXiv},\n}\n"
+        f"@book{{not{clear}arxiv,\n  title = {{A book}},\n}}\n"
+    )
+    imported = digest("import", str(library))
+    assert imported.returncode == 0, imported.stderr
+    assert "notarxiv" in imported.stdout.replace("[2J[H", "")  # named, without its escapes
+    listing = digest("ratings")
+    for printed in (imported.stdout, imported.stderr, listing.stdout, listing.stderr):
+        assert "\x1b" not in printed and "\x07" not in printed, repr(printed)

@@ -344,3 +344,23 @@ def test_a_link_from_a_digest_signed_by_an_earlier_version_still_rates() -> None
     earlier = URLSafeSerializer("s" * 32, salt=RATE_SALT).dumps(said.model_dump())
     assert links.read(earlier) == said and links.read(links.sign(said)) == said
     assert links.sign(said) != earlier and len(links.sign(said).rsplit(".", 1)[1]) == 43
+
+
+def test_the_atom_feed_is_well_formed_xml_whatever_the_llm_wrote(tmp_path, feed_server, fake_llm, write_config):
+    """A reason with U+FFFF or U+FFFE made the whole feed unreadable, for every reader of it."""
+    (feed_url, _), (llm_url, llm) = feed_server, fake_llm
+    llm.reason_suffix = " \uffff\ufffe\x01\x1b[2J end"
+    port = free_port()
+    config = base_config(tmp_path, feed_url, llm_url)
+    config["web"] = {"listen": f"127.0.0.1:{port}", "base_url": f"http://127.0.0.1:{port}"}
+    path = write_config(config)
+    assert run_cli("run", "--config", str(path)).returncode == 0
+    page = next((tmp_path / "outbox" / "me").glob("*.html")).read_text()
+    archive = re.search(r'href="(http://127.0.0.1:[0-9]+/a/me/[0-9a-f]+/)"', page)
+    assert archive is not None
+    with digest_web(path, f"http://127.0.0.1:{port}"):
+        answer = httpx.get(archive[1] + "feed.atom")
+    assert answer.status_code == 200
+    root = ET.fromstring(answer.content)  # raises on any character XML forbids
+    summaries = [e.findtext(f"{ATOM}summary") or "" for e in root.findall(f"{ATOM}entry")]
+    assert summaries and all("[2J end" in text for text in summaries if "language models" in text)
