@@ -332,9 +332,7 @@ class RateLimiter:
         if slow_share > 1.5 * fast_share + LEAST_NOISE:
             # More 429s at the slower rate: neither kind. The fast rate's answers were not representative (a
             # server's burst allowance lets the first ones through): the slow rate is the one to compare with next.
-            kept = [answer for answer in self._tally if answer[0] >= self._slowed_at]
-            self._tally.clear()
-            self._tally.extend(kept)
+            self._keep_level()
             self._judging, self._first_step_evidence = False, LEVEL_EVIDENCE
             return
         # Noise keeps the share; over a limit L a rate r loses about 1 - L/r, so the slower rate would lose this.
@@ -349,17 +347,27 @@ class RateLimiter:
             )
         if abs(odds) < math.log(VERDICT_ODDS) and len(slow) < MOST_ANSWERS:
             return
-        self._tally.clear()
         self._judging = False
         share = (sum(limited for _, limited in fast + slow)) / (len(fast) + len(slow))
         if odds < 0 or slow_share > MOST_NOISE or share < LEAST_NOISE:
-            self.noise, self._first_step_evidence = None, BAND_EVIDENCE  # over the limit: the steps were right
+            # Over the limit: the steps were right. The answers at this rate are what the next step is weighed
+            # against; without them, the next chain could never be judged, and would step down once every
+            # MOST_ANSWERS however little its 429s depended on the rate.
+            self._keep_level()
+            self.noise, self._first_step_evidence = None, BAND_EVIDENCE
             return
+        self._tally.clear()
         # Noise: slowing down bought nothing. Back to the full rate; 429s up to about this share are transient.
         self.noise, self._first_step_evidence = share, BAND_EVIDENCE
         self.rate = self._max_rate
         self._rate_changed_at = self._clock()
         self._restart()
+
+    def _keep_level(self) -> None:
+        """Forget the answers from before the last step: those since are the next chain's rate before it."""
+        kept = [answer for answer in self._tally if answer[0] >= self._slowed_at]
+        self._tally.clear()
+        self._tally.extend(kept)
 
     def _beyond_noise(self) -> bool:
         """Whether the recent share of 429s is more than the noise learned (always, if none was)."""
