@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from digest import __version__
 from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError, redact
+from digest.logs import setup_logging
 from digest.wording import UNSAFE_CHARACTERS
 
 if TYPE_CHECKING:
@@ -203,19 +204,6 @@ class Redacting(io.TextIOBase):
         return self._stream.fileno()
 
 
-class JSONFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
 def _past_date(text: str) -> dt.date:
     try:
         day = dt.date.fromisoformat(text)
@@ -235,22 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
-        handler = logging.StreamHandler(sys.stderr)
         log_format = getattr(args, "log_format", None) or os.environ.get(ENV_LOG_FORMAT) or "text"
         if log_format not in ("text", "json"):
             print(f"digest: error: ${ENV_LOG_FORMAT} is '{log_format}'; it may be text or json", file=sys.stderr)
             return EXIT_USAGE
-        if log_format == "json":
-            handler.setFormatter(JSONFormatter())
-        else:
-            shown = "%(asctime)s %(levelname)s %(message)s" if verbose else "%(message)s"
-            handler.setFormatter(logging.Formatter(shown))
-        logging.basicConfig(
-            level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO, handlers=[handler]
-        )
-        # Third-party libraries log every request at INFO; that is noise for a user, and may show URLs with keys.
-        for name in ("httpx", "httpx2", "openai", "apscheduler"):
-            logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+        handler = setup_logging(verbose=verbose, quiet=quiet, json_lines=log_format == "json")
         from digest.config import default_config_path, load_config
 
         uses = () if args.command == "run" and args.dry_run else USES.get(args.command, ())

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -118,8 +119,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     )
 
 
-def start_cli(*args: str) -> subprocess.Popen[str]:
-    """`digest ...` started as a user starts it, output and errors together, to be stopped by the test."""
+def start_cli(*args: str, file_limit: int | None = None) -> subprocess.Popen[str]:
+    """`digest ...` started as a user starts it, output and errors together, to be stopped by the test;
+    `file_limit`: its descriptor limit, soft and hard (so that it cannot raise it)."""
+
+    def limit_files() -> None:
+        if file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, file_limit))
+
     environment = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"} | {"OPENAI_API_KEY": "test-key"}
     return subprocess.Popen(
         [sys.executable, "-m", "digest", *args],
@@ -127,6 +134,7 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         env=environment,
+        preexec_fn=limit_files,
     )
 
 

@@ -7,12 +7,13 @@ Every page is a Jinja template from templates/web/, autoescaped: titles, abstrac
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.applications import Starlette
@@ -32,6 +33,10 @@ from digest.store import Store
 from digest.web.links import Links, RateToken, web_secret
 
 FEED_DIGESTS = 10  # the feed carries the papers of this many recent digests
+# The rating form is one short urlencoded field: anything else is refused before a byte of it is read.
+FORM_BYTES = 1024
+FORM_FIELDS = 4
+FORM_SECONDS = 5.0
 # No script at all: the buttons are plain forms. Inline styles only, as in the email.
 SECURITY_HEADERS = [
     (
@@ -68,7 +73,31 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
 
 
-def create_app(config: Config, *, heartbeat: Path | None = None) -> Starlette:
+async def small_form(request: Request) -> dict[str, str]:
+    """The body of a rating form: urlencoded, at most FORM_BYTES, in by FORM_SECONDS. Starlette's own form
+    parser would take multipart files of any size and number, spooling them to memory and disk."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind not in ("", "application/x-www-form-urlencoded"):
+        raise HTTPException(415)
+    declared = request.headers.get("content-length")
+    if declared is not None and not (declared.isdigit() and int(declared) <= FORM_BYTES):
+        raise HTTPException(413)
+    body = bytearray()
+    try:
+        async with asyncio.timeout(FORM_SECONDS):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > FORM_BYTES:
+                    raise HTTPException(413)
+    except TimeoutError:
+        raise HTTPException(408) from None
+    try:
+        return dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=FORM_FIELDS))
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPException(400) from None
+
+
+def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
     """`heartbeat`: the scheduler's heartbeat file when `digest serve` runs beside; /health reports on it, and
     exists only then."""
     with Store(config.state) as store:
@@ -125,7 +154,7 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> Starlette:
         if not same_origin(request):
             raise HTTPException(403)
         try:
-            form = RateForm.model_validate(dict(await request.form()))
+            form = RateForm.model_validate(await small_form(request))
         except ValidationError:
             raise HTTPException(400) from None
         with Store(config.state) as store:
@@ -178,7 +207,9 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> Starlette:
         with Store(config.state) as store:
             recorded = [store.digest_content(profile, day) for day in store.digest_dates(profile)[:FEED_DIGESTS]]
         digests = [found for found in recorded if found is not None]
-        archive_url = f"{base_url}{links.archive(profile)[len(prefix) :]}" if base_url else str(request.url)[:-9]
+        # Without base_url, the links are paths and the ids are made from them: nothing is built from the
+        # request's Host header, which any client may set (and a cache may keep).
+        archive_url = f"{base_url}{links.archive(profile)[len(prefix) :]}" if base_url else links.archive(profile)
         entries = [
             (entry, when, f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, archive_url + entry.paper.key)}")
             for digest, when in digests
@@ -216,8 +247,8 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> Starlette:
         ],
         exception_handlers={HTTPException: refused},
     )
-    app.add_middleware(SecurityHeaders)
-    return app
+    # Outside Starlette's own error handling, so that a 500 carries the headers too.
+    return SecurityHeaders(app)
 
 
 def _words() -> dict[str, Any]:
