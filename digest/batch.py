@@ -29,7 +29,8 @@ from pydantic import BaseModel, ValidationError
 from digest.classify import Classifier, Job, OnOutcome, OnProgress, batch_answer, error_message, request_body
 from digest.config import Config, LLMConfig
 from digest.errors import LLMError
-from digest.http import capped_answer_client
+from digest.http import TooLargeAnswer, capped_answer_client
+from digest.ratelimit import backoff
 from digest.stopping import Stopped, unless_stopped
 from digest.store import BatchRecord, Store, prompt_hash
 
@@ -38,13 +39,24 @@ log = logging.getLogger(__name__)
 FIRST_POLL_SECONDS = 1.0
 LONGEST_POLL_SECONDS = 60.0  # OpenAI suggests polling every 30-60 s; a small batch is often done within minutes
 POLL_GROWTH = 1.5
-CANCEL_WAIT_SECONDS = 600.0  # OpenAI: a batch takes up to 10 minutes to cancel; its finished answers come after
+# After cancelling at the deadline, how long a batch's finished answers are waited for (OpenAI: cancelling takes up
+# to 10 minutes). The deadline is the promise: past this, what the batch holds is asked live, and the summary says
+# what it may still bill.
+CANCEL_GRACE_SECONDS = 15.0
 WINDOW_SECONDS = 24 * 3600.0  # completion_window "24h", the only one OpenAI offers
-MAX_FILE_BYTES = 200_000_000  # OpenAI's limit for a batch file; an output file is of the same order
+MAX_FILE_BYTES = 200_000_000  # OpenAI's limit for a batch file
+MAX_OUTPUT_BYTES = 200_000_000  # a result file is of the same order; a larger one is cut off, and asked live
 MAX_REQUESTS = 50_000  # OpenAI's limit for a batch
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 METADATA_KEY = "digest_submission"
 LISTED_BATCHES = 100  # a page of the account's batches, newest first, searched for one created just before a crash
+LISTED_PAGES = 10  # the search ends after this many pages, or LIST_SECONDS, whatever the server says of more
+LIST_SECONDS = 30.0
+# After an uncertain create (a lost answer, a timeout, a 5xx), the listing is searched again after these waits: a
+# batch just created may take a moment to be listed.
+FIND_WAITS = (0.0, 2.0, 4.0, 8.0, 16.0)
+DOWNLOAD_ATTEMPTS = 3
+UNCERTAIN = "uncertain"  # the status of a submission whose create may or may not have made a batch
 Report = Callable[[str], None]
 
 
@@ -60,7 +72,7 @@ def batch_allowance_seconds(llm: LLMConfig) -> float:
         return 0.0
     deadline = llm.batch_deadline
     wait = deadline.after.total_seconds() if deadline is not None and deadline.after is not None else WINDOW_SECONDS
-    return wait + CANCEL_WAIT_SECONDS
+    return wait + CANCEL_GRACE_SECONDS + sum(FIND_WAITS) + len(FIND_WAITS) * LIST_SECONDS
 
 
 class _Response(BaseModel):
@@ -123,7 +135,7 @@ class BatchClassifier:
             base_url=config.llm.base_url,
             timeout=config.llm.timeout_seconds,
             max_retries=2,  # polling and file transfers are idempotent, and the SDK's back-off suits them
-            http_client=capped_answer_client(MAX_FILE_BYTES, timeout=config.llm.timeout_seconds),
+            http_client=capped_answer_client(MAX_OUTPUT_BYTES, timeout=config.llm.timeout_seconds),
         )
         self.usage = live.usage  # one account of the run: batch answers in its batch_* fields
         self.notes: list[str] = []  # for the run's summary: what each batch came to
@@ -201,7 +213,9 @@ class BatchClassifier:
         submission = uuid.uuid4().hex
         requests = {custom_id(job): (job.profile.name, job.paper.key, prompt_hash(job.instructions)) for job in jobs}
         self._store.begin_batch(submission, upload.id, self._config.model, requests)
-        record = BatchRecord(submission, None, upload.id, "submitting", dt.datetime.now(dt.UTC), requests)
+        record = BatchRecord(
+            submission, None, upload.id, "submitting", dt.datetime.now(dt.UTC), requests, self._config.model
+        )
         created = await self._create(record)
         if created is None:
             return None
@@ -219,13 +233,22 @@ class BatchClassifier:
                 completion_window="24h",
                 metadata={METADATA_KEY: record.submission},
             )
-        except openai.APIConnectionError as error:
-            # The batch may have been created all the same: then it is found by its metadata, and waited for.
-            found = await self._find(record)
+        except (openai.APIConnectionError, openai.InternalServerError) as error:
+            # No answer, or a 5xx: the batch may have been created all the same. Found by its metadata (listing can
+            # lag), it is waited for; its requests never go live beside it.
+            said = f"HTTP {error.status_code}" if isinstance(error, openai.APIStatusError) else str(error)
+            found = await self._find(record, patient=True)
             if found is not None:
+                self.notes.append(f"{found.id}: created although the server answered {said}; found by its metadata")
                 return found
-            self._store.update_batch(record.submission, "not created", closed=True)
-            self.warnings.append(f"the batch could not be created ({error}); its requests went live")
+            # Not listed after all that: most likely never made. Kept open all the same, so that if it appears
+            # later, the next run cancels it before it bills more.
+            self._store.update_batch(record.submission, UNCERTAIN)
+            self.warnings.append(
+                f"the batch may not have been created (the server answered {said}), and was not listed within "
+                f"{sum(FIND_WAITS):.0f} s: its {len(record.requests)} requests went live; should it appear, the next "
+                "run cancels it"
+            )
             return None
         except openai.APIStatusError as error:
             self._store.update_batch(record.submission, "not created", closed=True)
@@ -258,7 +281,10 @@ class BatchClassifier:
         """The open batches that hold answers this run needs. Ones no longer needed (their papers are decided, or
         the prompt changed since) are cancelled, to pay for nothing more, and closed."""
         waiting = []
-        for record in self._store.open_batches(self._config.model):
+        for record in self._store.open_batches():
+            if record.model != self._config.model:
+                await self._retire(record, f"asked of {record.model}; llm.model is now {self._config.model}")
+                continue
             jobs = {
                 cid: wanted[cid]
                 for cid, (_, _, asked_with) in record.requests.items()
@@ -268,18 +294,20 @@ class BatchClassifier:
             if batch_id is None:
                 found = await self._find(record)
                 if found is None and not jobs:
-                    self._store.update_batch(record.submission, "not created", closed=True)
+                    age = (dt.datetime.now(dt.UTC) - record.created_at).total_seconds()
+                    if record.status != UNCERTAIN or age > WINDOW_SECONDS:  # an uncertain one is looked for a day
+                        self._store.update_batch(record.submission, "not created", closed=True)
                     continue
+                if found is None and record.status == UNCERTAIN:
+                    self._store.update_batch(record.submission, "not created", closed=True)
+                    continue  # its jobs went live; those that are still open go into this run's batch
                 created = found or await self._create(record)
                 if created is None:
                     continue  # closed: its jobs are fresh, and go into this run's batch
                 batch_id = created.id
             record = dataclasses.replace(record, batch_id=batch_id)
             if not jobs:
-                with contextlib.suppress(openai.APIError):
-                    await self._client.batches.cancel(batch_id)
-                self._store.update_batch(record.submission, "not needed", closed=True)
-                log.info("batch %s: no longer needed (its papers are decided or the prompt changed)", batch_id)
+                await self._retire(record, "no longer needed (its papers are decided or the prompt changed)")
                 continue
             self._report(
                 f"batch: resuming {batch_id}, submitted {record.created_at.astimezone():%Y-%m-%d %H:%M}, "
@@ -288,15 +316,55 @@ class BatchClassifier:
             waiting.append(_Waiting(record, jobs, total=len(record.requests)))
         return waiting
 
-    async def _find(self, record: BatchRecord) -> Batch | None:
-        """The batch of a submission whose run ended before it could record the batch's id; None if none was made."""
-        with contextlib.suppress(openai.APIError):
-            async for batch in self._client.batches.list(limit=LISTED_BATCHES):
-                if (batch.metadata or {}).get(METADATA_KEY) == record.submission:
-                    self._store.update_batch(record.submission, batch.status, batch.id)
-                    return batch
-                if batch.created_at < record.created_at.timestamp() - 3600:  # newest first: it is not further on
-                    break
+    async def _retire(self, record: BatchRecord, why: str) -> None:
+        """Cancel an open batch this run does not wait for, so that it bills nothing more, and close it; if the
+        cancel does not go through, it stays open, and the next run cancels it again."""
+        batch_id = record.batch_id
+        if batch_id is None:
+            found = await self._find(record)
+            if found is None:
+                self._store.update_batch(record.submission, "not created", closed=True)
+                return
+            batch_id = found.id
+        try:
+            await self._client.batches.cancel(batch_id)
+        except openai.NotFoundError:
+            pass
+        except openai.APIError as error:
+            self.warnings.append(
+                f"batch {batch_id} ({why}) could not be cancelled ({error.__class__.__name__}); "
+                "the next run tries again"
+            )
+            return
+        self._store.update_batch(record.submission, "cancelled: " + why.partition(" (")[0], closed=True)
+        log.info("batch %s: cancelled, %s", batch_id, why)
+        if record.model != self._config.model:
+            self.notes.append(f"{batch_id} cancelled: {why}; its papers are asked again")
+
+    async def _find(self, record: BatchRecord, *, patient: bool = False) -> Batch | None:
+        """The batch of a submission whose create went unanswered (or whose run ended before it could record the
+        batch's id); None if none is listed. `patient`: searched again over FIND_WAITS, for a listing that lags."""
+        for wait in FIND_WAITS if patient else FIND_WAITS[:1]:
+            await asyncio.sleep(wait)
+            found = await self._listed(record)
+            if found is not None:
+                self._store.update_batch(record.submission, found.status, found.id)
+                return found
+        return None
+
+    async def _listed(self, record: BatchRecord) -> Batch | None:
+        """One search of the listing, newest first, bounded in pages and time whatever the server says of more."""
+        searched = 0
+        with contextlib.suppress(openai.APIError, TimeoutError):
+            async with asyncio.timeout(LIST_SECONDS):
+                async for batch in self._client.batches.list(limit=LISTED_BATCHES):
+                    if (batch.metadata or {}).get(METADATA_KEY) == record.submission:
+                        return batch
+                    searched += 1
+                    if batch.created_at < record.created_at.timestamp() - 3600:  # newest first: not further on
+                        break
+                    if searched >= LISTED_BATCHES * LISTED_PAGES:
+                        break
         return None
 
     # Waiting
@@ -314,15 +382,12 @@ class BatchClassifier:
                 return
             now = dt.datetime.now(dt.UTC)
             if self._deadline is not None and now >= self._deadline and cancel_by is None:
-                cancel_by = now + dt.timedelta(seconds=CANCEL_WAIT_SECONDS)
+                cancel_by = now + dt.timedelta(seconds=CANCEL_GRACE_SECONDS)
                 for batch in running:
                     await self._cancel(batch)
                 interval = FIRST_POLL_SECONDS
             if cancel_by is not None and now >= cancel_by:
-                for batch in running:  # given up: what it holds is asked live, and it is never polled again
-                    self._store.update_batch(batch.record.submission, batch.status, closed=True)
-                    batch.status = "abandoned"
-                return
+                return  # still running: what it holds is asked live; it stays open, and the next run cancels it
             sleep = interval
             if self._deadline is not None and cancel_by is None:
                 sleep = max(0.0, min(sleep, (self._deadline - now).total_seconds()))
@@ -372,10 +437,12 @@ class BatchClassifier:
         for file_id in (found.output_file_id, found.error_file_id) if found is not None else ():
             if not file_id:
                 continue
-            try:
-                content = (await self._client.files.content(file_id)).content
-            except openai.APIError as error:
-                self.warnings.append(f"the batch's file {file_id} could not be downloaded ({error.__class__.__name__})")
+            content = await self._download(file_id)
+            if isinstance(content, str):
+                self.warnings.append(
+                    f"the batch's file {file_id} {content}: the answers in it were paid for, and are asked live "
+                    "again (paid twice)"
+                )
                 continue
             for raw in content.splitlines():
                 try:
@@ -400,11 +467,22 @@ class BatchClassifier:
                 if on_progress is not None:
                     on_progress(self.usage)
         rest = [job for cid, job in batch.jobs.items() if cid not in answered]
+        unanswered = {
+            "cancelled": "cancelled before it was done",
+            "completed": "not in the batch's output",
+            "expired": "not in the batch's output",
+            "failed": "not in the batch's output",
+        }.get(batch.status, "not done at llm.batch_deadline")
         for cid in batch.jobs.keys() - answered - problems.keys():
-            problems[cid] = (
-                "not in the batch's output" if batch.status != "cancelled" else "cancelled before it was done"
+            problems[cid] = unanswered
+        if batch.status in FINAL:
+            self._store.update_batch(batch.record.submission, batch.status, closed=True)
+        else:
+            self.warnings.append(
+                f"batch {batch.record.batch_id} was still {batch.status} {CANCEL_GRACE_SECONDS:.0f} s after it was "
+                f"cancelled at llm.batch_deadline: its {len(rest)} unanswered requests went live, and it may still "
+                f"bill for up to {len(rest)} of them (paid twice if it does); the next run cancels it again"
             )
-        self._store.update_batch(batch.record.submission, batch.status, closed=True)
         note = f"{batch.record.batch_id} {batch.status}: {len(answered)} of {len(batch.jobs)} answered"
         if rest:
             kinds: dict[str, int] = {}
@@ -417,6 +495,23 @@ class BatchClassifier:
         self._report(f"batch: {note}")
         self.notes.append(note)
         return rest
+
+    async def _download(self, file_id: str) -> bytes | str:
+        """A result file's content, or what stood in the way. A file over MAX_OUTPUT_BYTES is not asked for
+        again: it would be as large the next time."""
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            try:
+                return (await self._client.with_options(max_retries=0).files.content(file_id)).content
+            except openai.APIConnectionError as error:
+                if isinstance(error.__cause__, TooLargeAnswer):
+                    return f"is larger than {MAX_OUTPUT_BYTES:,} bytes"
+                problem = f"could not be downloaded ({error.__class__.__name__})"
+            except openai.APIStatusError as error:
+                problem = f"could not be downloaded (HTTP {error.status_code})"
+                if error.status_code < 500:
+                    break
+            await asyncio.sleep(backoff(attempt + 1, first=1.0, longest=10.0))
+        return problem
 
 
 def _failed_line(line: _OutputLine) -> str:

@@ -114,7 +114,7 @@ class Judge:
         classifier: Classifier | BatchClassifier = live
         if batch_from is not None and self.config.llm.mode == "batch":
             classifier = BatchClassifier(self.config, store, live, started=batch_from, report=self._report)
-        elif batch_from is not None and store.open_batches(self.config.llm.model):
+        elif batch_from is not None and store.open_batches():
             # Batches an earlier run in batch mode left open are paid for: what they finished is kept.
             classifier = BatchClassifier(
                 self.config, store, live, started=batch_from, report=self._report, resume_only=True

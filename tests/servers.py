@@ -559,6 +559,16 @@ class BatchAPI:
     missing_for: set[str] = field(default_factory=set)
     invalid_for: set[str] = field(default_factory=set)  # answered with a verdict that breaks the schema, here only
     refuse_model: bool = False  # fail every batch in validation, as for a model the Batch API does not serve
+    # Hostile or flaky, as a real provider can be: create the batch, then answer this status (a 5xx) or nothing for
+    # `create_hangs` seconds; list a batch only `listed_after` seconds after its creation (or never: None); list
+    # pages of other batches for ever (`has_more` each time); take a cancel and go on; pad result files to this size.
+    create_answers: int | None = None
+    create_hangs: float = 0.0
+    listed_after: float | None = 0.0
+    endless_list: bool = False
+    ignore_cancel: bool = False
+    output_padding: int = 0
+    lists: int = 0  # list requests
     files: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0  # HTTP requests to /files and /batches
@@ -566,6 +576,7 @@ class BatchAPI:
     cancels: int = 0
     polls: int = 0
     _started: dict[str, float] = field(default_factory=dict)
+    _created: dict[str, float] = field(default_factory=dict)
     _lines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _answered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -640,6 +651,12 @@ class BatchAPI:
             self._lines[batch_id] = lines
             batch["request_counts"]["total"] = len(lines)
         self.batches[batch_id] = batch
+        self._created[batch_id] = time.monotonic()
+        if self.create_hangs:
+            await asyncio.sleep(self.create_hangs)
+        if self.create_answers is not None:
+            error = {"message": "The server had an error while processing your request.", "type": "server_error"}
+            return JSONResponse({"error": error}, status_code=self.create_answers)
         return JSONResponse(batch)
 
     def _validate(self, content: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -655,7 +672,18 @@ class BatchAPI:
         return errors, lines
 
     async def _list(self, request: Request) -> Response:
-        newest = sorted(self.batches.values(), key=lambda b: b["created_at"], reverse=True)
+        self.lists += 1
+        if self.endless_list:  # another client's batches, page after page, none of them ours
+            limit = int(request.query_params.get("limit", "20"))
+            others = [{**next(iter(self.batches.values())), "id": f"batch_{uuid.uuid4().hex[:24]}", "metadata": None}]
+            return JSONResponse({"object": "list", "data": others * limit, "has_more": True})
+        now = time.monotonic()
+        listed = [
+            b
+            for b in self.batches.values()
+            if self.listed_after is not None and now - self._created[b["id"]] >= self.listed_after
+        ]
+        newest = sorted(listed, key=lambda b: b["created_at"], reverse=True)
         return JSONResponse({"object": "list", "data": newest, "has_more": False})
 
     async def _retrieve(self, request: Request) -> Response:
@@ -671,7 +699,7 @@ class BatchAPI:
         if batch is None:
             return _not_found("No such Batch object")
         self.cancels += 1
-        if batch["status"] in ("validating", "in_progress"):
+        if batch["status"] in ("validating", "in_progress") and not self.ignore_cancel:
             batch.update(status="cancelling", cancelling_at=int(time.time()))
         return JSONResponse(batch)
 
@@ -719,7 +747,8 @@ class BatchAPI:
         ):
             if results:
                 file_id = f"file-{uuid.uuid4().hex[:24]}"
-                self.files[file_id] = "".join(json.dumps(r) + "\n" for r in results).encode()
+                content = "".join(json.dumps(r) + "\n" for r in results).encode()
+                self.files[file_id] = content + b" " * max(0, self.output_padding - len(content))
                 batch[kind] = file_id
         batch.update(status=status, finalizing_at=batch.get("finalizing_at"), **when)
 

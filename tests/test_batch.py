@@ -299,3 +299,108 @@ def test_back_in_live_mode_a_batch_left_open_is_cancelled_and_what_it_finished_i
     assert llm.requests == PAPERS - 40  # what it had finished was paid for, and is kept
     assert f"cancelled: 40 of {PAPERS} answered" in result.stdout
     assert len(inbox.messages) == 1
+
+
+def _open_batches(state: Path) -> list[tuple[str | None, str]]:
+    with sqlite3.connect(state) as db:
+        return list(db.execute("SELECT batch_id, status FROM batches WHERE closed_at IS NULL").fetchall())
+
+
+@pytest.mark.parametrize("failure", ["a 500 after creating it", "no answer, and a listing that lags"])
+def test_an_uncertain_create_is_resolved_by_its_metadata_and_never_paid_twice(
+    failure, tmp_path, feed_server, batch_llm, smtp, write_config
+):
+    """A 5xx on create after the server made the batch, or a timeout while the listing did not show it yet: the
+    requests went live and the batch ran on, paid twice."""
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    if failure.startswith("a 500"):
+        batch_api.create_answers = 500
+    else:
+        batch_api.create_hangs, batch_api.listed_after = 6.0, 8.0  # the client gives up after timeout_seconds (5)
+    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(batch_api.batches) == 1 and llm.requests == 0  # the one batch answered all; nothing went live
+    assert f"{PAPERS} classified" in result.stdout and len(inbox.messages) == 1
+    assert "created although the server answered" in result.stdout
+    assert _open_batches(tmp_path / "state.sqlite3") == []
+
+
+@pytest.mark.long
+def test_a_batch_never_listed_goes_live_once_and_an_endless_listing_is_bounded(
+    tmp_path, feed_server, batch_llm, smtp, write_config
+):
+    """`batches.list` answering has_more for ever: 1,815 list requests in 120 s."""
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    batch_api.create_answers, batch_api.endless_list = 503, True
+    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert batch_api.lists <= 5 * 10  # five searches of at most ten pages each
+    assert llm.requests == PAPERS and len(inbox.messages) == 1
+    assert "the batch may not have been created (the server answered HTTP 503)" in result.stdout
+    # Kept open: should the batch appear, the next run cancels it.
+    assert _open_batches(tmp_path / "state.sqlite3") == [(None, "uncertain")]
+
+
+def test_a_batch_that_ignores_cancel_does_not_hold_the_digest_past_the_deadline(
+    tmp_path, feed_server, batch_llm, smtp, write_config
+):
+    """The digest waited up to 10 minutes past batch_deadline for a batch that would not stop."""
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    batch_api.hold, batch_api.done_while_held, batch_api.ignore_cancel = True, 40, True
+    config = _config(tmp_path, feed_url, llm_url, port, batch_deadline="3s")
+    result = run_cli("run", "--config", str(write_config(config)), timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert llm.requests == PAPERS and len(inbox.messages) == 1  # its answers are not out: every paper went live
+    assert f"may still bill for up to {PAPERS} of them (paid twice if it does)" in result.stdout
+    ((batch_id, status),) = _open_batches(tmp_path / "state.sqlite3")  # open, so that the next run cancels again
+    assert batch_id in batch_api.batches and status == "in_progress"
+
+
+def test_a_batch_of_a_model_since_replaced_is_cancelled_not_left_open(
+    tmp_path, feed_server, batch_llm, smtp, write_config
+):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    batch_api.hold = True
+    config = _config(tmp_path, feed_url, llm_url, port)
+    path = write_config(config)
+    _kill_run_once(path, lambda: batch_api.polls >= 2 and bool(_open_batches(tmp_path / "state.sqlite3")))
+    (first,) = batch_api.batches
+
+    config["llm"]["model"] = "gpt-4.1-mini"  # changed while the batch was open
+    batch_api.hold = False
+    result = run_cli("run", "--config", str(write_config(config)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert batch_api.batches[first]["status"] == "cancelling" and batch_api.cancels == 1
+    assert f"{first} cancelled: asked of gpt-4o-mini; llm.model is now gpt-4.1-mini" in result.stdout
+    assert len(batch_api.batches) == 2 and llm.requests == 0  # the new model's one batch
+    assert _open_batches(tmp_path / "state.sqlite3") == [] and len(inbox.messages) == 1
+
+
+def test_a_result_file_over_the_limit_is_asked_live_and_said_to_be_paid_twice(
+    tmp_path, feed_server, batch_llm, write_config, monkeypatch
+):
+    """A 300 MB output file was cut at 200 MB, and its papers asked live without a word about the cost."""
+    import asyncio
+
+    import digest.batch
+    from digest.pipeline import Pipeline
+
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    monkeypatch.setattr(digest.batch, "MAX_OUTPUT_BYTES", 100_000)  # as 200 MB is to a 300 MB file
+    batch_api.output_padding = 150_000
+    config = base_config(tmp_path, feed_url, llm_url)
+    config["llm"]["mode"] = "batch"
+    loaded = load_config(write_config(config), {"OPENAI_API_KEY": "test-key"})
+    summary = asyncio.run(Pipeline(loaded, show_progress=False).run(catch_up=True))
+    assert summary.profiles[0].classified == PAPERS and llm.requests == PAPERS
+    (warning,) = [w for w in summary.warnings if "larger than 100,000 bytes" in w]
+    assert "paid for, and are asked live again (paid twice)" in warning

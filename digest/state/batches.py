@@ -18,17 +18,19 @@ class BatchRecord:
     status: str
     created_at: dt.datetime
     requests: dict[str, tuple[str, str, str]]
+    model: str
 
 
 class Batches(Tables):
-    def open_batches(self, model: str) -> list[BatchRecord]:
+    def open_batches(self) -> list[BatchRecord]:
+        """Every open submission, whatever model it asked: one asked of a model since replaced is still paid for
+        until it is cancelled."""
         rows = self._db.execute(
-            """SELECT submission, batch_id, input_file_id, status, created_at FROM batches
-               WHERE closed_at IS NULL AND model = ? ORDER BY created_at""",
-            (model,),
+            """SELECT submission, batch_id, input_file_id, status, created_at, model FROM batches
+               WHERE closed_at IS NULL ORDER BY created_at"""
         ).fetchall()
         batches = []
-        for submission, batch_id, file_id, status, created_at in rows:
+        for submission, batch_id, file_id, status, created_at, model in rows:
             requests = self._db.execute(
                 "SELECT custom_id, profile, paper_key, interests_hash FROM batch_requests WHERE submission = ?",
                 (submission,),
@@ -41,6 +43,7 @@ class Batches(Tables):
                     status,
                     dt.datetime.fromisoformat(created_at),
                     {r[0]: (r[1], r[2], r[3]) for r in requests},
+                    model,
                 )
             )
         return batches
