@@ -336,9 +336,15 @@ async def _reader_command(command: str, args: argparse.Namespace, config: Config
             )
         elif command == "import":
             from digest.library import import_library
+            from digest.progress import Count
 
             rating = ratings.parse_word(args.rating)
-            print(report.import_report(args.file, await import_library(config, store, profile, args.file, rating)))
+            count = Count("reading the library, entries", sys.stderr)
+            try:
+                imported = await import_library(config, store, profile, args.file, rating, count)
+            finally:
+                count.close()
+            print(report.import_report(args.file, imported))
         else:
             from digest.evaluate import evaluate
 

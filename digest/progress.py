@@ -1,4 +1,5 @@
-"""Progress of the classification: a live line on a terminal, one summary line otherwise."""
+"""Progress of long work: the classification (a live line on a terminal, one summary line otherwise), and a plain
+count of anything else (reading a large library)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,27 @@ class Progress:
             f"{tokens:,} tokens  {describe_cost(self._cost_of(usage), free=self._free)}  "
             f"{describe_setbacks(usage, '  ')}"
         )
+
+
+class Count:
+    """`label: done/total` redrawn in place on a terminal, and wiped when the work ends; nothing elsewhere, where
+    the command's own report follows."""
+
+    def __init__(self, label: str, stream: TextIO, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._label = label
+        self._stream: TextIO = getattr(stream, "terminal", stream)
+        self._live = stream.isatty()
+        self._clock = clock
+        self._drawn: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._clock()
+        if self._live and (self._drawn is None or now - self._drawn >= REDRAW_SECONDS or done == total):
+            self._drawn = now
+            self._stream.write(f"\r\033[K{self._label}: {done:,}/{total:,}")
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._drawn is not None:
+            self._stream.write("\r\033[K")
+            self._stream.flush()

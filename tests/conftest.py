@@ -138,6 +138,20 @@ def start_cli(*args: str, file_limit: int | None = None) -> subprocess.Popen[str
     )
 
 
+def write_bibtex_library(path: Path, entries: int, *, huge_field: int = 0) -> None:
+    """A generated BibTeX library: every entry an arXiv paper with accents, escapes and math, as exports have them;
+    with `huge_field`, one entry carries a field of that many bytes on one line (a PDF pasted in)."""
+    with path.open("w") as out:
+        for number in range(entries):
+            pasted = f"  file = {{{'x' * huge_field}}},\n" if huge_field and number == entries // 2 else ""
+            out.write(
+                f"@article{{key{number},\n  title = {{Caf\\'e {{M}}odels {number}}},\n"
+                f"  author = {{M{{\\\"u}}ller, Hans and \\v{{S}}ediv\\'y, Jan}},\n"
+                f"  abstract = {{A 20\\% gain as $\\alpha \\to \\infty$.}},\n{pasted}"
+                f"  eprint = {{2401.{number:05d}}},\n  archiveprefix = {{arXiv}},\n}}\n\n"
+            )
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> None:
     """Poll `condition` until it holds; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -4,6 +4,11 @@ as a user runs it, against the loopback feed, export API and LLM servers."""
 from __future__ import annotations
 
 import json
+import os
+import select
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -15,7 +20,7 @@ import pytest
 from digest.arxiv import parse_api_page
 from digest.errors import UsageError
 from digest.ratings import PaperRef, find_paper, parse_paper
-from tests.conftest import API_PAGE, FIXTURES, base_config, run_cli
+from tests.conftest import API_PAGE, FIXTURES, base_config, run_cli, write_bibtex_library
 from tests.servers import ApiServer, FakeLLM, FeedServer
 
 LIBRARY = FIXTURES / "library"
@@ -185,11 +190,14 @@ def test_import_takes_arxiv_papers_from_zotero_bibtex_csl_json_and_text_and_repo
 
 
 def test_latex_in_a_bibtex_export_is_decoded(tmp_path) -> None:
-    from digest.library import read_library
+    from digest.library import library_parts
 
-    seeds = {s.ref.arxiv_id: s for s in read_library(LIBRARY / "zotero.bib").seeds}
+    def read_library(path: Path) -> list[Any]:
+        return [seed for part in library_parts(path) for seed in part.seeds]
+
+    seeds = {s.ref.arxiv_id: s for s in read_library(LIBRARY / "zotero.bib")}
     assert "perplexity rises by 201% at 4x" in (seeds["2606.28560"].abstract or "")
-    mixed = {s.ref.arxiv_id: s for s in read_library(LIBRARY / "mixed.bib").seeds}
+    mixed = {s.ref.arxiv_id: s for s in read_library(LIBRARY / "mixed.bib")}
     assert mixed["2606.28524"].authors[0] == "Pamela D. Rivière"
 
 
@@ -369,3 +377,82 @@ def test_what_a_library_file_says_reaches_the_terminal_as_text_only(digest_cli, 
     listing = digest("ratings")
     for printed in (imported.stdout, imported.stderr, listing.stdout, listing.stderr):
         assert "\x1b" not in printed and "\x07" not in printed, repr(printed)
+
+
+def test_a_large_library_is_read_in_chunks_with_progress_and_a_huge_field_costs_only_that_field(
+    digest_cli, tmp_path
+) -> None:
+    """100,000 entries were killed after 300 s at 526 MB with nothing printed; one 50 MB field was still being
+    parsed after 4.5 minutes. (The 100,000-entry figures are in benchmarks/library.py.)"""
+    import pty
+
+    library = tmp_path / "large.bib"
+    write_bibtex_library(library, 20_000, huge_field=50_000_000)
+    config = tmp_path / "config.yaml"
+    digest_cli()  # writes the config
+    leader, follower = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "DIGEST_CONFIG"}}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "import", str(library), "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=environment,
+    )
+    os.close(follower)
+    terminal = b""
+    deadline = time.monotonic() + 120  # generous: a slow machine takes seconds; the old code took many minutes
+    while time.monotonic() < deadline:
+        if select.select([leader], [], [], 1.0)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process has closed its end
+                break
+            if not chunk:
+                break
+            terminal += chunk
+    os.close(leader)
+    try:
+        stdout = process.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
+    finally:
+        process.kill()
+    assert process.returncode == 0, terminal.decode(errors="replace")
+    assert "20,000 entries, 20,000 arXiv papers rated (20000 new" in stdout
+    assert b"reading the library, entries: 20,000/20,000" in terminal  # redrawn in place, then wiped
+    assert terminal.endswith(b"\r\x1b[K")
+    given = {r["paper"]: r for r in _ratings(lambda *args: run_cli(*args, "--config", str(config)))}
+    assert len(given) == 20_000
+    assert given["2401.10000"]["title"] == "Café Models 10000"  # the entry with the huge field, without that field
+    assert given["2401.00001"]["authors"] == ["Hans Müller", "Jan Šedivý"]
+
+
+def test_csl_json_nested_too_deeply_is_a_named_error(digest_cli, tmp_path) -> None:
+    digest = digest_cli()
+    library = tmp_path / "deep.json"
+    library.write_text("[" * 100_000 + "]" * 100_000)
+    refused = digest("import", str(library))
+    assert refused.returncode == 2, refused.stderr
+    assert "nested too deeply to be CSL JSON" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_accents_and_escapes_are_decoded_as_the_latex_decoder_does() -> None:
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    from digest.library import _decoded
+
+    decoder = LatexNodes2Text()
+    for written in [
+        'M{\\"u}ller',
+        "Caf\\'e",
+        "\\v{S}ediv\\'y",
+        "Rivi\\`{e}re",
+        "Erd\\H{o}s",
+        "\\c{C}a\\u{g}lar",
+        "20\\% gain",
+        "{\\o}rsted",
+        '\\r{A}ngstr\\"om',
+        "$\\alpha$ and \\'e",
+        "{T}he {GPT} model",
+    ]:
+        assert _decoded(decoder, written) == decoder.latex_to_text(written), written
