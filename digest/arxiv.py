@@ -19,7 +19,7 @@ import httpx
 from digest import __version__
 from digest.config import ArxivConfig
 from digest.errors import FetchError, cause_of
-from digest.http import TooLarge, capped_client
+from digest.http import TooLarge, capped_client, resolver_silent
 from digest.models import AnnounceType, Feed, Paper
 from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
 from digest.wording import UNSAFE_CHARACTERS
@@ -108,6 +108,13 @@ async def _get_with_retries(
             ) from None
         except (httpx.TimeoutException, TimeoutError):
             problem = "timed out"
+            host = httpx.URL(url).host
+            if await resolver_silent(host):
+                raise FetchError(
+                    f"{what} {url}: timed out, because the name server did not answer for {host} (DNS)",
+                    hint="check this machine's (or container's) DNS settings (/etc/resolv.conf, the container's "
+                    "--dns). No paper was fetched; the next run tries again.",
+                ) from None
         except httpx.TransportError as error:
             problem = f"connection failed ({error.__class__.__name__}: {error})"
             if cause_of(error, socket.gaierror) is not None:  # the host name did not resolve

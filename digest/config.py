@@ -289,7 +289,7 @@ class EmailConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     format: Literal["html", "markdown"] = "html"
-    outbox: Path = Path("outbox")
+    outbox: Annotated[Path, Field(validate_default=True)] = Path("outbox")
     templates: Path | None = None
 
     @field_validator("outbox", "templates")
@@ -368,9 +368,10 @@ class Config(StrictModel):
     llm: LLMConfig
     profiles: Annotated[list[Profile], Field(min_length=1)]
     email: EmailConfig = EmailConfig()
-    output: OutputConfig = OutputConfig()
+    # Validated when left out too, so that its default outbox is beside the config like one that is written out.
+    output: OutputConfig = Field(default_factory=dict, validate_default=True)
     schedule: ScheduleConfig = ScheduleConfig()
-    state: Path = Path("digest.sqlite3")
+    state: Annotated[Path, Field(validate_default=True)] = Path("digest.sqlite3")
     retention_days: Annotated[int, Field(ge=30)] = 365
     # A run still going then stops at a safe point: what was judged goes out, the rest comes in the next digest.
     max_run_minutes: Annotated[float, Field(gt=0)] = 120

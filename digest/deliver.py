@@ -29,6 +29,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from digest.config import Config, SMTPConfig
 from digest.errors import DeliveryError, cause_of
+from digest.http import resolver_silent
 from digest.models import Delivery, Rendered, RunSummary
 from digest.store import Store
 
@@ -42,6 +43,14 @@ QUIT_SECONDS = 5.0
 class Result(NamedTuple):
     status: Literal["sent", "failed", "pending"]
     reason: str = ""
+    # What to change, for a refusal for good: the address, unless the server said what else was wrong.
+    fix: str = "check the address in config.yaml; a corrected address gets the digest on the next run"
+
+
+TOO_LARGE_FIX = (
+    "the message is larger than the server takes (552): lower the profile's max_papers, or set output.format: "
+    "markdown for a smaller message; the next digest is sent as usual"
+)
 
 
 OnResult = Callable[[Delivery, Result], None]
@@ -303,6 +312,12 @@ class SMTPChannel:
             raise
         except TimeoutError:
             smtp.close()
+            if await resolver_silent(config.host):
+                raise DeliveryError(
+                    f"cannot reach SMTP server {self._where}: the name server did not answer for {config.host} (DNS)",
+                    hint="check this machine's (or container's) DNS settings (/etc/resolv.conf, the container's "
+                    "--dns); the digest stays pending and goes out on the next run",
+                ) from None
             raise DeliveryError(
                 f"SMTP server {self._where} did not finish greeting, TLS and login within {config.timeout_seconds:g} s",
                 hint="check email.smtp.host and port; a server this slow is stuck or not an SMTP server",
@@ -344,8 +359,12 @@ class SMTPChannel:
 
 
 def _refusal(code: int, message: str, what: str) -> Result:
-    """5xx: for good; anything else: for now."""
-    return Result("failed" if 500 <= code < 600 else "pending", f"{what}: {code} {message}")
+    """5xx: for good; anything else: for now. 552 is the message's size (RFC 5321: storage exceeded), whichever
+    command it answered."""
+    status: Literal["failed", "pending"] = "failed" if 500 <= code < 600 else "pending"
+    if code == 552:
+        return Result(status, f"{what}: {code} {message}", TOO_LARGE_FIX)
+    return Result(status, f"{what}: {code} {message}")
 
 
 async def deliver_pending(config: Config, store: Store, summary: RunSummary, stop: asyncio.Event) -> None:
@@ -368,8 +387,7 @@ async def deliver_pending(config: Config, store: Store, summary: RunSummary, sto
             summary.deliveries_failed += 1
             summary.errors.append(
                 f"the {delivery.profile} digest of {delivery.announced} could not be delivered to "
-                f"{delivery.recipient}, for good: {result.reason}; it is not tried again (check the address in "
-                "config.yaml; a corrected address gets the digest on the next run)"
+                f"{delivery.recipient}, for good: {result.reason}; it is not tried again ({result.fix})"
             )
         else:
             problems.append(f"{delivery.recipient}: {result.reason}")

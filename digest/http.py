@@ -8,10 +8,14 @@ client speaks httpx2, its fork with the same API: one transport for each, around
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 from collections.abc import AsyncIterable, AsyncIterator
 
 import httpx
 import httpx2
+
+RESOLVE_SECONDS = 3.0  # a name server answers in milliseconds; one silent this long is not answering at all
 
 
 class TooLarge(httpx.ReadError):
@@ -83,3 +87,21 @@ def capped_client(limit: int, *, timeout: float, follow_redirects: bool = False)
 
 def capped_answer_client(limit: int, *, timeout: float) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(transport=CappedAnswerTransport(limit), timeout=timeout)
+
+
+async def resolver_silent(host: str) -> bool:
+    """Whether looking `host` up gets no answer at all within RESOLVE_SECONDS: a black-holed name server, behind a
+    connection that "timed out" with no word of DNS. Asked only after a timeout, to say which it was."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return False  # an address needs no name server
+    except ValueError:
+        pass
+    try:
+        async with asyncio.timeout(RESOLVE_SECONDS):
+            await asyncio.get_running_loop().getaddrinfo(host, None)
+    except TimeoutError:
+        return True
+    except OSError:
+        return False  # an answer, if a refusal: reported as such where the connection fails
+    return False

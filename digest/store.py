@@ -8,6 +8,7 @@ written by any earlier release keeps working.
 from __future__ import annotations
 
 import fcntl
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ from digest.state.tables import VerdictCache, prompt_hash
 from digest.state.verdicts import Verdicts
 
 __all__ = ["BatchRecord", "DeliveryState", "Store", "VerdictCache", "describe_state_error", "prompt_hash"]
+
+NEARLY_FULL_BYTES = 16 * 2**20  # a failed write with less free space than this is taken for a full disk
 
 MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -185,7 +188,8 @@ def describe_state_error(error: sqlite3.Error, path: Path) -> StateError:
             f"cannot write the state file {path}: {error}",
             hint="make the file and its folder writable by this user, or point state: in config.yaml elsewhere",
         )
-    if "full" in text:
+    if "full" in text or ("disk i/o error" in text and _nearly_full(path.parent)):
+        # SQLite says "disk I/O error" when a write fails for want of space in the journal: the disk, all the same.
         return StateError(
             f"the disk holding the state file {path} is full: {error}",
             hint="free some space; nothing recorded so far is lost, and the next run goes on from there",
@@ -197,6 +201,13 @@ def describe_state_error(error: sqlite3.Error, path: Path) -> StateError:
             "then treats today's papers as new, and ratings kept in it are lost unless you restore it",
         )
     return StateError(f"the state file {path} could not be used: {error}", hint="check the file and its folder")
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 class Store(Papers, Verdicts, Ratings, Digests, Batches, Runs):

@@ -141,6 +141,17 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     assert "sk-test-secret" not in repr(config) + str(config)
 
 
+def test_left_out_the_state_and_the_outbox_are_beside_the_config_too(tmp_path, monkeypatch):
+    """As the README says; they were relative to wherever digest was started."""
+    path = tmp_path / "sub" / "config.yaml"
+    path.parent.mkdir()
+    path.write_text(VALID)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, {"OPENAI_API_KEY": "sk-test"})
+    assert config.state == path.parent.resolve() / "digest.sqlite3"
+    assert config.output.outbox == path.parent.resolve() / "outbox"
+
+
 def _example_config() -> str:
     """config.yaml as committed, not as a reader may have edited it in their checkout: no test depends on that."""
     committed = subprocess.run(["git", "show", "HEAD:config.yaml"], cwd=REPO, capture_output=True, text=True)

@@ -99,6 +99,9 @@ def test_a_message_refused_for_its_size_fails_once_and_is_not_retried(configure)
         assert first.returncode == 1
         assert "for good: the server refused the message: 552 5.3.4 Message size exceeds fixed limit" in first.stdout
         assert "refused the sender" not in first.stdout
+        # The hint is about the size, not the address (it said "check the address").
+        assert "larger than the server takes (552): lower the profile's max_papers" in first.stdout
+        assert "check the address" not in first.stdout
         assert digest("run", config=config).returncode == 0
     assert inbox.messages == []
 

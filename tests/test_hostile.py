@@ -105,6 +105,24 @@ def test_an_endless_or_trickling_feed_is_a_clear_error_in_bounded_time(
     assert took < 45, f"{took:.0f} s"
 
 
+def test_a_black_holed_name_server_is_named_not_just_a_timeout(tmp_path, fake_llm, write_config) -> None:
+    """A resolver that never answers made the fetch say "timed out", and the SMTP server "did not finish
+    greeting": nothing said DNS. The name server here is black-holed for .blackhole.test (tests/blackhole)."""
+    (llm_url, _) = fake_llm
+    black_holed = {"PYTHONPATH": str(Path(__file__).parent / "blackhole")}
+    config = base_config(tmp_path, "http://feeds.blackhole.test", llm_url)
+    config["arxiv"].update(timeout_seconds=2, max_retry_seconds=1)
+    config["email"] = {"from": "digest@example.org", "smtp": {"host": "mail.blackhole.test", "port": 2525}}
+    config["email"]["smtp"].update(security="none", timeout_seconds=2)
+    path = write_config(config)
+    run = run_cli("run", "--config", str(path), env=black_holed)
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr
+    assert "timed out, because the name server did not answer for feeds.blackhole.test (DNS)" in run.stdout
+    assert "check this machine's (or container's) DNS settings" in run.stdout
+    check = run_cli("check", "--config", str(path), env=black_holed)
+    assert "the name server did not answer for mail.blackhole.test (DNS)" in check.stdout + check.stderr
+
+
 def _hostile_digest() -> Any:
     evil = (
         "<script>alert(1)</script> ![t](https://evil.example/t.png) [x](javascript:alert(1)) "

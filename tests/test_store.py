@@ -76,3 +76,18 @@ def test_a_new_state_is_not_read_through_the_log_a_deleted_one_left(tmp_path) ->
     with Store(state) as store:
         assert store.get_setting("kept") is None
         assert store.schema_version > 0
+
+
+def test_a_disk_io_error_with_almost_no_space_left_is_named_a_full_disk(tmp_path, monkeypatch) -> None:
+    """20 kB of free disk said "disk I/O error": SQLite's word when the journal cannot grow."""
+    import shutil
+
+    from digest.store import describe_state_error
+
+    state, error = tmp_path / "state.sqlite3", sqlite3.OperationalError("disk I/O error")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage._replace(free=20_000))
+    said = describe_state_error(error, state)
+    assert str(said).startswith(f"the disk holding the state file {state} is full") and "free some space" in said.hint
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage._replace(free=10 * 2**30))
+    assert "could not be used: disk I/O error" in str(describe_state_error(error, state))  # not the disk, then
