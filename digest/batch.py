@@ -42,7 +42,7 @@ POLL_GROWTH = 1.5
 # After cancelling at the deadline, how long a batch's finished answers are waited for (OpenAI: cancelling takes up
 # to 10 minutes). The deadline is the promise: past this, what the batch holds is asked live, and the summary says
 # what it may still bill.
-CANCEL_GRACE_SECONDS = 15.0
+CANCEL_GRACE_SECONDS = 10.0
 WINDOW_SECONDS = 24 * 3600.0  # completion_window "24h", the only one OpenAI offers
 MAX_FILE_BYTES = 200_000_000  # OpenAI's limit for a batch file
 MAX_OUTPUT_BYTES = 200_000_000  # a result file is of the same order; a larger one is cut off, and asked live
@@ -54,7 +54,7 @@ LISTED_PAGES = 10  # the search ends after this many pages, or LIST_SECONDS, wha
 LIST_SECONDS = 30.0
 # After an uncertain create (a lost answer, a timeout, a 5xx), the listing is searched again after these waits: a
 # batch just created may take a moment to be listed.
-FIND_WAITS = (0.0, 2.0, 4.0, 8.0, 16.0)
+FIND_WAITS = (0.0, 1.0, 2.0, 4.0, 8.0)
 DOWNLOAD_ATTEMPTS = 3
 UNCERTAIN = "uncertain"  # the status of a submission whose create may or may not have made a batch
 Report = Callable[[str], None]

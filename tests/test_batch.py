@@ -345,6 +345,7 @@ def test_a_batch_never_listed_goes_live_once_and_an_endless_listing_is_bounded(
     assert _open_batches(tmp_path / "state.sqlite3") == [(None, "uncertain")]
 
 
+@pytest.mark.long
 def test_a_batch_that_ignores_cancel_does_not_hold_the_digest_past_the_deadline(
     tmp_path, feed_server, batch_llm, smtp, write_config
 ):
