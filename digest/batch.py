@@ -139,6 +139,7 @@ class BatchClassifier:
         )
         self.usage = live.usage  # one account of the run: batch answers in its batch_* fields
         self.notes: list[str] = []  # for the run's summary: what each batch came to
+        self._uncertain: list[BatchRecord] = []  # submitted by this run, not listed after an uncertain create
         self.warnings: list[str] = []
 
     async def close(self) -> None:
@@ -170,6 +171,15 @@ class BatchClassifier:
         if live:
             self._report(f"batch: {len(live)} requests go live")
             await self._live.classify(live, on_outcome, on_progress)
+        for record in self._uncertain:
+            # Looked for once more now that its requests are answered: listed late, it is cancelled at once.
+            found = await self._find(record)
+            if found is not None:
+                await self._retire(dataclasses.replace(record, batch_id=found.id), "created after all, too late")
+                self.warnings.append(
+                    f"batch {found.id} was listed after its requests went live, and was cancelled: it may bill "
+                    "what it finished before that (paid twice)"
+                )
 
     # Submitting and resuming
 
@@ -244,6 +254,7 @@ class BatchClassifier:
             # Not listed after all that: most likely never made. Kept open all the same, so that if it appears
             # later, the next run cancels it before it bills more.
             self._store.update_batch(record.submission, UNCERTAIN)
+            self._uncertain.append(record)
             self.warnings.append(
                 f"the batch may not have been created (the server answered {said}), and was not listed within "
                 f"{sum(FIND_WAITS):.0f} s: its {len(record.requests)} requests went live; should it appear, the next "
@@ -293,14 +304,15 @@ class BatchClassifier:
             batch_id = record.batch_id
             if batch_id is None:
                 found = await self._find(record)
-                if found is None and not jobs:
-                    age = (dt.datetime.now(dt.UTC) - record.created_at).total_seconds()
-                    if record.status != UNCERTAIN or age > WINDOW_SECONDS:  # an uncertain one is looked for a day
+                if found is None and record.status == UNCERTAIN:
+                    # Looked for a day, so that a batch listed late is still cancelled; its jobs still open go
+                    # into this run's batch meanwhile.
+                    if (dt.datetime.now(dt.UTC) - record.created_at).total_seconds() > WINDOW_SECONDS:
                         self._store.update_batch(record.submission, "not created", closed=True)
                     continue
-                if found is None and record.status == UNCERTAIN:
+                if found is None and not jobs:
                     self._store.update_batch(record.submission, "not created", closed=True)
-                    continue  # its jobs went live; those that are still open go into this run's batch
+                    continue
                 created = found or await self._create(record)
                 if created is None:
                     continue  # closed: its jobs are fresh, and go into this run's batch

@@ -565,6 +565,7 @@ class BatchAPI:
     create_answers: int | None = None
     create_hangs: float = 0.0
     listed_after: float | None = 0.0
+    hidden_from_lists: int = 0  # and leave every batch out of this many list answers first
     endless_list: bool = False
     ignore_cancel: bool = False
     output_padding: int = 0
@@ -681,7 +682,9 @@ class BatchAPI:
         listed = [
             b
             for b in self.batches.values()
-            if self.listed_after is not None and now - self._created[b["id"]] >= self.listed_after
+            if self.listed_after is not None
+            and now - self._created[b["id"]] >= self.listed_after
+            and self.lists > self.hidden_from_lists
         ]
         newest = sorted(listed, key=lambda b: b["created_at"], reverse=True)
         return JSONResponse({"object": "list", "data": newest, "has_more": False})

@@ -338,11 +338,28 @@ def test_a_batch_never_listed_goes_live_once_and_an_endless_listing_is_bounded(
     batch_api.create_answers, batch_api.endless_list = 503, True
     result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert batch_api.lists <= 5 * 10  # five searches of at most ten pages each
+    assert batch_api.lists <= 6 * 10  # five searches, and one once its requests were answered, of ten pages at most
     assert llm.requests == PAPERS and len(inbox.messages) == 1
     assert "the batch may not have been created (the server answered HTTP 503)" in result.stdout
     # Kept open: should the batch appear, the next run cancels it.
     assert _open_batches(tmp_path / "state.sqlite3") == [(None, "uncertain")]
+
+
+@pytest.mark.long
+def test_a_batch_listed_only_after_its_requests_went_live_is_cancelled_at_once(
+    tmp_path, feed_server, batch_llm, smtp, write_config
+):
+    feed_url, _ = feed_server
+    llm_url, llm, batch_api = batch_llm
+    port, inbox = smtp
+    batch_api.create_answers, batch_api.hidden_from_lists, batch_api.hold = 502, 5, True  # not in the 5 searches
+    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert llm.requests == PAPERS and len(inbox.messages) == 1
+    ((batch_id, batch),) = batch_api.batches.items()
+    assert batch["status"] == "cancelling" and batch_api.cancels == 1  # stopped as soon as it was seen
+    assert f"batch {batch_id} was listed after its requests went live, and was cancelled" in result.stdout
+    assert _open_batches(tmp_path / "state.sqlite3") == []
 
 
 @pytest.mark.long
