@@ -7,8 +7,8 @@ import openai
 from pydantic import BaseModel
 
 from digest.arxiv import feed_url, fetch_feed
+from digest.channels import configured_channel
 from digest.config import Config
-from digest.deliver import configured_channel
 from digest.errors import DigestError
 from digest.server_facts import is_local, load_facts
 from digest.store import Store

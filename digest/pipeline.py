@@ -19,6 +19,8 @@ from pydantic import BaseModel
 
 from digest.arxiv import UNREADABLE_SHOWN, feed_url, fetch_feed, fetch_since
 from digest.batch import batch_allowance_seconds
+from digest.channels import destinations
+from digest.channels.message import build_message, new_message_id
 from digest.classify import (
     COMPLETION_TOKENS_ESTIMATE,
     charges_nothing,
@@ -27,7 +29,7 @@ from digest.classify import (
     paper_message,
 )
 from digest.config import Config, Profile
-from digest.deliver import build_message, deliver_pending, destinations, new_message_id
+from digest.deliver import deliver_pending
 from digest.errors import DeliveryError, DigestError, redact
 from digest.judge import Judge, taste_of
 from digest.models import Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict

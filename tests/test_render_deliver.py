@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from digest.arxiv import parse_feed
+from digest.channels import OutboxChannel, Result, SMTPChannel
+from digest.channels.message import addressed, build_message, new_message_id
 from digest.config import OutputConfig, Profile, SMTPConfig
-from digest.deliver import OutboxChannel, Result, SMTPChannel, addressed, build_message, new_message_id
 from digest.errors import DeliveryError
 from digest.models import Delivery, Digest, Usage, Verdict
 from digest.render import HTML_BUDGET, Renderer, build_digest, rank, short_authors

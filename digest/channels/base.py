@@ -1,0 +1,42 @@
+"""What every delivery channel is: one class per kind (digest/channels/<kind>.py), registered by that kind in
+digest/channels/__init__.py, so that one more channel is one more module.
+
+A channel reports each delivery the moment it ends: "sent" the instant the service has accepted it, so the record
+is written before anything else can happen; "failed" for a refusal for good, never retried; "pending" for a passing
+one. What a channel did not report stays pending for the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import ClassVar, Literal, NamedTuple, Protocol
+
+from digest.config import Config
+from digest.models import Delivery
+
+
+class Result(NamedTuple):
+    status: Literal["sent", "failed", "pending"]
+    reason: str = ""
+    # What to change, for a refusal for good: the address, unless the server said what else was wrong.
+    fix: str = "check the address in config.yaml; a corrected address gets the digest on the next run"
+
+
+OnResult = Callable[[Delivery, Result], None]
+
+
+class Channel(Protocol):
+    kind: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, config: Config) -> Channel: ...
+
+    async def deliver(self, deliveries: list[Delivery], on_result: OnResult, stop: asyncio.Event) -> None:
+        """Deliver each, reporting each as it ends. Once `stop` is set, start no other. Raise DeliveryError when the
+        channel itself fails; the deliveries not reported stay pending."""
+        ...
+
+    async def check(self) -> str:
+        """Reach the destination without delivering anything; say what was found, or raise DeliveryError."""
+        ...
