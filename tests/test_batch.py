@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import signal
 import sqlite3
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,19 @@ def test_back_in_live_mode_a_batch_left_open_is_cancelled_and_what_it_finished_i
     assert len(inbox.messages) == 1
 
 
+@pytest.fixture
+def batch_run(tmp_path, feed_server, batch_llm, smtp, write_config) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`digest run` in batch mode (with these llm settings) against the loopback servers; it must succeed."""
+
+    def run(**llm: Any) -> subprocess.CompletedProcess[str]:
+        config = _config(tmp_path, feed_server[0], batch_llm[0], smtp[0], **llm)
+        result = run_cli("run", "--config", str(write_config(config)), timeout=90)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    return run
+
+
 def _open_batches(state: Path) -> list[tuple[str | None, str]]:
     with sqlite3.connect(state) as db:
         return list(db.execute("SELECT batch_id, status FROM batches WHERE closed_at IS NULL").fetchall())
@@ -308,19 +322,16 @@ def _open_batches(state: Path) -> list[tuple[str | None, str]]:
 
 @pytest.mark.parametrize("failure", ["a 500 after creating it", "no answer, and a listing that lags"])
 def test_an_uncertain_create_is_resolved_by_its_metadata_and_never_paid_twice(
-    failure, tmp_path, feed_server, batch_llm, smtp, write_config
+    failure, tmp_path, batch_llm, smtp, batch_run
 ):
     """A 5xx on create after the server made the batch, or a timeout while the listing did not show it yet: the
     requests went live and the batch ran on, paid twice."""
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+    (_, llm, batch_api), (_, inbox) = batch_llm, smtp
     if failure.startswith("a 500"):
         batch_api.create_answers = 500
     else:
         batch_api.create_hangs, batch_api.listed_after = 6.0, 8.0  # the client gives up after timeout_seconds (5)
-    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = batch_run()
     assert len(batch_api.batches) == 1 and llm.requests == 0  # the one batch answered all; nothing went live
     assert f"{PAPERS} classified" in result.stdout and len(inbox.messages) == 1
     assert "created although the server answered" in result.stdout
@@ -328,16 +339,11 @@ def test_an_uncertain_create_is_resolved_by_its_metadata_and_never_paid_twice(
 
 
 @pytest.mark.long
-def test_a_batch_never_listed_goes_live_once_and_an_endless_listing_is_bounded(
-    tmp_path, feed_server, batch_llm, smtp, write_config
-):
+def test_a_batch_never_listed_goes_live_once_and_an_endless_listing_is_bounded(tmp_path, batch_llm, smtp, batch_run):
     """`batches.list` answering has_more for ever: 1,815 list requests in 120 s."""
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+    (_, llm, batch_api), (_, inbox) = batch_llm, smtp
     batch_api.create_answers, batch_api.endless_list = 503, True
-    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = batch_run()
     assert batch_api.lists <= 6 * 10  # five searches, and one once its requests were answered, of ten pages at most
     assert llm.requests == PAPERS and len(inbox.messages) == 1
     assert "the batch may not have been created (the server answered HTTP 503)" in result.stdout
@@ -346,15 +352,10 @@ def test_a_batch_never_listed_goes_live_once_and_an_endless_listing_is_bounded(
 
 
 @pytest.mark.long
-def test_a_batch_listed_only_after_its_requests_went_live_is_cancelled_at_once(
-    tmp_path, feed_server, batch_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+def test_a_batch_listed_only_after_its_requests_went_live_is_cancelled_at_once(tmp_path, batch_llm, smtp, batch_run):
+    (_, llm, batch_api), (_, inbox) = batch_llm, smtp
     batch_api.create_answers, batch_api.hidden_from_lists, batch_api.hold = 502, 5, True  # not in the 5 searches
-    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = batch_run()
     assert llm.requests == PAPERS and len(inbox.messages) == 1
     ((batch_id, batch),) = batch_api.batches.items()
     assert batch["status"] == "cancelling" and batch_api.cancels == 1  # stopped as soon as it was seen
@@ -363,17 +364,11 @@ def test_a_batch_listed_only_after_its_requests_went_live_is_cancelled_at_once(
 
 
 @pytest.mark.long
-def test_a_batch_that_ignores_cancel_does_not_hold_the_digest_past_the_deadline(
-    tmp_path, feed_server, batch_llm, smtp, write_config
-):
+def test_a_batch_that_ignores_cancel_does_not_hold_the_digest_past_the_deadline(tmp_path, batch_llm, smtp, batch_run):
     """The digest waited up to 10 minutes past batch_deadline for a batch that would not stop."""
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+    (_, llm, batch_api), (_, inbox) = batch_llm, smtp
     batch_api.hold, batch_api.done_while_held, batch_api.ignore_cancel = True, 40, True
-    config = _config(tmp_path, feed_url, llm_url, port, batch_deadline="3s")
-    result = run_cli("run", "--config", str(write_config(config)), timeout=90)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = batch_run(batch_deadline="3s")
     assert llm.requests == PAPERS and len(inbox.messages) == 1  # its answers are not out: every paper went live
     assert f"may still bill for up to {PAPERS} of them (paid twice if it does)" in result.stdout
     ((batch_id, status),) = _open_batches(tmp_path / "state.sqlite3")  # open, so that the next run cancels again
