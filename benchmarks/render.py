@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from digest.arxiv import parse_feed
+from digest.compose import Composer
 from digest.config import Config
 from digest.judge import Judge
 from digest.models import Usage, Verdict
-from digest.pipeline import Pipeline
 from digest.render import Renderer
 from digest.store import Store
 
@@ -58,24 +58,16 @@ def once(count: int) -> float:
                 for i, p in enumerate(pending)
             }
         }
-        pipeline = Pipeline(config, show_progress=False)
+        judge = Judge(config, show_progress=False)
         with Store(config.state) as store:
             from digest.models import Feed, RunSummary
 
             store.record_feed(Feed(url="f", announced=dt.date(2026, 6, 30), papers=pending), ["me"])
-            summary = RunSummary(profiles=Judge(config, show_progress=False).plan(store, {"me": pending})[2])
+            summary = RunSummary(profiles=judge.plan(store, {"me": pending})[2])
             summary.usage = Usage()
             started = time.perf_counter()
-            pipeline._record_digest(
-                store,
-                config.profiles[0],
-                summary.profiles[0],
-                dt.date(2026, 6, 30),
-                pending,
-                verdicts,
-                Renderer(config.output),
-                summary,
-            )
+            composer = Composer(config, judge, store, Renderer(config.output), summary)
+            composer.record(config.profiles[0], summary.profiles[0], dt.date(2026, 6, 30), pending, verdicts)
             return time.perf_counter() - started
 
 

@@ -1,5 +1,5 @@
-"""`digest check`: reach the feed, the LLM server and the delivery channel, classifying and sending nothing, and
-say what earlier runs learned of the LLM server."""
+"""`digest check`: reach the feed, the LLM server and the delivery channels, classifying and sending nothing, and
+say what earlier runs learned of the LLM server. Notify URLs are parsed by Apprise, not sent to."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import openai
 from pydantic import BaseModel
 
 from digest.arxiv import feed_url, fetch_feed
+from digest.channels import channel as channel_of
 from digest.channels import configured_channel
 from digest.config import Config
 from digest.errors import DigestError
@@ -35,11 +36,14 @@ async def check(config: Config) -> list[CheckResult]:
     except DigestError as error:
         results.append(CheckResult(what="arXiv feed", ok=False, detail=str(error)))
     results.append(await _check_llm(config))
-    channel = configured_channel(config)
-    try:
-        results.append(CheckResult(what=f"delivery ({channel.kind})", ok=True, detail=await channel.check()))
-    except DigestError as error:
-        results.append(CheckResult(what=f"delivery ({channel.kind})", ok=False, detail=str(error)))
+    email = configured_channel(config)
+    notifies = any(p.notify for p in config.profiles)
+    emails = any(p.email or not p.notify for p in config.profiles)
+    for channel in ([email] if emails else []) + ([channel_of("notify", config)] if notifies else []):
+        try:
+            results.append(CheckResult(what=f"delivery ({channel.kind})", ok=True, detail=await channel.check()))
+        except DigestError as error:
+            results.append(CheckResult(what=f"delivery ({channel.kind})", ok=False, detail=str(error)))
     return results
 
 

@@ -32,9 +32,9 @@ log = logging.getLogger("digest")
 ENV_LOG_FORMAT = "DIGEST_LOG_FORMAT"
 # The secrets each command needs, by the part of the config that holds them; the others need none.
 USES: dict[str, tuple[Section, ...]] = {
-    "run": ("llm", "smtp", "web"),
-    "serve": ("llm", "smtp", "web"),
-    "check": ("llm", "smtp", "web"),
+    "run": ("llm", "smtp", "web", "notify"),
+    "serve": ("llm", "smtp", "web", "notify"),
+    "check": ("llm", "smtp", "web", "notify"),
     "preview": ("llm", "web"),
     "eval": ("llm",),
     "web": ("web",),

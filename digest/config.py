@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 import yaml
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -207,9 +208,43 @@ def _check_email(address: str) -> str:
         raise ValueError(f"'{address}' is not an email address: {error}") from None
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+NOTIFY_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def _check_notify_url(url: SecretStr, info: ValidationInfo) -> SecretStr:
+    """An Apprise URL (ntfy://, json://, slack://, ...). Commands that notify have Apprise parse it, which sends
+    nothing; the others only look at its shape, and do not import Apprise. Errors never show the URL: it carries a
+    token."""
+    value = url.get_secret_value().strip()
+    if not value:
+        return url  # an unset ${VAR} for a command that notifies nobody: left out
+    scheme = value.partition("://")[0] if "://" in value else ""
+    if not NOTIFY_URL.fullmatch(value):
+        raise ValueError(
+            "is not an Apprise URL like ntfy://ntfy.sh/your-topic or json://host/path (the list of services: "
+            "https://github.com/caronc/apprise/wiki)"
+        )
+    if "notify" in (info.context or {}).get("uses", ()):
+        import apprise
+
+        if apprise.Apprise.instantiate(value) is None:
+            raise ValueError(
+                f"Apprise cannot use this {scheme}:// URL: an unknown service, or a part it needs is missing or "
+                "malformed; check it against the service's page in https://github.com/caronc/apprise/wiki"
+            )
+    return SecretStr(value)
+
+
 class Profile(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
     email: list[str] = []
+    # Chat and push destinations, as Apprise URLs: usually a ${VAR} each, because the URL carries a token.
+    notify: list[Annotated[SecretStr, AfterValidator(_check_notify_url)]] = []
+    # weekly: one digest a week, on `weekday`, of the week's best; papers are still fetched and judged every day.
+    cadence: Literal["daily", "weekly"] = "daily"
+    weekday: Weekday = "monday"
     interests: Annotated[str, Field(min_length=1)]
     min_score: Annotated[int, Field(ge=0, le=10)] = 6
     send_empty: bool = False
@@ -229,10 +264,17 @@ class Profile(StrictModel):
     def _valid_categories(cls, categories: list[str] | None) -> list[str] | None:
         return None if categories is None else list(dict.fromkeys(_check_category(c.strip()) for c in categories))
 
-    @field_validator("email", mode="before")
+    @field_validator("email", "notify", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("notify")
+    @classmethod
+    def _set_and_once(cls, urls: list[SecretStr]) -> list[SecretStr]:
+        # The same URL twice is one destination; an unset ${VAR} (for a command that notifies nobody) none.
+        kept = dict.fromkeys(u.get_secret_value() for u in urls if u.get_secret_value())
+        return [SecretStr(u) for u in kept]
 
     @field_validator("email")
     @classmethod
@@ -416,6 +458,8 @@ class Config(StrictModel):
             parts = urlsplit(url)
             found += [p for p in (parts.password, parts.username) if p]
             found += [value for _, value in parse_qsl(parts.query) if value]
+        for profile in self.profiles:
+            found += [part for url in profile.notify for part in token_parts(url.get_secret_value())]
         return found
 
     def categories_of(self, profile: Profile) -> list[str]:
@@ -424,10 +468,22 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _recipients_when_sending(self) -> Config:
         if self.email.smtp is not None:
-            silent = [p.name for p in self.profiles if not p.email]
+            silent = [p.name for p in self.profiles if not p.email and not p.notify]
             if silent:
-                raise ValueError(f"email.smtp is set but profile {', '.join(silent)} has no email addresses")
+                raise ValueError(
+                    f"email.smtp is set but profile {', '.join(silent)} has no email addresses (nor notify URLs)"
+                )
         return self
+
+
+def token_parts(url: str) -> list[str]:
+    """What in an Apprise URL may be a secret: the URL, its userinfo and query values, and every host or path
+    part long enough to be a token (Telegram's bot token is the host; Slack's, Discord's and ntfy's are paths)."""
+    parts = urlsplit(url)
+    found = [url, *(p for p in (parts.password, parts.username) if p)]
+    found += [value for _, value in parse_qsl(parts.query) if len(value) >= 8]
+    found += [p for p in (parts.netloc.rpartition("@")[2], *parts.path.split("/")) if len(p) >= 16]
+    return found
 
 
 def default_config_path(environ: Mapping[str, str]) -> Path:
@@ -435,8 +491,13 @@ def default_config_path(environ: Mapping[str, str]) -> Path:
 
 
 # The parts of the config that hold secrets, by what uses them: a command needs the secrets of the parts it uses.
-Section = Literal["llm", "smtp", "web"]
-SECTIONS: dict[Section, tuple[str, ...]] = {"llm": ("llm",), "smtp": ("email", "smtp"), "web": ("web",)}
+Section = Literal["llm", "smtp", "web", "notify"]
+SECTIONS: dict[Section, tuple[str, ...]] = {
+    "llm": ("llm",),
+    "smtp": ("email", "smtp"),
+    "web": ("web",),
+    "notify": ("profiles", "*", "notify"),  # every profile's notify URLs
+}
 
 
 def load_config(
@@ -498,7 +559,7 @@ def load_config(
     try:
         # In a container the config is mounted read-only; DIGEST_DATA points relative paths at the data volume.
         base_dir = Path(environ[ENV_DATA_DIR]) if environ.get(ENV_DATA_DIR) else path.resolve().parent
-        config = Config.model_validate(data, context={"base_dir": base_dir})
+        config = Config.model_validate(data, context={"base_dir": base_dir, "uses": uses})
     except ValidationError as error:
         problems += [_describe(e, lines) for e in error.errors() if not _is_missing_env(e["loc"], missing)]
     if problems:
@@ -573,7 +634,17 @@ def _expand_env(value: Any, environ: Mapping[str, str], loc: Location) -> tuple[
 
 
 def _unused_secret(loc: Location, uses: Collection[Section]) -> bool:
-    return str(loc[-1]) in SECRET_KEYS and not any(loc[: len(SECTIONS[s])] == SECTIONS[s] for s in uses)
+    secret = str(loc[-1]) in SECRET_KEYS or _is_notify_url(loc)
+    return secret and not any(_within(loc, SECTIONS[s]) for s in uses)
+
+
+def _within(loc: Location, section: tuple[str, ...]) -> bool:
+    return len(loc) >= len(section) and all(part in ("*", found) for part, found in zip(section, loc, strict=False))
+
+
+def _is_notify_url(loc: Location) -> bool:
+    """A notify URL is a secret as a whole: it carries the service's token."""
+    return _within(loc, SECTIONS["notify"])
 
 
 def _is_missing_env(loc: Location, missing: list[tuple[Location, str]]) -> bool:
@@ -634,7 +705,7 @@ def _describe(error: Any, lines: dict[Location, int]) -> str:
         return f"{where}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
-    secret = bool(set(map(str, loc)) & SECRET_KEYS)
+    secret = bool(set(map(str, loc)) & SECRET_KEYS) or _is_notify_url(loc)
     if kind not in {"value_error", "assertion_error"} and not secret and not isinstance(value, dict | list):
         message += f" (found {value!r})"
     fix = TYPE_FIXES.get(kind)

@@ -1,8 +1,9 @@
 """Hand each pending digest to its channel, oldest first, and record what each destination said.
 
-Every recipient gets a message of their own. A refusal for good (5xx) fails the run once and is never retried;
-any other problem leaves the delivery pending for the next run. Recipients taken out of config.yaml are dropped,
-new ones get the pending digests too.
+Every destination (an address, a notify URL) gets a message of its own. A refusal for good (an SMTP 5xx, an HTTP
+401 or 404) fails the run once and is never retried; any other problem leaves the delivery pending for the next
+run. One channel failing does not keep the others from delivering. Destinations taken out of config.yaml are
+dropped, new ones get the pending digests too.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import asyncio
 import logging
 import time
 
-from digest.channels import Result, channel_for, destinations
+from digest.channels import Result, channel, destinations, kind_of
 from digest.channels.message import new_message_id
 from digest.config import Config
 from digest.errors import DeliveryError
 from digest.models import Delivery, RunSummary
 from digest.store import Store
+from digest.web.links import Links
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ async def deliver_pending(config: Config, store: Store, summary: RunSummary, sto
     hints: list[str] = []
 
     def record(delivery: Delivery, result: Result) -> None:
+        said = summary.destinations.setdefault(delivery.recipient, {})
+        said[result.status] = said.get(result.status, 0) + 1
         if result.status == "sent":
             store.mark_delivered(delivery.digest_id, delivery.recipient)
             summary.deliveries_sent += 1
@@ -48,12 +52,13 @@ async def deliver_pending(config: Config, store: Store, summary: RunSummary, sto
 
     by_kind: dict[str, list[Delivery]] = {}
     for delivery in store.pending_deliveries():
-        by_kind.setdefault(channel_for(delivery.recipient, config).kind, []).append(delivery)
-    for deliveries in by_kind.values():
+        by_kind.setdefault(kind_of(delivery.recipient, config), []).append(delivery)
+    links = Links.of(config, store) if "notify" in by_kind else None
+    for kind, deliveries in by_kind.items():
         if stop.is_set():
             break
         try:
-            await channel_for(deliveries[0].recipient, config).deliver(deliveries, record, stop)
+            await channel(kind, config, links).deliver(deliveries, record, stop)
         except DeliveryError as error:
             problems.append(error.message)
             hints += [error.hint] if error.hint else []
@@ -79,7 +84,7 @@ async def deliver_pending(config: Config, store: Store, summary: RunSummary, sto
 def _reconcile_recipients(config: Config, store: Store, summary: RunSummary) -> None:
     """Pending deliveries follow config.yaml: to an address removed from a profile (or of a removed profile)
     they are dropped, and an address added in its place gets that digest."""
-    current = {p.name: destinations(p.email, config) for p in config.profiles}
+    current = {p.name: destinations(p, config) for p in config.profiles}
     for name in store.profiles_with_pending_deliveries() | set(current):
         dropped, added = store.reconcile_recipients(
             name, current.get(name, []), lambda: new_message_id(config.email.from_)

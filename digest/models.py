@@ -210,6 +210,7 @@ class Digest(Frozen):
     unreadable: int = 0  # items of the day's feed that could not be read, and were left out
     unclassifiable: list[Paper] = []  # papers the LLM failed on run after run: shown unjudged, then retired
     carried_over: int = 0  # papers the run had no time to judge (max_run_minutes): they come in the next digest
+    since: dt.date | None = None  # a weekly digest: the first announcement day it covers (`announced`: its day)
 
     @property
     def relevant_count(self) -> int:
@@ -236,6 +237,8 @@ class Delivery(Frozen):
     recipient: str
     message_id: str | None  # None for deliveries recorded before each recipient had one: the digest's own is used
     message: bytes  # the digest's message, addressed and dated when it is sent
+    subject: str = ""
+    content: Digest | None = None  # the digest as rendered, for channels that format it their own way (chat)
 
 
 class ProfileSummary(BaseModel):
@@ -267,6 +270,9 @@ class RunSummary(BaseModel):
     deliveries_sent: int = 0
     deliveries_pending: int = 0
     deliveries_failed: int = 0  # refused for good (5xx): reported by this run once, never retried
+    # Each destination tried in this run, by its name (never a token): how many digests it took (sent), refused
+    # for good (failed), or left for the next run (pending).
+    destinations: dict[str, dict[str, int]] = {}
     warnings: list[str] = []
     errors: list[str] = []
     stopped: bool = False  # a signal stopped the run at a safe point; what was left is done by the next run

@@ -19,8 +19,6 @@ from pydantic import BaseModel
 
 from digest.arxiv import UNREADABLE_SHOWN, feed_url, fetch_feed, fetch_since
 from digest.batch import batch_allowance_seconds
-from digest.channels import destinations
-from digest.channels.message import build_message, new_message_id
 from digest.classify import (
     COMPLETION_TOKENS_ESTIMATE,
     charges_nothing,
@@ -28,11 +26,12 @@ from digest.classify import (
     estimate_tokens,
     paper_message,
 )
-from digest.config import Config, Profile
+from digest.compose import Composer
+from digest.config import Config
 from digest.deliver import deliver_pending
 from digest.errors import DeliveryError, DigestError, redact
 from digest.judge import Judge, taste_of
-from digest.models import Feed, Paper, ProfileSummary, RunSummary, Usage, Verdict
+from digest.models import Feed, Paper, ProfileSummary, RunSummary, Usage
 from digest.render import Renderer, build_digest
 from digest.server_facts import load_facts
 from digest.stopping import Stopped, unless_stopped
@@ -43,7 +42,6 @@ from digest.wording import paper_count
 log = logging.getLogger(__name__)
 
 MISSED_AFTER = dt.timedelta(hours=30)  # a weekday run every 24 h; more than this apart, a day was missed
-RETIRE_AFTER_RUNS = 3  # a paper the LLM failed on in this many runs goes into the digest unjudged, and is retired
 
 
 class Pipeline:
@@ -94,19 +92,11 @@ class Pipeline:
                 verdicts = await self._judge.classify(store, summary, pending, stop, batch_from=started)
                 announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
                 renderer, clock_render = Renderer(self.config.output, Links.of(self.config, store)), time.monotonic()
+                composer = Composer(self.config, self._judge, store, renderer, summary)
                 # A signal leaves the digests to the next run; past max_run_minutes, what was judged goes out now.
                 for profile, profile_summary in zip(self.config.profiles, summary.profiles, strict=True):
                     if not signalled.is_set():
-                        self._record_digest(
-                            store,
-                            profile,
-                            profile_summary,
-                            announced,
-                            pending[profile.name],
-                            verdicts,
-                            renderer,
-                            summary,
-                        )
+                        composer.record(profile, profile_summary, announced, pending[profile.name], verdicts)
                 log.info(
                     "render: %s, in %.2f s",
                     "; ".join(f"{p.name}: {p.digest}" for p in summary.profiles),
@@ -322,76 +312,6 @@ class Pipeline:
                 (usage.prompt_tokens + usage.completion_tokens) / llm.tokens_per_minute,
             ),
         )
-
-    def _record_digest(
-        self,
-        store: Store,
-        profile: Profile,
-        profile_summary: ProfileSummary,
-        announced: dt.date,
-        papers: list[Paper],
-        verdicts: dict[str, dict[str, Verdict]],
-        renderer: Renderer,
-        summary: RunSummary,
-    ) -> None:
-        mine = verdicts[profile.name]
-        in_scope = self._judge.in_scope(profile, papers)
-        classified = [p for p in in_scope if p.key in mine]
-        # A paper the LLM failed on in RETIRE_AFTER_RUNS runs is shown as it is, for the reader to judge, and retired.
-        attempts = store.failure_attempts(profile.name, [p.key for p in in_scope if p.key not in mine])
-        given_up = [p for p in in_scope if attempts.get(p.key, 0) >= RETIRE_AFTER_RUNS]
-        # Without a verdict and never failed: not reached before max_run_minutes. They stay undigested.
-        carried_over = sum(1 for p in in_scope if p.key not in mine and p.key not in attempts)
-        unclassified = len(in_scope) - len(classified) - len(given_up) - carried_over
-        if store.has_digest(profile.name, announced):
-            profile_summary.digest = f"already recorded for {announced}"
-            if classified:
-                profile_summary.digest += f"; {paper_count(len(classified))} wait for the next digest"
-            return
-        if not classified and not given_up and not profile.send_empty:
-            nothing = not unclassified and not carried_over
-            profile_summary.digest = "nothing new: no digest" if nothing else "none: nothing classified"
-            return
-        taste = taste_of(store, profile)
-        digest = build_digest(
-            profile,
-            announced,
-            self.config.categories_of(profile),
-            classified,
-            mine,
-            unclassified,
-            summary.usage,
-            summary.cost,
-            rated=len(taste.ratings),
-            liked_before={p.key for p in classified if taste.liked_before(p)},
-            unreadable=len(summary.unreadable),
-            unclassifiable=given_up,
-            carried_over=carried_over,
-        )
-        profile_summary.relevant = digest.relevant_count
-        rendered = renderer.render(digest)
-        sender = self.config.email.from_
-        message = build_message(rendered, sender)
-        send = digest.relevant_count > 0 or bool(given_up) or profile.send_empty
-        # Papers outside the profile's categories are retired with this digest, so they are not looked at again.
-        scope = {p.key for p in in_scope}  # by key: comparing papers to papers is quadratic in a catch-up's thousands
-        outside = [p.key for p in papers if p.key not in scope]
-        store.record_digest(
-            profile.name,
-            announced,
-            rendered.subject,
-            message.as_bytes(),
-            [p.key for p in classified + given_up] + outside,
-            {r: new_message_id(self.config.email.from_) for r in destinations(profile.email, self.config)}
-            if send
-            else {},
-            content=digest,
-        )
-        profile_summary.digest = f"{digest.relevant_count} of {paper_count(len(classified))} for {announced}"
-        if carried_over:
-            profile_summary.digest += f"; {carried_over} still to judge, for the next digest"
-        if not send:
-            profile_summary.digest += ": nothing relevant, no email (send_empty: true sends one)"
 
 
 async def _stop_at(signalled: asyncio.Event, seconds: float, deadline: asyncio.Event, stop: asyncio.Event) -> None:

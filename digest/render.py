@@ -133,8 +133,69 @@ def markdown_text(text: object) -> str:
     return MARKDOWN_LINE_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", line)
 
 
+# An @ before a word is a mention in Slack, Discord and Mattermost (@channel, @everyone): a word joiner after it
+# keeps the text as it reads and pings nobody.
+MENTION = re.compile(r"@(?=\w)")
+CHAT_REASON_CHARACTERS = 200
+
+
+def chat_text(text: object) -> str:
+    """Untrusted text for a chat message: inert Markdown, as in the Markdown digest, and no mentions."""
+    return MENTION.sub("@\u2060", markdown_text(text))
+
+
+def chat_message(digest: Digest, links: Links | None, fits: Callable[[str], bool]) -> str:
+    """The digest as a short Markdown chat message: for each paper, best first, its score, title, a one-line
+    reason and its link (and the rating links with the web side); as many papers as `fits` takes, then "and N
+    more" with the archive link."""
+    ranked = sorted(digest.entries, key=rank)
+    head = (
+        f"{paper_count(digest.relevant_count)} for you of {paper_count(digest.papers_read)} read "
+        f"({chat_text(', '.join(digest.categories))}, score {digest.min_score}+)"
+    )
+    if digest.left_out:
+        head += f"; {digest.left_out} more passed your threshold, left out by max_papers"
+    if digest.unclassifiable:
+        head += f"; {paper_count(len(digest.unclassifiable))} the LLM could not judge are in the full digest"
+    blocks = [_chat_entry(digest.profile, entry, links) for entry in ranked]
+
+    def message(shown: int) -> str:
+        parts = [head, *blocks[:shown]]
+        if shown < len(blocks):
+            more = len(blocks) - shown
+            where = links.archive(digest.profile) if links is not None else "the email digest has them all"
+            parts.append(f"and {more} more: {where}")
+        elif links is not None:
+            parts.append(f"Past digests: {links.archive(digest.profile)}")
+        return "\n\n".join(parts)
+
+    if fits(whole := message(len(blocks))):
+        return whole
+    return message(_largest(lambda n: fits(message(n)), len(blocks)))
+
+
+def _chat_entry(profile: str, entry: Entry, links: Links | None) -> str:
+    paper, verdict = entry.paper, entry.verdict
+    reason = opening(" ".join(verdict.reason.split()), CHAT_REASON_CHARACTERS)
+    lines = [f"**{chat_text(badge(verdict))}** {chat_text(paper.title)}", chat_text(reason), paper.abs_url]
+    if links is not None:
+        up, down = links.rate(profile, paper, 1), links.rate(profile, paper, -1)
+        lines[-1] += f" · [more like this]({up}) · [not for me]({down})"
+    return "\n".join(lines)
+
+
 def subject(digest: Digest) -> str:
-    return f"arXiv digest - {digest.announced:%d %b %Y} - {paper_count(digest.relevant_count)} for you"
+    return f"{heading(digest, ' - ', '%d %b %Y')} - {paper_count(digest.relevant_count)} for you"
+
+
+def heading(digest: Digest, separator: str = " · ", day: str = "%a %d %b %Y") -> str:
+    """ "arXiv digest · Tue 30 Jun 2026", or for a weekly digest the days it covers: from `since` to the day
+    before its own."""
+    if digest.since is None:
+        return f"arXiv digest{separator}{digest.announced.strftime(day)}"
+    last = max(digest.since, digest.announced - dt.timedelta(days=1))
+    days = f"{digest.since:%d %b} to {last:%d %b %Y}" if last > digest.since else f"{last:%d %b %Y}"
+    return f"arXiv weekly digest{separator}{days}"
 
 
 def badge(verdict: Verdict) -> str:
@@ -175,6 +236,7 @@ def template_environment(output: OutputConfig) -> jinja2.Environment:
     env.filters["papers"] = paper_count
     env.filters["opening"] = opening
     env.globals["rating_note"] = rating_note
+    env.globals["heading"] = heading
     return env
 
 

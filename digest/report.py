@@ -24,6 +24,10 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
 
 
+DESTINATIONS_SHOWN = 8
+DESTINATION_WORDS = {"sent": "sent", "pending": "pending (retried next run)", "failed": "refused for good"}
+
+
 def run_summary(summary: RunSummary) -> str:
     usage = summary.usage
     lines = [
@@ -62,6 +66,14 @@ def run_summary(summary: RunSummary) -> str:
     lines += [f"  batch        {note}" for note in summary.batches]
     delivered = f"  delivered    {summary.deliveries_sent}, still pending {summary.deliveries_pending}"
     lines.append(delivered + (f", failed for good {summary.deliveries_failed}" if summary.deliveries_failed else ""))
+    shown = list(summary.destinations.items())
+    lines += [
+        f"    {name}: " + ", ".join(f"{n} {DESTINATION_WORDS[status]}" for status, n in said.items())
+        for name, said in shown[:DESTINATIONS_SHOWN]
+    ]
+    if len(shown) > DESTINATIONS_SHOWN:
+        more = len(shown) - DESTINATIONS_SHOWN
+        lines.append(f"    and {more} more destinations (digest status lists what is not done)")
     if summary.resumed:
         lines.append(f"  resumed      {summary.resumed}")
     lines += [f"  warning: {w}" for w in summary.warnings]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -150,6 +152,17 @@ def write_bibtex_library(path: Path, entries: int, *, huge_field: int = 0) -> No
                 f"  abstract = {{A 20\\% gain as $\\alpha \\to \\infty$.}},\n{pasted}"
                 f"  eprint = {{2401.{number:05d}}},\n  archiveprefix = {{arXiv}},\n}}\n\n"
             )
+
+
+def day_feeds(days: list[dt.date], source: Path = CL_FEED) -> list[bytes]:
+    """The fixture's items dealt out over `days`: one feed a day, each dated as arXiv dates that day's feed."""
+    text = source.read_text()
+    items = re.findall(r"    <item>.*?</item>\n", text, re.S)
+    head, tail = text[: text.index("    <item>")], text[text.rindex("</item>\n") + len("</item>\n") :]
+    return [
+        (head + "".join(items[number :: len(days)]) + tail).replace("Tue, 30 Jun 2026", f"{day:%a, %d %b %Y}").encode()
+        for number, day in enumerate(days)
+    ]
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> None:

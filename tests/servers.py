@@ -772,6 +772,51 @@ _limits = {  # an account with generous limits (OpenAI's tier 5 for gpt-4o-mini)
 }
 
 
+# Chat and push services
+
+
+@dataclass
+class ChatServer:
+    """Where Apprise's URLs point in the tests: ntfy (a POST of JSON to /, the topic inside), Mattermost's incoming
+    webhooks (/hooks/<token>) and a JSON webhook (any other path), answered as those services answer, or with the
+    statuses scripted for a path (one per request, then 200)."""
+
+    script: dict[str, list[int]] = field(default_factory=dict)  # path -> statuses answered first
+    received: list[dict[str, Any]] = field(default_factory=list)  # path, headers and the JSON body of each 2xx
+    refused: list[dict[str, Any]] = field(default_factory=list)  # the same, of each request answered otherwise
+
+    def of(self, path: str) -> list[dict[str, Any]]:
+        """The bodies received on `path`."""
+        return [r["body"] for r in self.received if r["path"] == path]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        body = await _read_body(receive)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        path = scope["path"]
+        record = {"path": path, "headers": headers, "body": json.loads(body or b"{}")}
+        scripted = self.script.get(path)
+        status = scripted.pop(0) if scripted else 200
+        (self.received if status < 300 else self.refused).append(record)
+        if path.startswith("/hooks/"):  # Mattermost
+            answer = (
+                b"ok" if status < 300 else b'{"id":"web.incoming_webhook.invalid.app_error","status_code":%d}' % status
+            )
+            await _respond(send, status, answer, {"content-type": "text/plain" if status < 300 else "application/json"})
+            return
+        if path == "/":  # ntfy
+            ok = {"id": uuid.uuid4().hex[:12], "time": int(time.time()), "event": "message", "topic": "t"}
+            error = {  # as ntfy's errors.go writes them
+                "code": status * 100 + 1,
+                "http": status,
+                "error": "unauthorized" if status == 401 else "error",
+                "link": "https://ntfy.sh/docs/publish/#authentication",
+            }
+            await _respond(send, status, json.dumps(ok if status < 300 else error).encode(), _json)
+            return
+        await _respond(send, status, b"{}", _json)
+
+
 # SMTP
 
 

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import ClassVar, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple, Protocol
 
 from digest.config import Config
 from digest.models import Delivery
+
+if TYPE_CHECKING:
+    from digest.web.links import Links
+
+
+STOP_GRACE_SECONDS = 5.0  # after a stop, a message on the wire may still finish this long; then it is abandoned
 
 
 class Result(NamedTuple):
@@ -30,7 +36,9 @@ class Channel(Protocol):
     kind: ClassVar[str]
 
     @classmethod
-    def from_config(cls, config: Config) -> Channel: ...
+    def from_config(cls, config: Config, links: Links | None = None) -> Channel:
+        """`links`: the web side's links (rating, archive), for the channels whose messages they go into."""
+        ...
 
     async def deliver(self, deliveries: list[Delivery], on_result: OnResult, stop: asyncio.Event) -> None:
         """Deliver each, reporting each as it ends. Once `stop` is set, start no other. Raise DeliveryError when the

@@ -6,13 +6,16 @@ import asyncio
 import email.policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from digest.channels.base import OnResult, Result
 from digest.channels.message import addressed
 from digest.config import Config
 from digest.errors import DeliveryError
 from digest.models import Delivery
+
+if TYPE_CHECKING:
+    from digest.web.links import Links
 
 
 class OutboxChannel:
@@ -26,7 +29,7 @@ class OutboxChannel:
         self._recipients = recipients  # by profile: the .eml is addressed as the email would be
 
     @classmethod
-    def from_config(cls, config: Config) -> OutboxChannel:
+    def from_config(cls, config: Config, links: Links | None = None) -> OutboxChannel:
         return cls(config.output.outbox, config.email.from_, {p.name: p.email for p in config.profiles})
 
     async def deliver(self, deliveries: list[Delivery], on_result: OnResult, stop: asyncio.Event) -> None:

@@ -8,20 +8,22 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Iterable
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import aiosmtplib
 
-from digest.channels.base import OnResult, Result
+from digest.channels.base import STOP_GRACE_SECONDS, OnResult, Result
 from digest.channels.message import addressed, ascii_form
 from digest.config import Config, SMTPConfig
 from digest.errors import DeliveryError, cause_of
 from digest.http import resolver_silent
 from digest.models import Delivery
 
+if TYPE_CHECKING:
+    from digest.web.links import Links
+
 log = logging.getLogger(__name__)
 
-STOP_GRACE_SECONDS = 5.0  # after a stop, a message on the wire may still finish this long; then it is abandoned
 QUIT_SECONDS = 5.0
 TOO_LARGE_FIX = (
     "the message is larger than the server takes (552): lower the profile's max_papers, or set output.format: "
@@ -38,7 +40,7 @@ class SMTPChannel:
         self._addresses = list(addresses)  # every configured recipient, for `check`
 
     @classmethod
-    def from_config(cls, config: Config) -> SMTPChannel:
+    def from_config(cls, config: Config, links: Links | None = None) -> SMTPChannel:
         assert config.email.smtp is not None
         return cls(config.email.smtp, config.email.from_, [a for p in config.profiles for a in p.email])
 

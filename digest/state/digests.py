@@ -84,7 +84,7 @@ class Digests(Tables):
     def pending_deliveries(self) -> list[Delivery]:
         """Oldest digest first."""
         rows = self._db.execute(
-            """SELECT d.id, d.profile, d.announced, v.recipient, v.message_id, d.message
+            """SELECT d.id, d.profile, d.announced, v.recipient, v.message_id, d.message, d.subject, d.content
                FROM digests d JOIN deliveries v ON v.digest_id = d.id
                WHERE v.status = 'pending' ORDER BY d.announced, d.id, v.recipient"""
         ).fetchall()
@@ -96,6 +96,8 @@ class Digests(Tables):
                 recipient=r[3],
                 message_id=r[4],
                 message=bytes(r[5]),
+                subject=r[6],
+                content=None if r[7] is None else Digest.model_validate_json(r[7]),
             )
             for r in rows
         ]
