@@ -28,10 +28,10 @@ from openai.types.chat import ChatCompletionMessageParam
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from digest.arxiv import parse_feed
 from digest.classify import Classifier, Job, Outcome, paper_message, response_format, system_prompt
 from digest.config import LLMConfig, Profile
 from digest.models import Paper, Verdict
+from digest.sources.arxiv import parse_feed
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"
 PROFILE = Profile(name="bench", interests="Language models: training, inference, evaluation.")
@@ -95,7 +95,7 @@ def papers(count: int) -> list[Paper]:
         ).papers
     ]
     return [
-        real[n % len(real)].model_copy(update={"arxiv_id": f"9{n // 100000:03d}.{n % 100000:05d}", "version": 1})
+        real[n % len(real)].model_copy(update={"id": f"9{n // 100000:03d}.{n % 100000:05d}", "version": 1})
         for n in range(count)
     ]
 

@@ -20,10 +20,10 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from digest.arxiv import parse_feed
 from digest.classify import Classifier, Job, Outcome, system_prompt
 from digest.config import LLMConfig, Profile
 from digest.models import Paper, Verdict
+from digest.sources.arxiv import parse_feed
 from tests.llama import llama_missing, llama_server
 
 FEED = Path(__file__).parent.parent / "tests" / "fixtures" / "cs.CL_2026-06-30_rss.xml"

@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from digest.arxiv import parse_feed
 from digest.compose import Composer
 from digest.config import Config
 from digest.judge import Judge
 from digest.models import Usage, Verdict
 from digest.render import Renderer
+from digest.sources.arxiv import parse_feed
 from digest.store import Store
 
 FEED = Path(__file__).parent.parent / "tests" / "fixtures" / "cs.CL_2026-06-30_rss.xml"
@@ -33,9 +33,7 @@ def papers(count: int) -> list:  # type: ignore[type-arg]
     """`count` distinct papers made from the fixture's real ones."""
     real = parse_feed(FEED.read_bytes(), url="f", categories=["cs.CL"], announce_types=["new", "cross"]).papers
     return [
-        real[i % len(real)].model_copy(
-            update={"arxiv_id": f"2607.{i:05d}", "title": f"{real[i % len(real)].title} {i}"}
-        )
+        real[i % len(real)].model_copy(update={"id": f"2607.{i:05d}", "title": f"{real[i % len(real)].title} {i}"})
         for i in range(count)
     ]
 

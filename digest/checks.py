@@ -6,12 +6,12 @@ from __future__ import annotations
 import openai
 from pydantic import BaseModel
 
-from digest.arxiv import feed_url, fetch_feed
 from digest.channels import channel as channel_of
 from digest.channels import configured_channel
 from digest.config import Config
 from digest.errors import DigestError
 from digest.server_facts import is_local, load_facts
+from digest.sources.arxiv import feed_url, fetch_feed
 from digest.store import Store
 
 

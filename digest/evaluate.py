@@ -82,7 +82,7 @@ class EvalReport(Scores):
 def folds_of(ratings: Sequence[Rating], folds: int) -> list[list[Rating]]:
     """Stratified and deterministic: likes and dislikes each in id order, dealt round the folds in turn. With fewer
     than two papers a fold, leave-one-out."""
-    ordered = sorted(ratings, key=lambda r: (-r.rating, r.paper.arxiv_id))
+    ordered = sorted(ratings, key=lambda r: (-r.rating, r.paper.id))
     count = folds if len(ordered) >= 2 * folds else len(ordered)
     dealt: list[list[Rating]] = [[] for _ in range(count)]
     for index, rating in enumerate(ordered):
@@ -116,8 +116,8 @@ async def evaluate(
     # Every paper judged twice: with the other folds' examples, and with the interests alone.
     judged: list[tuple[Rating, str, str]] = []  # (rating, prompt with examples, prompt without)
     for fold in folds_of(ratings, folds):
-        held_out = {r.paper.arxiv_id for r in fold}
-        prompt = build_prompt(profile, [r for r in ratings if r.paper.arxiv_id not in held_out])  # newest first
+        held_out = {r.paper.id for r in fold}
+        prompt = build_prompt(profile, [r for r in ratings if r.paper.id not in held_out])  # newest first
         judged += [(rating, prompt, interests_only) for rating in fold]
     papers_of: dict[str, list[Paper]] = {}
     for rating, with_examples, without in judged:

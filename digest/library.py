@@ -264,7 +264,7 @@ async def import_library(
         for ref, seed in seeds.items():
             paper = looked_up.get(ref)
             if paper is None and ref in incomplete:
-                unknown.append(ref.arxiv_id)
+                unknown.append(ref.id)
                 continue
             papers.append(paper or _paper_of(seed))
         for kind, count in record(store, profile, papers, rating, "import").items():
@@ -277,7 +277,7 @@ async def import_library(
 def _paper_of(seed: Seed) -> Paper:
     """A paper from what the library says of it; the version the reader saved, else the first."""
     return Paper(
-        arxiv_id=seed.ref.arxiv_id,
+        id=seed.ref.id,
         version=seed.ref.version or 1,
         title=" ".join((seed.title or "").replace("{", "").replace("}", "").split()),
         authors=[a for a in seed.authors if a],

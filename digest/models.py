@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from digest.wording import UNSAFE_CHARACTERS
 
@@ -20,9 +20,11 @@ class Frozen(BaseModel):
 
 
 class Paper(Frozen):
-    """One announced paper, as arXiv wrote it: everything in it is untrusted text."""
+    """One announced paper, as its source wrote it: everything in it is untrusted text. Where it came from is its
+    source's name and its links; nothing else in the pipeline knows or asks."""
 
-    arxiv_id: str  # without version: 2606.28354
+    # Without version: 2606.28354, or a DOI (10.1101/2026.06.30.612345). Stored states say arxiv_id.
+    id: Annotated[str, Field(validation_alias=AliasChoices("id", "arxiv_id"))]
     version: int
     title: str
     authors: list[str]
@@ -30,11 +32,14 @@ class Paper(Frozen):
     categories: list[str]  # primary first
     announce_type: AnnounceType
     announced: dt.date
+    source: str = "arXiv"  # the source's name, as readers know it: arXiv, bioRxiv, medRxiv
+    # Its pages, as its source links them; arXiv's are made from the id (papers stored before had none).
+    links: PaperLinks | None = None
 
     @property
     def key(self) -> str:
         """The paper at this version: what verdicts and digests refer to."""
-        return f"{self.arxiv_id}v{self.version}"
+        return f"{self.id}v{self.version}"
 
     @property
     def primary_category(self) -> str:
@@ -42,24 +47,31 @@ class Paper(Frozen):
 
     @property
     def abs_url(self) -> str:
-        return f"https://arxiv.org/abs/{self.arxiv_id}"
+        return self.links.abstract if self.links is not None else f"https://arxiv.org/abs/{self.id}"
 
     @property
     def pdf_url(self) -> str:
-        return f"https://arxiv.org/pdf/{self.key}"
+        return self.links.pdf if self.links is not None else f"https://arxiv.org/pdf/{self.key}"
 
     @property
-    def html_url(self) -> str:
-        return f"https://arxiv.org/html/{self.key}"
+    def html_url(self) -> str | None:
+        """The full text as a web page, where the source has one."""
+        return self.links.html if self.links is not None else f"https://arxiv.org/html/{self.key}"
 
     @property
     def anchor(self) -> str:
-        """The paper's fragment id on a page (old-style ids have a slash)."""
-        return anchor(self.arxiv_id)
+        """The paper's fragment id on a page (old-style arXiv ids and DOIs have a slash)."""
+        return anchor(self.id)
 
 
-def anchor(arxiv_id: str) -> str:
-    return "p-" + arxiv_id.replace("/", "-")
+class PaperLinks(Frozen):
+    abstract: str
+    pdf: str
+    html: str | None = None
+
+
+def anchor(paper_id: str) -> str:
+    return "p-" + paper_id.replace("/", "-")
 
 
 class Feed(Frozen):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from digest.arxiv import UNREADABLE_SHOWN, feed_url, fetch_feed, fetch_since
 from digest.batch import batch_allowance_seconds
 from digest.classify import (
     COMPLETION_TOKENS_ESTIMATE,
@@ -34,6 +33,7 @@ from digest.judge import Judge, taste_of
 from digest.models import Feed, Paper, ProfileSummary, RunSummary, Usage
 from digest.render import Renderer, build_digest
 from digest.server_facts import load_facts
+from digest.sources.arxiv import UNREADABLE_SHOWN, feed_url, fetch_feed, fetch_since
 from digest.stopping import Stopped, unless_stopped
 from digest.store import Store
 from digest.web.links import Links

@@ -11,10 +11,10 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from digest.arxiv import NEW_STYLE_ID, OLD_STYLE_ID, lookup_papers
 from digest.config import Config, Profile
 from digest.errors import UsageError
 from digest.models import RATING_WORDS, Paper, Rating, RatingSource, Verdict
+from digest.sources.arxiv import NEW_STYLE_ID, OLD_STYLE_ID, lookup_papers
 from digest.store import Store
 
 ARXIV_ID = rf"(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})(?:v(?P<version>\d+))?"
@@ -30,16 +30,16 @@ WORDS = {"up": 1, "down": -1, "clear": 0}
 
 
 class PaperRef(NamedTuple):
-    arxiv_id: str  # without version, in arXiv's canonical form
+    id: str  # without version, in its source's canonical form (arXiv's, or a DOI)
     version: int | None
 
 
 def _ref(match: re.Match[str]) -> PaperRef:
-    arxiv_id = match["id"]
-    if "/" in arxiv_id:  # old style: the canonical id names the archive only (math/0601001, not math.AP/0601001)
-        archive, number = arxiv_id.split("/")
-        arxiv_id = f"{archive.split('.')[0].lower()}/{number}"
-    return PaperRef(arxiv_id, int(match["version"]) if match["version"] else None)
+    paper_id = match["id"]
+    if "/" in paper_id:  # old style: the canonical id names the archive only (math/0601001, not math.AP/0601001)
+        archive, number = paper_id.split("/")
+        paper_id = f"{archive.split('.')[0].lower()}/{number}"
+    return PaperRef(paper_id, int(match["version"]) if match["version"] else None)
 
 
 def parse_paper(text: str) -> PaperRef:
@@ -90,13 +90,13 @@ async def resolve(config: Config, store: Store, refs: Iterable[PaperRef]) -> dic
     """The papers these refs name: from the state when it has them, else from arXiv's export API in one request
     per page of ids. A ref with a version gets the paper at that version. Unknown papers are missing."""
     wanted = list(dict.fromkeys(refs))
-    known = store.latest_papers(r.arxiv_id for r in wanted)
-    missing = [r.arxiv_id for r in wanted if r.arxiv_id not in known]
+    known = store.latest_papers(r.id for r in wanted)
+    missing = [r.id for r in wanted if r.id not in known]
     if missing:
         known.update(await lookup_papers(config.arxiv, missing))
     found: dict[PaperRef, Paper] = {}
     for ref in wanted:
-        paper = known.get(ref.arxiv_id)
+        paper = known.get(ref.id)
         if paper is not None:
             found[ref] = paper if ref.version is None else paper.model_copy(update={"version": ref.version})
     return found
@@ -106,16 +106,16 @@ async def rate(config: Config, store: Store, text: str, word: str, profile_name:
     """`digest rate`: record, change or clear one rating; returns what was done, in words."""
     ref, rating, profile = parse_paper(text), parse_word(word), pick_profile(config, profile_name)
     if rating == 0:
-        if store.clear_rating(profile.name, ref.arxiv_id):
-            return f"cleared the rating of {ref.arxiv_id} for profile {profile.name}"
-        return f"{ref.arxiv_id} had no rating for profile {profile.name}; nothing to clear"
+        if store.clear_rating(profile.name, ref.id):
+            return f"cleared the rating of {ref.id} for profile {profile.name}"
+        return f"{ref.id} had no rating for profile {profile.name}; nothing to clear"
     paper = (await resolve(config, store, [ref])).get(ref)
     if paper is None:
         raise UsageError(
-            f"arXiv does not know the paper {ref.arxiv_id}", hint="check the id; copy it from the paper's arXiv page"
+            f"arXiv does not know the paper {ref.id}", hint="check the id; copy it from the paper's arXiv page"
         )
     done = store.rate(profile.name, paper, rating, "cli")
-    said = f"{RATING_WORDS[rating]}: {paper.arxiv_id} {paper.title!r}"
+    said = f"{RATING_WORDS[rating]}: {paper.id} {paper.title!r}"
     if done == "unchanged":
         return f"{said} (already rated so for profile {profile.name})"
     return f"{said} ({done} for profile {profile.name}; the next digest learns from it)"
@@ -136,11 +136,11 @@ class Taste:
 
     def __init__(self, ratings: list[Rating]) -> None:
         self.ratings = ratings  # newest first: the prompt's examples
-        self._by_id = {r.paper.arxiv_id: r for r in ratings}
+        self._by_id = {r.paper.id: r for r in ratings}
 
     def decide(self, paper: Paper) -> Verdict | None:
         """A rated paper is decided already, and never shown again: the reader has seen it."""
-        rating = self._by_id.get(paper.arxiv_id)
+        rating = self._by_id.get(paper.id)
         if rating is None or self.liked_before(paper):
             return None
         return Verdict(
@@ -153,5 +153,5 @@ class Taste:
 
     def liked_before(self, paper: Paper) -> bool:
         """A newer version of a paper the reader liked: worth a look again, and marked as such."""
-        rating = self._by_id.get(paper.arxiv_id)
+        rating = self._by_id.get(paper.id)
         return rating is not None and rating.liked and paper.version > rating.paper.version

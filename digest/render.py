@@ -205,7 +205,7 @@ def badge(verdict: Verdict) -> str:
 
 def rating_note(digest: Digest, links: Links | None = None) -> str:
     """The footer's word on ratings: how many the reader has given, and how to give one."""
-    example = next((e.paper.arxiv_id for _, entries in digest.groups for e in entries), "2606.29563")
+    example = next((e.paper.id for _, entries in digest.groups for e in entries), "2606.29563")
     how = f"digest rate {example} up (more like this) or down (not for me) --profile {digest.profile}"
     if links is not None:
         how = "the links under each paper"

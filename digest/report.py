@@ -189,7 +189,7 @@ def ratings_table(profile: Profile, ratings: list[Rating]) -> str:
         title = rating.paper.title if len(rating.paper.title) <= 70 else rating.paper.title[:69] + "..."
         lines.append(
             f"  {rating.rated_at.astimezone():%Y-%m-%d %H:%M}  {'up  ' if rating.liked else 'down'}  "
-            f"{rating.paper.arxiv_id:<17} {rating.source:<6}  {title}"
+            f"{rating.paper.id:<17} {rating.source:<6}  {title}"
         )
     return "\n".join(lines)
 
@@ -197,7 +197,7 @@ def ratings_table(profile: Profile, ratings: list[Rating]) -> str:
 def ratings_json(ratings: list[Rating]) -> list[dict[str, Any]]:
     return [
         {
-            "paper": r.paper.arxiv_id,
+            "paper": r.paper.id,
             "version": r.paper.version,
             "rating": r.rating,
             "title": r.paper.title,

@@ -177,6 +177,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN command TEXT NOT NULL DEFAULT 'run';
     """,
+    # 8: sources beside arXiv. A paper's id is its source's (an arXiv id, or a bioRxiv or medRxiv DOI), and the
+    # Paper's JSON says which source: arXiv papers stored before read as they are. A rating names the paper by it.
+    """
+    ALTER TABLE ratings RENAME COLUMN arxiv_id TO paper_id;
+    """,
 ]
 
 

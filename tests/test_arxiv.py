@@ -8,9 +8,10 @@ from collections import Counter
 
 import pytest
 
-from digest.arxiv import FIRST_BACKOFF_SECONDS, USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
 from digest.config import ArxivConfig
 from digest.errors import FetchError
+from digest.sources.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
+from digest.sources.retrying import FIRST_BACKOFF_SECONDS
 from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED, FakeClock
 from tests.servers import ApiServer, FeedServer, serve_asgi
 
@@ -45,7 +46,7 @@ def test_every_fixture_parses_with_the_right_counts(path, categories, expected, 
 def test_a_paper_is_parsed_completely():
     feed = parse_feed(CL_FEED.read_bytes(), url="test", categories=["cs.CL"], announce_types=ALL_TYPES)
     paper = feed.papers[0]
-    assert paper.arxiv_id == "2606.28354" and paper.version == 1 and paper.key == "2606.28354v1"
+    assert paper.id == "2606.28354" and paper.version == 1 and paper.key == "2606.28354v1"
     assert paper.title == "Generating in the Limit with Infinitely Many Hallucinations"
     assert paper.authors == ["Irene Strauss", "Alexandra Butoi", "Ryan Cotterell"]
     assert paper.categories == ["cs.CL", "cs.FL", "cs.LG"]

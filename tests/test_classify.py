@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from digest.arxiv import parse_feed
 from digest.classify import (
     FIRST_BACKOFF_SECONDS,
     Classifier,
@@ -33,6 +32,7 @@ from digest.ratelimit import (
     parse_duration,
     retry_after,
 )
+from digest.sources.arxiv import parse_feed
 from tests.conftest import CL_FEED, FakeClock
 from tests.servers import FakeLLM, serve_asgi
 
@@ -407,7 +407,7 @@ def test_without_headers_random_429s_do_not_slow_the_run(llm):
     app.limit_headers, app.latency = "none", 0.05
     app.random_failures = {"429": 0.2, "500": 0.05}
     limiter = RateLimiter(6000, 10**9)
-    papers = [p.model_copy(update={"arxiv_id": f"{p.arxiv_id}{n}"}) for n in range(3) for p in PAPERS]
+    papers = [p.model_copy(update={"id": f"{p.id}{n}"}) for n in range(3) for p in PAPERS]
     outcomes, usage = _classify(_config(url, max_concurrency=16, requests_per_minute=6000), papers, limiter=limiter)
     assert len(outcomes) == len(papers) and all(isinstance(o, Verdict) for o in outcomes.values())
     assert usage.rate_limited > 50

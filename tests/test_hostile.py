@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
-from digest.arxiv import parse_feed
 from digest.config import OutputConfig, Profile
 from digest.models import Usage, Verdict
 from digest.render import Renderer, build_digest
+from digest.sources.arxiv import parse_feed
 from digest.web.links import Links
 from tests.conftest import CL_FEED, base_config, run_cli, smtp_email
 from tests.servers import FeedServer, serve_asgi
@@ -130,7 +130,7 @@ def _hostile_digest() -> Any:
         "<script>alert(1)</script> ![t](https://evil.example/t.png) [x](javascript:alert(1)) "
         "\\[y](https://evil.example) see https://evil.example and www.evil.example\n# heading\n- item"
     )
-    paper = PAPERS[0].model_copy(update={"title": evil, "authors": [evil], "arxiv_id": PAPERS[0].arxiv_id})
+    paper = PAPERS[0].model_copy(update={"title": evil, "authors": [evil], "id": PAPERS[0].id})
     verdict = Verdict(paper_key=paper.key, score=9, reason=evil, matched_interests=[evil], tldr=evil)
     profile = Profile(name="me", interests="x", tldr=True)
     return build_digest(profile, dt.date(2026, 6, 30), ["cs.CL"], [paper], {paper.key: verdict}, 0, Usage(), None)
@@ -170,9 +170,9 @@ def test_one_malformed_item_costs_that_item_never_the_day(tmp_path, fake_llm, wr
     html = next((tmp_path / "outbox" / "me").glob("*.html")).read_text()
     assert "4 items of the day" in html
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
-        kept = {json.loads(r[0])["arxiv_id"]: json.loads(r[0]) for r in db.execute("SELECT data FROM papers")}
-    assert kept[PAPERS[4].arxiv_id]["categories"] == ["cs.CL"]
-    assert PAPERS[3].arxiv_id not in kept
+        kept = {json.loads(r[0])["id"]: json.loads(r[0]) for r in db.execute("SELECT data FROM papers")}
+    assert kept[PAPERS[4].id]["categories"] == ["cs.CL"]
+    assert PAPERS[3].id not in kept
 
 
 def test_a_paper_the_llm_always_refuses_is_shown_unjudged_after_three_runs_and_retired(

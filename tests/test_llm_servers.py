@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from digest.arxiv import parse_feed
 from digest.classify import REASONING_ALLOWANCE, Classifier, Job, Outcome, answer_tokens, system_prompt
 from digest.concurrency import AdaptiveConcurrency
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
 from digest.models import Judgement, Paper, Verdict
 from digest.ratelimit import RateLimiter, Slot, minute_counters
+from digest.sources.arxiv import parse_feed
 from tests.conftest import CL_FEED, FakeClock, base_config, run_cli, smtp_email
 from tests.servers import html_titles
 

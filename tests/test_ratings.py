@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from digest.arxiv import parse_api_page
 from digest.errors import UsageError
 from digest.ratings import PaperRef, find_paper, parse_paper
+from digest.sources.arxiv import parse_api_page
 from tests.conftest import API_PAGE, FIXTURES, base_config, run_cli, write_bibtex_library
 from tests.servers import ApiServer, FakeLLM, FeedServer
 
 LIBRARY = FIXTURES / "library"
 API_PAPERS, _ = parse_api_page(API_PAGE.read_bytes(), url="fixture", categories=["cs.CL"])
-BY_ID = {p.arxiv_id: p for p in API_PAPERS}
+BY_ID = {p.id: p for p in API_PAPERS}
 
 
 @pytest.mark.parametrize(
@@ -195,9 +195,9 @@ def test_latex_in_a_bibtex_export_is_decoded(tmp_path) -> None:
     def read_library(path: Path) -> list[Any]:
         return [seed for part in library_parts(path) for seed in part.seeds]
 
-    seeds = {s.ref.arxiv_id: s for s in read_library(LIBRARY / "zotero.bib")}
+    seeds = {s.ref.id: s for s in read_library(LIBRARY / "zotero.bib")}
     assert "perplexity rises by 201% at 4x" in (seeds["2606.28560"].abstract or "")
-    mixed = {s.ref.arxiv_id: s for s in read_library(LIBRARY / "mixed.bib")}
+    mixed = {s.ref.id: s for s in read_library(LIBRARY / "mixed.bib")}
     assert mixed["2606.28524"].authors[0] == "Pamela D. Rivière"
 
 
@@ -302,16 +302,16 @@ def test_eval_figures_match_counts_by_hand_and_no_example_leaks_the_judged_paper
     up, down = API_PAPERS[:15], API_PAPERS[15:30]
     for papers, word in ((up, "up"), (down, "down")):
         listing = tmp_path / f"{word}.txt"
-        listing.write_text("\n".join(p.arxiv_id for p in papers))
+        listing.write_text("\n".join(p.id for p in papers))
         assert digest("import", str(listing), "--as", word).returncode == 0
 
     done = digest("eval", "--json")
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     # The loopback LLM scores 8 when the abstract mentions "language model", else 2; min_score is 6.
-    picked = {p.arxiv_id: "language model" in p.abstract.lower() for p in up + down}
-    tp = sum(picked[p.arxiv_id] for p in up)
-    fp = sum(picked[p.arxiv_id] for p in down)
+    picked = {p.id: "language model" in p.abstract.lower() for p in up + down}
+    tp = sum(picked[p.id] for p in up)
+    fp = sum(picked[p.id] for p in down)
     fn, tn = len(up) - tp, len(down) - fp
     assert (figures["tp"], figures["fp"], figures["fn"], figures["tn"]) == (tp, fp, fn, tn)
     assert figures["papers"] == 30 and figures["folds"] == 5
@@ -351,7 +351,7 @@ def test_eval_that_could_judge_no_paper_exits_1_and_says_why(digest_cli, servers
     digest = digest_cli(llm=llm)
     for papers, word in ((API_PAPERS[:3], "up"), (API_PAPERS[3:6], "down")):
         listing = tmp_path / f"{word}.txt"
-        listing.write_text("\n".join(p.arxiv_id for p in papers))
+        listing.write_text("\n".join(p.id for p in papers))
         assert digest("import", str(listing), "--as", word).returncode == 0
     servers.llm.random_failures = {"500": 1.0}
     done = digest("eval")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 
-from digest.arxiv import parse_feed
 from digest.models import Feed, Verdict
+from digest.sources.arxiv import parse_feed
 from digest.store import Store
 from tests.conftest import CL_FEED
 

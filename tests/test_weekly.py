@@ -11,10 +11,10 @@ import sqlite3
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
-from digest.arxiv import parse_feed
 from digest.config import load_config
 from digest.models import Paper, RunSummary
 from digest.pipeline import Pipeline
+from digest.sources.arxiv import parse_feed
 from tests.conftest import base_config, day_feeds, run_cli
 from tests.servers import ChatServer, serve_asgi
 

@@ -67,16 +67,16 @@ class Papers(Tables):
         row = self._db.execute("SELECT max(announced) FROM digests WHERE profile = ?", (profile,)).fetchone()
         return dt.date.fromisoformat(row[0]) if row and row[0] else None
 
-    def latest_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
+    def latest_papers(self, paper_ids: Iterable[str]) -> dict[str, Paper]:
         """The newest version the state holds of each of these papers, by versionless id: fetched, or rated."""
         found: dict[str, Paper] = {}
-        for arxiv_id in dict.fromkeys(arxiv_ids):
+        for paper_id in dict.fromkeys(paper_ids):
             rows = self._db.execute(
                 """SELECT data FROM papers WHERE key >= ? AND key < ?
-                   UNION ALL SELECT paper FROM ratings WHERE arxiv_id = ?""",
-                (f"{arxiv_id}v", f"{arxiv_id}w", arxiv_id),
+                   UNION ALL SELECT paper FROM ratings WHERE paper_id = ?""",
+                (f"{paper_id}v", f"{paper_id}w", paper_id),
             ).fetchall()
             papers = [Paper.model_validate_json(row[0]) for row in rows]
-            if exact := [p for p in papers if p.arxiv_id == arxiv_id]:
-                found[arxiv_id] = max(exact, key=lambda p: p.version)
+            if exact := [p for p in papers if p.id == paper_id]:
+                found[paper_id] = max(exact, key=lambda p: p.version)
         return found

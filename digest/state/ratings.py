@@ -16,35 +16,35 @@ class Ratings(Tables):
         so re-importing a file changes nothing."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT rating, source FROM ratings WHERE profile = ? AND arxiv_id = ?", (profile, paper.arxiv_id)
+                "SELECT rating, source FROM ratings WHERE profile = ? AND paper_id = ?", (profile, paper.id)
             ).fetchone()
             if row is not None and (row[0] == rating or (source == "import" and row[1] != "import")):
                 return "unchanged"
             db.execute(
-                """INSERT INTO ratings (profile, arxiv_id, rating, paper, source, rated_at) VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (profile, arxiv_id) DO UPDATE SET rating = excluded.rating, paper = excluded.paper,
+                """INSERT INTO ratings (profile, paper_id, rating, paper, source, rated_at) VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (profile, paper_id) DO UPDATE SET rating = excluded.rating, paper = excluded.paper,
                    source = excluded.source, rated_at = excluded.rated_at""",
-                (profile, paper.arxiv_id, rating, paper.model_dump_json(), source, precise_timestamp()),
+                (profile, paper.id, rating, paper.model_dump_json(), source, precise_timestamp()),
             )
         return "added" if row is None else "changed"
 
-    def rating_of(self, profile: str, arxiv_id: str) -> int:
+    def rating_of(self, profile: str, paper_id: str) -> int:
         """1, -1, or 0 for no rating."""
         row = self._db.execute(
-            "SELECT rating FROM ratings WHERE profile = ? AND arxiv_id = ?", (profile, arxiv_id)
+            "SELECT rating FROM ratings WHERE profile = ? AND paper_id = ?", (profile, paper_id)
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def clear_rating(self, profile: str, arxiv_id: str) -> bool:
+    def clear_rating(self, profile: str, paper_id: str) -> bool:
         with self._transaction() as db:
-            cursor = db.execute("DELETE FROM ratings WHERE profile = ? AND arxiv_id = ?", (profile, arxiv_id))
+            cursor = db.execute("DELETE FROM ratings WHERE profile = ? AND paper_id = ?", (profile, paper_id))
         return cursor.rowcount > 0
 
     def ratings(self, profile: str) -> list[Rating]:
         """The profile's ratings, newest first."""
         rows = self._db.execute(
             """SELECT paper, rating, source, rated_at FROM ratings WHERE profile = ?
-               ORDER BY rated_at DESC, arxiv_id DESC""",
+               ORDER BY rated_at DESC, paper_id DESC""",
             (profile,),
         ).fetchall()
         return [

@@ -196,7 +196,7 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
             if found is None:
                 raise HTTPException(404)
             digest = found[0]
-            rated = {e.paper.arxiv_id: store.rating_of(profile, e.paper.arxiv_id) for e in digest.entries}
+            rated = {e.paper.id: store.rating_of(profile, e.paper.id) for e in digest.entries}
         # A web page has no size limit of a mail client: every paper in full.
         every = {entry.paper.key for entry in digest.entries}
         context = {"digest": digest, "subject": subject(digest), "rated": rated, "full": every, "shown": every}

@@ -70,7 +70,7 @@ class Links:
         return None
 
     def rate(self, profile: str, paper: Paper, rating: int) -> str:
-        return self.rate_url(RateToken(p=profile, a=paper.arxiv_id, v=paper.version, r=rating))
+        return self.rate_url(RateToken(p=profile, a=paper.id, v=paper.version, r=rating))
 
     def rate_url(self, token: RateToken) -> str:
         return f"{self.base_url}/r/{self.sign(token)}"

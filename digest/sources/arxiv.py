@@ -7,10 +7,9 @@ import datetime as dt
 import email.utils
 import logging
 import re
-import socket
 import time
 import xml.sax
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import feedparser
@@ -18,10 +17,11 @@ import httpx
 
 from digest import __version__
 from digest.config import ArxivConfig
-from digest.errors import FetchError, cause_of
-from digest.http import TooLarge, capped_client, resolver_silent
+from digest.errors import FetchError
+from digest.http import capped_client
 from digest.models import AnnounceType, Feed, Paper
-from digest.ratelimit import RateLimiter, Sleep, backoff, retry_after
+from digest.ratelimit import RateLimiter, Sleep
+from digest.sources.retrying import get_with_retries
 from digest.wording import UNSAFE_CHARACTERS
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,8 @@ OLD_STYLE_ID = r"[a-z]+(?:-[a-z]+)*(?:\.[A-Za-z]{2})?/\d{7}"  # hep-th/9901001, 
 GUID = re.compile(rf"^(?:oai:arXiv\.org:)?(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})v(?P<version>\d+)$")
 UNREADABLE_SHOWN = 5  # unreadable items named in a warning; the rest are counted
 ABSTRACT_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*Abstract:\s*", re.IGNORECASE)
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 API_REQUESTS_PER_MINUTE = 20  # the export API's terms: one request every three seconds
-FIRST_BACKOFF_SECONDS = 2.0  # arXiv fails under load: give it time
-LONGEST_BACKOFF_SECONDS = 30.0
-DNS_RETRIES = 2  # a name that does not resolve is retried this often, quickly, before the run gives up
-DNS_RETRY_SECONDS = 0.5
+SETTINGS = "arxiv.feed_url, arxiv.api_url and arxiv.categories"
 
 
 def feed_url(config: ArxivConfig) -> str:
@@ -61,7 +57,9 @@ async def fetch_feed(
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     async with _client(config) as http:
-        response = await _get_with_retries(http, url, headers, config.max_retry_seconds, sleep)
+        response = await get_with_retries(
+            http, url, headers, config.max_retry_seconds, sleep, what="arXiv feed", who="arXiv", settings=SETTINGS
+        )
     if response.status_code == 304:
         log.info("feed not modified since the last run: %s", url)
         return Feed(url=url, announced=None, papers=[], not_modified=True, etag=etag, last_modified=last_modified)
@@ -74,76 +72,6 @@ async def fetch_feed(
 def _client(config: ArxivConfig) -> httpx.AsyncClient:
     """Bodies up to arxiv.max_feed_mb; each attempt within timeout_seconds as a whole (see _get_with_retries)."""
     return capped_client(int(config.max_feed_mb * 1_000_000), timeout=config.timeout_seconds, follow_redirects=True)
-
-
-async def _get_with_retries(
-    http: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    budget_seconds: float,
-    sleep: Sleep,
-    *,
-    what: str = "arXiv feed",
-    before_each: Callable[[], Awaitable[object]] | None = None,
-) -> httpx.Response:
-    """GET with backoff and jitter on timeouts, connection errors, 429 and 5xx, within `budget_seconds`."""
-    deadline = time.monotonic() + budget_seconds
-    attempt = 0
-    while True:
-        attempt += 1
-        if before_each is not None:
-            await before_each()
-        wait: float | None = None  # the wait the server named, or a short one for a name that did not resolve
-        try:
-            # httpx's timeout bounds each read; a server trickling its answer is bounded here, as a whole.
-            async with asyncio.timeout(max(1.0, min(http.timeout.read or 30.0, deadline - time.monotonic()))):
-                response = await http.get(url, headers=headers)
-            problem = f"HTTP {response.status_code}"
-            if response.status_code not in RETRYABLE_STATUS:
-                break
-            wait = retry_after(response.headers)
-        except TooLarge as error:
-            raise FetchError(
-                f"{what} {url}: {error}", hint="if arXiv's answer really is this large, raise arxiv.max_feed_mb"
-            ) from None
-        except (httpx.TimeoutException, TimeoutError):
-            problem = "timed out"
-            host = httpx.URL(url).host
-            if await resolver_silent(host):
-                raise FetchError(
-                    f"{what} {url}: timed out, because the name server did not answer for {host} (DNS)",
-                    hint="check this machine's (or container's) DNS settings (/etc/resolv.conf, the container's "
-                    "--dns). No paper was fetched; the next run tries again.",
-                ) from None
-        except httpx.TransportError as error:
-            problem = f"connection failed ({error.__class__.__name__}: {error})"
-            if cause_of(error, socket.gaierror) is not None:  # the host name did not resolve
-                # Not arXiv's fault, and not worth minutes of back-off: a resolver that failed twice in a couple of
-                # seconds is down, or the name is wrong.
-                problem = f"the name {httpx.URL(url).host} does not resolve (DNS: {error})"
-                if attempt > DNS_RETRIES:
-                    raise FetchError(
-                        f"{what} {url}: {problem}",
-                        hint="check this machine's (or container's) network and DNS, and the host in arxiv.feed_url "
-                        "or arxiv.api_url. No paper was fetched; the next run tries again.",
-                    ) from None
-                wait = DNS_RETRY_SECONDS * attempt
-        if wait is None:
-            wait = backoff(attempt, first=FIRST_BACKOFF_SECONDS, longest=LONGEST_BACKOFF_SECONDS)
-        if time.monotonic() + wait > deadline:
-            raise FetchError(
-                f"{what} {url} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}",
-                hint="arXiv may be down or rate-limiting; try again later. No paper was fetched; the next run tries "
-                "again.",
-            )
-        log.warning("%s %s: %s; retrying in %.1f s (attempt %d)", what, url, problem, wait, attempt)
-        await sleep(wait)
-    if response.status_code == 304 or response.is_success:
-        return response
-    raise FetchError(
-        f"{what} {url} answered HTTP {response.status_code}",
-        hint="check arxiv.feed_url, arxiv.api_url and arxiv.categories in config.yaml",
-    )
 
 
 def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_types: Iterable[AnnounceType]) -> Feed:
@@ -256,7 +184,7 @@ def _paper(entry: Any, announced: dt.date, feed_category: str) -> Paper:
     creators = str(entry.get("author", ""))
     categories = [str(t["term"]) for t in entry.get("tags", []) if t.get("term")]
     return Paper(
-        arxiv_id=match["id"],
+        id=match["id"],
         version=int(match["version"]),
         title=_clean(entry.get("title", "")),
         authors=[a.strip() for a in creators.split(",") if a.strip()],
@@ -314,7 +242,7 @@ async def fetch_since(
 
 async def lookup_papers(
     config: ArxivConfig,
-    arxiv_ids: Iterable[str],
+    paper_ids: Iterable[str],
     *,
     pacer: RateLimiter | None = None,
     sleep: Sleep = asyncio.sleep,
@@ -322,7 +250,7 @@ async def lookup_papers(
     """The newest version of each paper, by versionless id, through the export API: one request for up to
     `api_page_size` ids, paced like the backfill. Ids arXiv does not know are missing from the answer."""
     pacer = pacer or api_pacer(sleep=sleep)
-    wanted = list(dict.fromkeys(arxiv_ids))
+    wanted = list(dict.fromkeys(paper_ids))
     found: dict[str, Paper] = {}
     async with _client(config) as http:
         for start in range(0, len(wanted), config.api_page_size):
@@ -330,7 +258,7 @@ async def lookup_papers(
             page, _ = await _api_page(
                 http, config, {"id_list": ",".join(chunk), "max_results": len(chunk)}, pacer, sleep
             )
-            found.update({p.arxiv_id: p for p in page if p.arxiv_id in chunk})
+            found.update({p.id: p for p in page if p.id in chunk})
     return found
 
 
@@ -339,13 +267,15 @@ async def _api_page(
 ) -> tuple[list[Paper], int]:
     """One request to the export API, in its turn (every attempt waits for `pacer`): its papers and its total."""
     url = str(httpx.URL(config.api_url, params=params))
-    response = await _get_with_retries(
+    response = await get_with_retries(
         http,
         url,
         {"User-Agent": USER_AGENT},
         config.max_retry_seconds,
         sleep,
         what="arXiv API",
+        who="arXiv",
+        settings=SETTINGS,
         before_each=lambda: pacer.acquire(0),
     )
     return parse_api_page(response.content, url=url, categories=config.categories)
@@ -377,7 +307,7 @@ def parse_api_page(data: bytes, *, url: str, categories: Iterable[str]) -> tuple
         published = str(entry.get("published", ""))[:10]
         papers.append(
             Paper(
-                arxiv_id=match["id"],
+                id=match["id"],
                 version=version,
                 title=_clean(entry.get("title", "")),
                 authors=[_clean(a.get("name", "")) for a in entry.get("authors", []) if a.get("name")],
