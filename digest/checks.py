@@ -11,7 +11,7 @@ from digest.channels import configured_channel
 from digest.config import Config
 from digest.errors import DigestError
 from digest.server_facts import is_local, load_facts
-from digest.sources.arxiv import feed_url, fetch_feed
+from digest.sources import configured_sources
 from digest.store import Store
 
 
@@ -24,17 +24,12 @@ class CheckResult(BaseModel):
 async def check(config: Config) -> list[CheckResult]:
     """Reach the feed, the LLM server and the delivery channel without classifying or sending anything."""
     results: list[CheckResult] = []
-    try:
-        feed = await fetch_feed(config.fetched.model_copy(update={"max_retry_seconds": 0}))
-        results.append(
-            CheckResult(
-                what="arXiv feed",
-                ok=True,
-                detail=f"{feed_url(config.fetched)}: {len(feed.papers)} papers dated {feed.announced}",
-            )
-        )
-    except DigestError as error:
-        results.append(CheckResult(what="arXiv feed", ok=False, detail=str(error)))
+    for source in configured_sources(config):
+        what = "arXiv feed" if source.name == "arxiv" else f"{source.label} API"
+        try:
+            results.append(CheckResult(what=what, ok=True, detail=await source.check()))
+        except DigestError as error:
+            results.append(CheckResult(what=what, ok=False, detail=str(error)))
     results.append(await _check_llm(config))
     email = configured_channel(config)
     notifies = any(p.notify for p in config.profiles)

@@ -13,6 +13,7 @@ from digest.config import WEEKDAYS, Config, Profile
 from digest.judge import Judge, taste_of
 from digest.models import Paper, ProfileSummary, RunSummary, Verdict
 from digest.render import Renderer, build_digest
+from digest.sources import SOURCES
 from digest.store import Store
 from digest.wording import paper_count
 
@@ -99,10 +100,11 @@ class Composer:
             unclassifiable=given_up,
             carried_over=carried_over,
         )
+        read = {p.source for p in classified + given_up}
+        update: dict[str, object] = {"sources": [s.label for s in SOURCES if s.label in read] or ["arXiv"]}
         if weekly:
-            digest = digest.model_copy(
-                update={"since": min((p.announced for p in in_scope), default=day - dt.timedelta(days=7))}
-            )
+            update["since"] = min((p.announced for p in in_scope), default=day - dt.timedelta(days=7))
+        digest = digest.model_copy(update=update)
         profile_summary.relevant = digest.relevant_count
         rendered = self._renderer.render(digest)
         message = build_message(rendered, self._config.email.from_)

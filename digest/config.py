@@ -9,7 +9,7 @@ import re
 import zoneinfo
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from digest.errors import ConfigError
+from digest.subjects import BIORXIV_SUBJECTS, MEDRXIV_SUBJECTS, normalise_subject
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 ENV_CONFIG_PATH = "DIGEST_CONFIG"
@@ -74,6 +75,22 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     return value if value.is_absolute() or base is None else Path(base) / value
 
 
+def is_arxiv_category(category: str) -> bool:
+    """An arXiv category (cs.CL, math, hep-th), not a bioRxiv or medRxiv subject (neuroscience)."""
+    return category.partition(".")[0] in ARCHIVES and normalise_subject(category) not in (
+        BIORXIV_SUBJECTS + MEDRXIV_SUBJECTS
+    )
+
+
+def _http_url(url: str) -> str:
+    if not re.match(r"https?://[^/\s]+", url):
+        raise ValueError(f"'{url}' is not an http(s) URL")
+    return url.rstrip("/")
+
+
+HttpURL = Annotated[str, AfterValidator(_http_url)]
+
+
 def _check_category(category: str) -> str:
     archive, _, subject = category.partition(".")
     if archive not in ARCHIVES:
@@ -99,8 +116,8 @@ def _check_category(category: str) -> str:
 class ArxivConfig(StrictModel):
     categories: Annotated[list[str], Field(min_length=1)]
     announce_types: Annotated[list[AnnounceType], Field(min_length=1)] = ["new", "cross"]
-    feed_url: str = "https://rss.arxiv.org/rss"
-    api_url: str = "http://export.arxiv.org/api/query"
+    feed_url: HttpURL = "https://rss.arxiv.org/rss"
+    api_url: HttpURL = "http://export.arxiv.org/api/query"
     api_page_size: Annotated[int, Field(ge=1, le=2000)] = 200
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0  # each download as a whole, not just each read
     max_retry_seconds: Annotated[float, Field(ge=0)] = 120.0
@@ -112,12 +129,62 @@ class ArxivConfig(StrictModel):
         checked = [_check_category(c.strip()) for c in categories]
         return list(dict.fromkeys(checked))
 
-    @field_validator("feed_url", "api_url")
+
+def _check_subject(name: str, subjects: tuple[str, ...], server: str) -> str:
+    """A subject as the server's API spells it, from any spelling of it (Cell-Biology, cell_biology)."""
+    found = normalise_subject(name)
+    if found in subjects:
+        return found
+    close = difflib.get_close_matches(found, subjects, n=1, cutoff=0.6)
+    said = f"did you mean '{close[0]}'? " if close else ""
+    raise ValueError(f"'{name}' is not a {server} subject; {said}its subjects: {', '.join(subjects)}")
+
+
+class PreprintServerConfig(StrictModel):
+    """bioRxiv or medRxiv, through their shared API (api.biorxiv.org): the subjects followed, and the same
+    politeness as for arXiv. Paced at one request a second whatever is set: the API publishes no limit."""
+
+    label: ClassVar[str]
+    subjects: ClassVar[tuple[str, ...]]
+
+    categories: Annotated[list[str], Field(min_length=1)]
+    # new: a paper's first version; replace: a later one (as arXiv's replacements; a reader's liked paper's new
+    # version comes whatever this says, as for arXiv).
+    announce_types: Annotated[list[Literal["new", "replace"]], Field(min_length=1)] = ["new"]
+    api_url: HttpURL = "https://api.biorxiv.org"
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0  # each page as a whole
+    max_retry_seconds: Annotated[float, Field(ge=0)] = 120.0
+    max_page_mb: Annotated[float, Field(gt=0)] = 20.0  # a page is 30 to 100 records, well under 1 MB
+
+    @field_validator("categories")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not re.match(r"https?://[^/\s]+", url):
-            raise ValueError(f"'{url}' is not an http(s) URL")
-        return url.rstrip("/")
+    def _valid_subjects(cls, categories: list[str]) -> list[str]:
+        return list(dict.fromkeys(_check_subject(c, cls.subjects, cls.label) for c in categories))
+
+
+class BiorxivConfig(PreprintServerConfig):
+    label: ClassVar[str] = "bioRxiv"
+    subjects: ClassVar[tuple[str, ...]] = BIORXIV_SUBJECTS
+
+
+class MedrxivConfig(PreprintServerConfig):
+    label: ClassVar[str] = "medRxiv"
+    subjects: ClassVar[tuple[str, ...]] = MEDRXIV_SUBJECTS
+
+
+def _check_profile_category(category: str) -> str:
+    """A profile may follow any source's categories: an arXiv category, or a bioRxiv or medRxiv subject."""
+    subject = normalise_subject(category)
+    if subject in BIORXIV_SUBJECTS or subject in MEDRXIV_SUBJECTS:
+        return subject
+    if "." in category or category in ARCHIVES:
+        return _check_category(category)
+    close = difflib.get_close_matches(subject, BIORXIV_SUBJECTS + MEDRXIV_SUBJECTS, n=1, cutoff=0.6)
+    said = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ValueError(
+        f"'{category}' is neither an arXiv category (like cs.CL) nor a bioRxiv or medRxiv subject (like "
+        f"neuroscience){said}"
+    )
 
 
 class TokenPrices(StrictModel):
@@ -176,7 +243,7 @@ def _batch_deadline(value: object) -> object:
 
 class LLMConfig(StrictModel):
     model: str = "gpt-4o-mini"
-    base_url: str = "https://api.openai.com/v1"
+    base_url: HttpURL = "https://api.openai.com/v1"
     api_key: SecretStr
     max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
     requests_per_minute: Annotated[int, Field(ge=1)] = 500
@@ -191,13 +258,6 @@ class LLMConfig(StrictModel):
     mode: Literal["live", "batch"] = "live"
     # When a batch is not done by then, it is cancelled and the rest is sent live, so the digest is on time.
     batch_deadline: Annotated[BatchDeadline | None, BeforeValidator(_batch_deadline)] = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not re.match(r"https?://[^/\s]+", url):
-            raise ValueError(f"'{url}' is not an http(s) URL")
-        return url.rstrip("/")
 
 
 def _check_email(address: str) -> str:
@@ -262,7 +322,9 @@ class Profile(StrictModel):
     @field_validator("categories")
     @classmethod
     def _valid_categories(cls, categories: list[str] | None) -> list[str] | None:
-        return None if categories is None else list(dict.fromkeys(_check_category(c.strip()) for c in categories))
+        if categories is None:
+            return None
+        return list(dict.fromkeys(_check_profile_category(c.strip()) for c in categories))
 
     @field_validator("email", "notify", mode="before")
     @classmethod
@@ -406,7 +468,10 @@ class WebConfig(StrictModel):
 
 
 class Config(StrictModel):
-    arxiv: ArxivConfig
+    # The sources, each optional, at least one: a config may follow bioRxiv alone.
+    arxiv: ArxivConfig | None = None
+    biorxiv: BiorxivConfig | None = None
+    medrxiv: MedrxivConfig | None = None
     llm: LLMConfig
     profiles: Annotated[list[Profile], Field(min_length=1)]
     email: EmailConfig = EmailConfig()
@@ -434,17 +499,27 @@ class Config(StrictModel):
         return profiles
 
     @property
+    def preprint_servers(self) -> list[PreprintServerConfig]:
+        return [server for server in (self.biorxiv, self.medrxiv) if server is not None]
+
+    @property
     def all_categories(self) -> list[str]:
-        """What one fetch asks for: the global categories and every profile's own."""
-        found = list(self.arxiv.categories)
+        """What the fetches ask for: each source's categories and every profile's own."""
+        found = list(self.arxiv.categories if self.arxiv is not None else [])
+        found += [c for server in self.preprint_servers for c in server.categories if c not in found]
         for profile in self.profiles:
             found += [c for c in profile.categories or [] if c not in found]
         return found
 
     @property
     def fetched(self) -> ArxivConfig:
-        """The arXiv settings with every category any profile follows: one fetch serves them all."""
-        return self.arxiv.model_copy(update={"categories": self.all_categories})
+        """The arXiv settings with every arXiv category any profile follows: one fetch serves them all."""
+        assert self.arxiv is not None
+        return self.arxiv.model_copy(update={"categories": [c for c in self.all_categories if is_arxiv_category(c)]})
+
+    def fetched_from(self, server: PreprintServerConfig) -> PreprintServerConfig:
+        """The server's settings with every one of its subjects any profile follows."""
+        return server.model_copy(update={"categories": [c for c in self.all_categories if c in server.subjects]})
 
     @property
     def secrets(self) -> list[str]:
@@ -454,7 +529,9 @@ class Config(StrictModel):
             found.append(self.email.smtp.password.get_secret_value())
         if self.web is not None and self.web.secret is not None:
             found.append(self.web.secret.get_secret_value())
-        for url in (self.llm.base_url, self.arxiv.feed_url, self.arxiv.api_url):
+        urls = [self.llm.base_url, *(s.api_url for s in self.preprint_servers)]
+        urls += [self.arxiv.feed_url, self.arxiv.api_url] if self.arxiv is not None else []
+        for url in urls:
             parts = urlsplit(url)
             found += [p for p in (parts.password, parts.username) if p]
             found += [value for _, value in parse_qsl(parts.query) if value]
@@ -463,7 +540,34 @@ class Config(StrictModel):
         return found
 
     def categories_of(self, profile: Profile) -> list[str]:
-        return profile.categories or self.arxiv.categories
+        """The profile's own categories, or every source's."""
+        if profile.categories:
+            return profile.categories
+        found = list(self.arxiv.categories if self.arxiv is not None else [])
+        return found + [c for server in self.preprint_servers for c in server.categories if c not in found]
+
+    @model_validator(mode="after")
+    def _sources_for_every_category(self) -> Config:
+        if self.arxiv is None and not self.preprint_servers:
+            raise ValueError(
+                "no source to fetch from: add an arxiv: section (categories: [cs.CL], say), a biorxiv: or a "
+                "medrxiv: one (categories: [neuroscience])"
+            )
+        for profile in self.profiles:
+            for category in profile.categories or []:
+                if is_arxiv_category(category):
+                    if self.arxiv is None:
+                        raise ValueError(
+                            f"profile {profile.name} follows {category}, an arXiv category, but there is no arxiv: "
+                            "section; add one, or take the category out"
+                        )
+                elif not any(category in server.subjects for server in self.preprint_servers):
+                    where = " or ".join(s.label for s in (BiorxivConfig, MedrxivConfig) if category in s.subjects)
+                    raise ValueError(
+                        f"profile {profile.name} follows '{category}', a {where} subject, but there is no "
+                        f"{where.lower().replace(' or ', ': or ')}: section; add one, or take the subject out"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _recipients_when_sending(self) -> Config:

@@ -1,8 +1,9 @@
 """Seeds from the reader's own library: BibTeX or BibLaTeX (as Zotero, Mendeley, JabRef and Google Scholar export
-it), Zotero's CSL JSON, or plain text with one arXiv id or link per line.
+it), Zotero's CSL JSON, or plain text with one arXiv id, DOI or link per line.
 
-Only entries that say they are arXiv papers are taken (an eprint with an arXiv archive, an arxiv.org link, arXiv's
-DOI 10.48550/arXiv.*, "arXiv:ID" in a note or journal); every other entry is counted and reported, never guessed.
+Only entries that say they are arXiv, bioRxiv or medRxiv papers are taken (an eprint with an arXiv archive, an
+arxiv.org link, arXiv's DOI 10.48550/arXiv.*, "arXiv:ID" in a note or journal; a bioRxiv or medRxiv DOI, 10.1101/*,
+or a link to their pages); every other entry is counted and reported, never guessed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from digest.config import Config, Profile
 from digest.errors import UsageError
 from digest.models import Paper
 from digest.ratings import PaperRef, find_paper, parse_paper, record, resolve
+from digest.sources.rxiv import DOI, pages_of
 from digest.store import Store
 
 # Fields that may carry the id, most explicit first. "eprint" counts unless the entry says it is another archive's.
@@ -227,20 +229,27 @@ def _plain(text: str) -> Library:
 
 
 def _ref_in(fields: dict[str, str], *, eprint_is_arxiv: bool) -> PaperRef | None:
-    for name in ID_FIELDS:
-        value = fields.get(name, "").strip()
-        if not value:
-            continue
-        if name in ("eprint", "arxiv", "arxivid"):
-            if name == "eprint" and not eprint_is_arxiv:
-                continue
-            try:
-                return parse_paper(value)
-            except UsageError:
-                continue
-        if (found := find_paper(value)) is not None:
-            return found
-    return None
+    """The paper the entry names, in the most explicit field; its version from a later field (bioRxiv's citation
+    export gives the DOI without one and the page's URL with it) when the first says none."""
+    found = [ref for name in ID_FIELDS if (ref := _ref_in_field(name, fields, eprint_is_arxiv)) is not None]
+    if not found:
+        return None
+    versioned = next((ref for ref in found if ref.id == found[0].id and ref.version is not None), None)
+    return versioned or found[0]
+
+
+def _ref_in_field(name: str, fields: dict[str, str], eprint_is_arxiv: bool) -> PaperRef | None:
+    value = fields.get(name, "").strip()
+    if not value:
+        return None
+    if name in ("eprint", "arxiv", "arxivid"):
+        if name == "eprint" and not eprint_is_arxiv:
+            return None
+        try:
+            return parse_paper(value)
+        except UsageError:
+            return None
+    return find_paper(value)
 
 
 async def import_library(
@@ -276,9 +285,13 @@ async def import_library(
 
 def _paper_of(seed: Seed) -> Paper:
     """A paper from what the library says of it; the version the reader saved, else the first."""
+    version = seed.ref.version or 1
+    source, links = pages_of(seed.ref.id, version) if DOI.fullmatch(seed.ref.id) else ("arXiv", None)
     return Paper(
         id=seed.ref.id,
-        version=seed.ref.version or 1,
+        version=version,
+        source=source,
+        links=links,
         title=" ".join((seed.title or "").replace("{", "").replace("}", "").split()),
         authors=[a for a in seed.authors if a],
         abstract=" ".join((seed.abstract or "").split()),

@@ -85,6 +85,10 @@ class Feed(Frozen):
     last_modified: str | None = None
     skipped: dict[str, int] = {}  # announce types left out by the config, with their counts
     unreadable: list[str] = []  # items that were not papers (a malformed guid, say), left out: what was wrong
+    source: str = "arXiv"
+    requests: int = 0  # made to the source for it, retries included
+    notes: list[str] = []  # what the reader should know of this fetch: an empty day, a gap
+    stale: bool = False  # dated no later than the last fetch: nothing announced since
 
     def count_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -223,6 +227,12 @@ class Digest(Frozen):
     unclassifiable: list[Paper] = []  # papers the LLM failed on run after run: shown unjudged, then retired
     carried_over: int = 0  # papers the run had no time to judge (max_run_minutes): they come in the next digest
     since: dt.date | None = None  # a weekly digest: the first announcement day it covers (`announced`: its day)
+    sources: list[str] = ["arXiv"]  # where the papers it read came from, as readers know them
+
+    @property
+    def mixed(self) -> bool:
+        """Papers from several sources, or from one that is not arXiv: each paper then says where it is from."""
+        return self.sources != ["arXiv"]
 
     @property
     def relevant_count(self) -> int:
@@ -264,10 +274,22 @@ class ProfileSummary(BaseModel):
     digest: str = "none"  # what happened to this run's digest, in words
 
 
+class SourceFetch(BaseModel):
+    """What one source gave a run."""
+
+    papers: int = 0
+    new: int = 0  # not seen before
+    requests: int = 0
+    by_type: dict[str, int] = {}
+    not_modified: bool = False
+    failed: bool = False  # it could not be read: the run's errors say why
+
+
 class RunSummary(BaseModel):
     command: Literal["run", "preview"] = "run"  # a preview classifies too, and what it spends is recorded
     announced: dt.date | None = None
     fetched: dict[str, int] = {}
+    sources: dict[str, SourceFetch] = {}  # by source name (arXiv, bioRxiv), in the config's order
     not_modified: bool = False  # arXiv answered 304: nothing new since the last run
     backfilled: int = 0  # papers brought by `run --since` from the export API
     unreadable: list[str] = []  # items of the feed that could not be read, and were left out

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -29,11 +30,11 @@ from digest.compose import Composer
 from digest.config import Config
 from digest.deliver import deliver_pending
 from digest.errors import DeliveryError, DigestError, redact
+from digest.fetch import fetch_new, fetch_since, fetch_without_state
 from digest.judge import Judge, taste_of
-from digest.models import Feed, Paper, ProfileSummary, RunSummary, Usage
+from digest.models import Feed, Paper, ProfileSummary, RunSummary, SourceFetch, Usage
 from digest.render import Renderer, build_digest
 from digest.server_facts import load_facts
-from digest.sources.arxiv import UNREADABLE_SHOWN, feed_url, fetch_feed, fetch_since
 from digest.stopping import Stopped, unless_stopped
 from digest.store import Store
 from digest.web.links import Links
@@ -85,12 +86,12 @@ class Pipeline:
                 if previous.stopped:
                     summary.resumed = _what_was_left(previous_start, previous)
             try:
-                feed = await unless_stopped(self._fetch(store, summary, warn_stale=previous_ok), stop)
+                day = await unless_stopped(fetch_new(self.config, store, summary, warn_stale=previous_ok), stop)
                 if since is not None:
-                    await unless_stopped(self._backfill(store, summary, since), stop)
+                    await unless_stopped(fetch_since(self.config, store, summary, since), stop)
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
                 verdicts = await self._judge.classify(store, summary, pending, stop, batch_from=started)
-                announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
+                announced = day or dt.date.today()
                 renderer, clock_render = Renderer(self.config.output, Links.of(self.config, store)), time.monotonic()
                 composer = Composer(self.config, self._judge, store, renderer, summary)
                 # A signal leaves the digests to the next run; past max_run_minutes, what was judged goes out now.
@@ -161,12 +162,12 @@ class Pipeline:
         store = Store(self.config.state)
         try:
             store.lock_for_run()  # it fetches and classifies: never beside a run on the same state
-            feed = await self._fetch(store, summary)
+            day = await fetch_new(self.config, store, summary)
             shown: dict[str, tuple[dt.date, list[Paper]]] = {}
             for profile in self.config.profiles:
                 papers = store.undigested_papers(profile.name)
                 # After a 304 the feed says no date: the one it had when it was last read.
-                announced = feed.announced or store.feed_state(feed.url)[2] or dt.date.today()
+                announced = day or dt.date.today()
                 latest = store.latest_digest_date(profile.name)
                 if not self._judge.in_scope(profile, papers) and latest is not None:
                     announced, papers = latest, store.papers_of_digest(profile.name, latest)
@@ -223,62 +224,9 @@ class Pipeline:
                 )
             store.close()
 
-    async def _fetch(self, store: Store, summary: RunSummary, *, warn_stale: bool = True) -> Feed:
-        url = feed_url(self.config.fetched)
-        etag, last_modified, last_announced = store.feed_state(url)
-        clock = time.monotonic()
-        feed = await fetch_feed(self.config.fetched, etag=etag, last_modified=last_modified)
-        summary.announced = feed.announced or last_announced
-        summary.fetched = feed.count_by_type()
-        # feed.announced is None on a 304; a dated feed no newer than what was processed is stale, unless the run
-        # that processed it did not end well (stopped, failed): then this run is finishing its work.
-        stale = last_announced is not None and feed.announced is not None and feed.announced <= last_announced
-        if warn_stale and stale:
-            summary.warnings.append(
-                f"the feed is stale: it is dated {feed.announced}, and {last_announced} was already processed"
-            )
-        summary.not_modified = feed.not_modified
-        if feed.unreadable:
-            summary.unreadable = feed.unreadable
-            shown = "; ".join(feed.unreadable[:UNREADABLE_SHOWN])
-            more = len(feed.unreadable) - UNREADABLE_SHOWN
-            summary.warnings.append(
-                f"{len(feed.unreadable)} items of the feed could not be read: {shown}"
-                + (f"; and {more} more" if more > 0 else "")
-            )
-        summary.new_papers = store.record_feed(feed, [p.name for p in self.config.profiles])
-        kinds = ", ".join(f"{n} {kind}" for kind, n in summary.fetched.items()) or "none"
-        log.info(
-            "fetch: %d papers (%s), %d not seen before, dated %s, in %.2f s",
-            len(feed.papers),
-            kinds,
-            summary.new_papers,
-            summary.announced,
-            time.monotonic() - clock,
-        )
-        return feed
-
-    async def _backfill(self, store: Store, summary: RunSummary, since: dt.date) -> None:
-        clock = time.monotonic()
-        backfill = await fetch_since(self.config.fetched, since)
-        summary.backfilled = len(backfill.papers)
-        added = store.record_feed(backfill, [p.name for p in self.config.profiles])
-        summary.new_papers += added
-        log.info(
-            "backfill: %d papers since %s, %d not seen before, in %.2f s",
-            len(backfill.papers),
-            since,
-            added,
-            time.monotonic() - clock,
-        )
-
     async def dry_run(self, since: dt.date | None = None) -> DryRunReport:
         """Fetch and count what a run would classify and what it would cost; call no LLM, write no state."""
-        feed = await fetch_feed(self.config.fetched)
-        papers = feed.papers
-        if since is not None:
-            backfill = await fetch_since(self.config.fetched, since)
-            papers = list({p.key: p for p in [*backfill.papers, *feed.papers]}.values())
+        feeds, papers = await fetch_without_state(self.config, since)
         store = Store(self.config.state) if self.config.state.exists() else None
         try:
             _, jobs, profiles = self._judge.plan(store, {p.name: papers for p in self.config.profiles})
@@ -292,9 +240,10 @@ class Pipeline:
         )
         llm = self.config.llm
         return DryRunReport(
-            announced=feed.announced,
-            fetched=Feed(url=feed.url, announced=feed.announced, papers=papers).count_by_type(),
-            skipped=feed.skipped,
+            announced=feeds[0].announced,
+            fetched=Feed(url="", announced=None, papers=papers).count_by_type(),
+            sources={f.source: SourceFetch(papers=len(f.papers), requests=f.requests) for f in feeds},
+            skipped=_added(f.skipped for f in feeds),
             profiles=profiles,
             requests=len(jobs),
             tokens=usage.prompt_tokens + usage.completion_tokens,
@@ -336,9 +285,18 @@ def _what_was_left(started: dt.datetime, stopped: RunSummary) -> str:
     return f"the run started {when} was stopped by a signal {what}; this run did the rest"
 
 
+def _added(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for each in counts:
+        for kind, n in each.items():
+            total[kind] = total.get(kind, 0) + n
+    return total
+
+
 class DryRunReport(BaseModel):
     announced: dt.date | None
     fetched: dict[str, int]
+    sources: dict[str, SourceFetch]
     skipped: dict[str, int]
     profiles: list[ProfileSummary]
     requests: int

@@ -14,17 +14,27 @@ from typing import NamedTuple
 from digest.config import Config, Profile
 from digest.errors import UsageError
 from digest.models import RATING_WORDS, Paper, Rating, RatingSource, Verdict
-from digest.sources.arxiv import NEW_STYLE_ID, OLD_STYLE_ID, lookup_papers
+from digest.sources import configured_sources
+from digest.sources.arxiv import NEW_STYLE_ID, OLD_STYLE_ID
 from digest.store import Store
 
 ARXIV_ID = rf"(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})(?:v(?P<version>\d+))?"
-# What a reader pastes: an id, arXiv:id, or an abs, pdf or html link.
+# bioRxiv's and medRxiv's DOIs (Cold Spring Harbor's prefixes): 10.1101/2026.06.30.612345, and 10.1101/833400 of
+# the first years; a version as their pages write it, 10.1101/2026.06.30.612345v2.
+RXIV_DOI = r"(?P<doi>10\.(?:1101|64898)/(?:\d{4}\.\d{2}\.\d{2}\.)?\d{6,8})(?:v(?P<doi_version>\d+))?"
+RXIV_PAGE = r"https?://(?:www\.)?(?:bio|med)rxiv\.org/content/(?:early/\d{4}/\d{2}/\d{2}/)?"
+DOI_LINK = r"(?:doi:\s*|https?://(?:dx\.)?doi\.org/)"
+# What a reader pastes: an id, arXiv:id, or an abs, pdf or html link; a DOI, or a bioRxiv or medRxiv page.
 PASTED = re.compile(
-    rf"(?:arxiv:\s*|https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/)?{ARXIV_ID}(?:\.pdf)?/?", re.IGNORECASE
+    rf"(?:arxiv:\s*|https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/)?{ARXIV_ID}(?:\.pdf)?/?"
+    rf"|(?:{DOI_LINK}|{RXIV_PAGE})?{RXIV_DOI}(?:\.full|\.full\.pdf|\.abstract|\.full-text)?/?",
+    re.IGNORECASE,
 )
-# An id inside a longer text (a BibTeX note or journal, a URL, a DOI): only where it says it is arXiv's.
+# An id inside a longer text (a BibTeX note or journal, a URL, a DOI): only where it says it is arXiv's, or where
+# it is a bioRxiv or medRxiv DOI (a journal's DOI is not a preprint's).
 MENTIONED = re.compile(
-    rf"(?:arxiv[:\s]\s*|arxiv\.org/(?:abs|pdf|html)/|10\.48550/arxiv\.){ARXIV_ID}(?![\d.])", re.IGNORECASE
+    rf"(?:arxiv[:\s]\s*|arxiv\.org/(?:abs|pdf|html)/|10\.48550/arxiv\.){ARXIV_ID}(?![\d.])|{RXIV_DOI}(?![\d.])",
+    re.IGNORECASE,
 )
 WORDS = {"up": 1, "down": -1, "clear": 0}
 
@@ -35,6 +45,8 @@ class PaperRef(NamedTuple):
 
 
 def _ref(match: re.Match[str]) -> PaperRef:
+    if match["doi"]:
+        return PaperRef(match["doi"], int(match["doi_version"]) if match["doi_version"] else None)
     paper_id = match["id"]
     if "/" in paper_id:  # old style: the canonical id names the archive only (math/0601001, not math.AP/0601001)
         archive, number = paper_id.split("/")
@@ -43,19 +55,20 @@ def _ref(match: re.Match[str]) -> PaperRef:
 
 
 def parse_paper(text: str) -> PaperRef:
-    """A paper as a reader pastes it: 2606.29563, 2606.29563v2, arXiv:2606.29563, an arxiv.org link, hep-th/9901001."""
+    """A paper as a reader pastes it: 2606.29563, 2606.29563v2, arXiv:2606.29563, an arxiv.org link, hep-th/9901001;
+    a bioRxiv or medRxiv DOI (10.1101/2026.06.30.612345), or a link to its page."""
     match = PASTED.fullmatch(text.strip())
     if match is None:
         raise UsageError(
-            f"'{text}' is not an arXiv paper",
-            hint="give an id like 2606.29563 (or 2606.29563v2, arXiv:2606.29563, hep-th/9901001) "
-            "or a link like https://arxiv.org/abs/2606.29563",
+            f"'{text}' is not an arXiv, bioRxiv or medRxiv paper",
+            hint="give an id like 2606.29563 (or 2606.29563v2, arXiv:2606.29563, hep-th/9901001), a link like "
+            "https://arxiv.org/abs/2606.29563, or a DOI like 10.1101/2026.06.30.612345 (or its biorxiv.org page)",
         )
     return _ref(match)
 
 
 def find_paper(text: str) -> PaperRef | None:
-    """The arXiv paper a longer text names as arXiv's, if any."""
+    """The paper a longer text names as arXiv's, or by its bioRxiv or medRxiv DOI, if any."""
     match = MENTIONED.search(text)
     return _ref(match) if match else None
 
@@ -87,13 +100,15 @@ def pick_profile(config: Config, name: str | None) -> Profile:
 
 
 async def resolve(config: Config, store: Store, refs: Iterable[PaperRef]) -> dict[PaperRef, Paper]:
-    """The papers these refs name: from the state when it has them, else from arXiv's export API in one request
-    per page of ids. A ref with a version gets the paper at that version. Unknown papers are missing."""
+    """The papers these refs name: from the state when it has them, else from their sources (arXiv's export API in
+    one request per page of ids; bioRxiv's and medRxiv's API a request each). A ref with a version gets the paper at
+    that version. Unknown papers are missing."""
     wanted = list(dict.fromkeys(refs))
     known = store.latest_papers(r.id for r in wanted)
-    missing = [r.id for r in wanted if r.id not in known]
-    if missing:
-        known.update(await lookup_papers(config.arxiv, missing))
+    for source in configured_sources(config):
+        missing = [r.id for r in wanted if r.id not in known and source.knows(r.id)]
+        if missing:
+            known.update(await source.lookup(missing))
     found: dict[PaperRef, Paper] = {}
     for ref in wanted:
         paper = known.get(ref.id)
@@ -111,8 +126,16 @@ async def rate(config: Config, store: Store, text: str, word: str, profile_name:
         return f"{ref.id} had no rating for profile {profile.name}; nothing to clear"
     paper = (await resolve(config, store, [ref])).get(ref)
     if paper is None:
+        asked = [source.label for source in configured_sources(config) if source.knows(ref.id)]
+        if not asked:
+            raise UsageError(
+                f"no source in the config takes {ref.id}",
+                hint="a bioRxiv or medRxiv DOI needs a biorxiv: or medrxiv: section in config.yaml, an arXiv id an "
+                "arxiv: one",
+            )
         raise UsageError(
-            f"arXiv does not know the paper {ref.id}", hint="check the id; copy it from the paper's arXiv page"
+            f"{' nor '.join(asked)} does not know the paper {ref.id}",
+            hint="check the id; copy it from the paper's page",
         )
     done = store.rate(profile.name, paper, rating, "cli")
     said = f"{RATING_WORDS[rating]}: {paper.id} {paper.title!r}"

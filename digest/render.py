@@ -157,7 +157,7 @@ def chat_message(digest: Digest, links: Links | None, fits: Callable[[str], bool
         head += f"; {digest.left_out} more passed your threshold, left out by max_papers"
     if digest.unclassifiable:
         head += f"; {paper_count(len(digest.unclassifiable))} the LLM could not judge are in the full digest"
-    blocks = [_chat_entry(digest.profile, entry, links) for entry in ranked]
+    blocks = [_chat_entry(digest, entry, links) for entry in ranked]
 
     def message(shown: int) -> str:
         parts = [head, *blocks[:shown]]
@@ -174,12 +174,13 @@ def chat_message(digest: Digest, links: Links | None, fits: Callable[[str], bool
     return message(_largest(lambda n: fits(message(n)), len(blocks)))
 
 
-def _chat_entry(profile: str, entry: Entry, links: Links | None) -> str:
+def _chat_entry(digest: Digest, entry: Entry, links: Links | None) -> str:
     paper, verdict = entry.paper, entry.verdict
     reason = opening(" ".join(verdict.reason.split()), CHAT_REASON_CHARACTERS)
-    lines = [f"**{chat_text(badge(verdict))}** {chat_text(paper.title)}", chat_text(reason), paper.abs_url]
+    title = f"**{chat_text(badge(verdict))}** {chat_text(origin(digest, paper))}{chat_text(paper.title)}"
+    lines = [title, chat_text(reason), paper.abs_url]
     if links is not None:
-        up, down = links.rate(profile, paper, 1), links.rate(profile, paper, -1)
+        up, down = links.rate(digest.profile, paper, 1), links.rate(digest.profile, paper, -1)
         lines[-1] += f" · [more like this]({up}) · [not for me]({down})"
     return "\n".join(lines)
 
@@ -191,11 +192,18 @@ def subject(digest: Digest) -> str:
 def heading(digest: Digest, separator: str = " · ", day: str = "%a %d %b %Y") -> str:
     """ "arXiv digest · Tue 30 Jun 2026", or for a weekly digest the days it covers: from `since` to the day
     before its own."""
+    names = " + ".join(digest.sources)
     if digest.since is None:
-        return f"arXiv digest{separator}{digest.announced.strftime(day)}"
+        return f"{names} digest{separator}{digest.announced.strftime(day)}"
     last = max(digest.since, digest.announced - dt.timedelta(days=1))
     days = f"{digest.since:%d %b} to {last:%d %b %Y}" if last > digest.since else f"{last:%d %b %Y}"
-    return f"arXiv weekly digest{separator}{days}"
+    return f"{names} weekly digest{separator}{days}"
+
+
+def origin(digest: Digest, paper: Paper) -> str:
+    """ "bioRxiv · " before a paper's category where the digest is not all arXiv's, so the reader sees where each
+    paper is from; nothing otherwise."""
+    return f"{paper.source} · " if digest.mixed else ""
 
 
 def badge(verdict: Verdict) -> str:
@@ -237,6 +245,7 @@ def template_environment(output: OutputConfig) -> jinja2.Environment:
     env.filters["opening"] = opening
     env.globals["rating_note"] = rating_note
     env.globals["heading"] = heading
+    env.globals["origin"] = origin
     return env
 
 

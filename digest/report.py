@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from digest.models import RATING_WORDS, Rating, RunSummary
+from digest.models import RATING_WORDS, Rating, RunSummary, SourceFetch
 from digest.progress import describe_cost, describe_setbacks
 from digest.wording import counted, paper_count
 
@@ -34,9 +34,10 @@ def run_summary(summary: RunSummary) -> str:
         f"digest run - announcement of {summary.announced or 'unknown date'} - {summary.seconds:.1f} s",
         f"  fetched      {paper_count(sum(summary.fetched.values()))} ({_counts(summary.fetched)}), "
         f"{summary.new_papers} not seen before"
-        if not summary.not_modified
+        if not summary.not_modified or summary.fetched
         else "  fetched      nothing: the feed is unchanged since the last run (HTTP 304)",
     ]
+    lines += _per_source(summary.sources)
     if summary.backfilled:
         lines.append(f"  caught up    {paper_count(summary.backfilled)} from the export API (counted above if new)")
     for profile in summary.profiles:
@@ -84,6 +85,23 @@ def run_summary(summary: RunSummary) -> str:
     return "\n".join(lines)
 
 
+def _per_source(sources: dict[str, SourceFetch]) -> list[str]:
+    """A line per source, when there are several, or one that is not arXiv."""
+    if list(sources) in ([], ["arXiv"]):
+        return []
+    lines = []
+    for name, fetched in sources.items():
+        if fetched.failed:
+            said = "could not be read (see the error below)"
+        elif fetched.not_modified:
+            said = f"unchanged since the last run (HTTP 304), {counted(fetched.requests, 'request')}"
+        else:
+            kinds = f" ({_counts(fetched.by_type)})" if fetched.by_type else ""
+            said = f"{paper_count(fetched.papers)}{kinds}, {counted(fetched.requests, 'request')}"
+        lines.append(f"    {name:<10} {said}")
+    return lines
+
+
 def _batch_cost(summary: RunSummary) -> str:
     if summary.cost is None or summary.live_cost is None:
         return describe_cost(summary.cost)
@@ -95,8 +113,9 @@ def dry_run_report(report: DryRunReport) -> str:
         f"dry run - announcement of {report.announced} - nothing is sent, no LLM is called",
         f"  fetched      {paper_count(sum(report.fetched.values()))} ({_counts(report.fetched)})",
     ]
+    lines += _per_source(report.sources)
     if report.skipped:
-        lines.append(f"  left out     {_counts(report.skipped)} (not in arxiv.announce_types)")
+        lines.append(f"  left out     {_counts(report.skipped)} (not in the sources' announce_types)")
     for profile in report.profiles:
         lines.append(
             f"  {profile.name:<12} {paper_count(profile.to_classify)} to classify, {profile.cached} already cached, "
@@ -213,17 +232,20 @@ def import_report(path: Path, report: ImportReport) -> str:
     taken = report.added + report.changed + report.unchanged
     lines = [
         f"imported {path} for profile {report.profile} as '{RATING_WORDS[report.rating]}': "
-        f"{counted(report.entries, 'entry', 'entries')}, {counted(taken, 'arXiv paper')} rated "
+        f"{counted(report.entries, 'entry', 'entries')}, {counted(taken, 'paper')} rated "
         f"({report.added} new, {report.changed} changed, {report.unchanged} unchanged)"
     ]
     if report.not_arxiv:
         shown = ", ".join(report.not_arxiv[:10]) + (" ..." if len(report.not_arxiv) > 10 else "")
-        what = "is not an arXiv paper" if len(report.not_arxiv) == 1 else "are not arXiv papers"
-        lines.append(f"  {counted(len(report.not_arxiv), 'entry', 'entries')} {what} (no arXiv id), left out: {shown}")
+        what = "names" if len(report.not_arxiv) == 1 else "name"
+        lines.append(
+            f"  {counted(len(report.not_arxiv), 'entry', 'entries')} {what} no arXiv, bioRxiv or medRxiv paper, "
+            f"left out: {shown}"
+        )
     if report.unknown:
         one = len(report.unknown) == 1
         lines.append(
-            f"  {counted(len(report.unknown), 'id')} {'is' if one else 'are'} unknown to arXiv, left out: "
+            f"  {counted(len(report.unknown), 'id')} {'is' if one else 'are'} unknown to their sources, left out: "
             f"{', '.join(report.unknown)}"
         )
     return "\n".join(lines)

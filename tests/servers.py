@@ -772,6 +772,59 @@ _limits = {  # an account with generous limits (OpenAI's tier 5 for gpt-4o-mini)
 }
 
 
+# bioRxiv and medRxiv
+
+
+@dataclass
+class RxivAPI:
+    """api.biorxiv.org's /details: an interval's records page by page (`page_size` a page, the cursor an offset,
+    `total` a string, as the real API), a DOI's versions, "no posts found" for an empty interval; `broken` maps
+    cursors to what a page there answers instead ("empty": a 200 with an empty body, "html": a proxy's page)."""
+
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # server -> its records
+    page_size: int = 30
+    broken: dict[int, str] = field(default_factory=dict)
+    requests: list[tuple[float, str]] = field(default_factory=list)  # (when, path) of every request
+
+    def asked(self, server: str) -> list[str]:
+        return [path for _, path in self.requests if path.startswith(f"/details/{server}/")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        path = scope["path"]
+        self.requests.append((time.monotonic(), path))
+        parts = path.strip("/").split("/")
+        server = parts[1] if len(parts) > 1 else ""
+        records = self.records.get(server, [])
+        if len(parts) >= 5 and parts[-2] == "na":  # /details/{server}/{doi}/na/json
+            doi = "/".join(parts[2:-2])
+            found = [r for r in records if isinstance(r, dict) and r.get("doi") == doi]
+            messages = [{"status": "ok", "category": "all"}] if found else [{"status": "no posts found"}]
+            await _respond(send, 200, json.dumps({"messages": messages, "collection": found}).encode(), _json)
+            return
+        start, end, cursor = parts[2], parts[3], int(parts[4])
+        if cursor in self.broken:
+            kind = self.broken[cursor]
+            body = b"" if kind == "empty" else b"<html><body>502 Bad Gateway</body></html>"
+            await _respond(send, 200, body, {"content-type": "text/html"})
+            return
+        if not records:
+            body = {"messages": [{"status": "no posts found"}], "collection": []}
+            await _respond(send, 200, json.dumps(body).encode(), _json)
+            return
+        page = records[cursor : cursor + self.page_size]
+        message = {
+            "status": "ok",
+            "category": "all",
+            "interval": f"{start}:{end}",
+            "cursor": cursor,
+            "count": len(page),
+            "count_new_papers": str(sum(1 for r in records if isinstance(r, dict) and r.get("version") == "1")),
+            "total": str(len(records)),
+        }
+        await _respond(send, 200, json.dumps({"messages": [message], "collection": page}).encode(), _json)
+
+
 # Chat and push services
 
 

@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.long,
     pytest.mark.xdist_group("llama-server"),  # one worker, one server for both tests
 ]
-DAY = 12  # papers: a small day, so that the suite beside it still takes minutes on two cores
+DAY = 10  # papers: a small day, so that the suite beside it still takes minutes on two cores (10: enough to measure)
 
 
 def _first_items(feed: bytes, count: int) -> bytes:

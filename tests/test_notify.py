@@ -72,9 +72,7 @@ def test_each_destination_gets_each_digest_once_and_a_500_is_retried_next_run(
     assert "pending (retried next run)" in first.stdout and "Internal server error., error=500" in first.stdout
     second = run_cli("run", "--config", str(path), env=env)
     assert second.returncode == 0, second.stdout + second.stderr
-    third = run_cli("run", "--config", str(path), env=env)
-    assert third.returncode == 0, third.stdout + third.stderr
-    assert [len(server.of(p)) for p in ("/digest-hook", "/", MATTERMOST)] == [1, 1, 1]
+    assert [len(server.of(p)) for p in ("/digest-hook", "/", MATTERMOST)] == [1, 1, 1]  # the others not again
 
     ntfy = server.of("/")[0]
     assert ntfy["topic"] == "papers" and ntfy["title"].startswith("arXiv digest - 30 Jun 2026 - ")
@@ -85,7 +83,7 @@ def test_each_destination_gets_each_digest_once_and_a_500_is_retried_next_run(
     assert "language model" in text.lower()
     mattermost = server.of(MATTERMOST)[0]["text"]
     assert mattermost.startswith("# arXiv digest - 30 Jun 2026")
-    for output in (first.stdout + first.stderr, second.stdout, third.stdout):
+    for output in (first.stdout + first.stderr, second.stdout + second.stderr):
         assert TOKEN not in output and NTFY_PASSWORD not in output
     status = run_cli("status", "--config", str(path))  # no variable set: status needs no notify URL
     assert status.returncode == 0, status.stderr

@@ -52,7 +52,7 @@ def test_a_paper_as_readers_paste_it(pasted: str, expected: PaperRef) -> None:
 
 @pytest.mark.parametrize("pasted", ["2606.295", "hello", "https://example.org/abs/2606.29563", "2606.29563v", ""])
 def test_what_is_not_a_paper_is_a_usage_error(pasted: str) -> None:
-    with pytest.raises(UsageError, match="is not an arXiv paper"):
+    with pytest.raises(UsageError, match="is not an arXiv, bioRxiv or medRxiv paper"):
         parse_paper(pasted)
 
 
@@ -113,7 +113,7 @@ def test_rate_looks_up_unknown_papers_once_and_refuses_what_it_cannot_use(digest
         (("2606.99999", "up"), "arXiv does not know the paper 2606.99999"),
         (("2606.28354", "sideways"), "'sideways' is not a rating"),
         (("2606.28354", "up", "--profile", "mee"), "there is no profile 'mee'"),
-        (("not-a-paper", "up"), "'not-a-paper' is not an arXiv paper"),
+        (("not-a-paper", "up"), "'not-a-paper' is not an arXiv, bioRxiv or medRxiv paper"),
     ]:
         refused = digest("rate", *args)
         assert refused.returncode == 2, refused.stderr
@@ -140,17 +140,18 @@ def test_import_takes_arxiv_papers_from_zotero_bibtex_csl_json_and_text_and_repo
     digest = digest_cli()
     zotero = digest("import", str(LIBRARY / "zotero.bib"))
     assert zotero.returncode == 0, zotero.stderr
-    assert "6 entries, 4 arXiv papers rated (4 new, 0 changed, 0 unchanged)" in zotero.stdout
-    assert "2 entries are not arXiv papers (no arXiv id), left out: hochreiter_long_1997, jurafsky_speech_2009" in (
-        zotero.stdout
+    assert "6 entries, 4 papers rated (4 new, 0 changed, 0 unchanged)" in zotero.stdout
+    assert (
+        "2 entries name no arXiv, bioRxiv or medRxiv paper, left out: hochreiter_long_1997, jurafsky_speech_2009"
+        in (zotero.stdout)
     )
     assert servers.api.requests == []  # every entry had its title and abstract
 
     mixed = digest("import", str(LIBRARY / "mixed.bib"), "--as", "down")
     assert mixed.returncode == 0, mixed.stderr
-    assert "4 arXiv papers rated (4 new" in mixed.stdout
+    assert "4 papers rated (4 new" in mixed.stdout
     assert "left out: jumper_highly_2021, papineni_bleu_2002" in mixed.stdout
-    assert "1 id is unknown to arXiv, left out: 2606.99999" in mixed.stdout
+    assert "1 id is unknown to their sources, left out: 2606.99999" in mixed.stdout
     # One request for all the entries without an abstract.
     assert [sorted(r["id_list"].split(",")) for r in servers.api.requests] == [
         ["2606.28524", "2606.28667", "2606.28823", "2606.28876", "2606.99999"]
@@ -158,13 +159,13 @@ def test_import_takes_arxiv_papers_from_zotero_bibtex_csl_json_and_text_and_repo
 
     csl = digest("import", str(LIBRARY / "zotero.json"))
     assert csl.returncode == 0, csl.stderr
-    assert "3 arXiv papers rated (3 new" in csl.stdout and "LSTM1997" in csl.stdout
+    assert "3 papers rated (3 new" in csl.stdout and "LSTM1997" in csl.stdout
 
     text = tmp_path / "reading-list.txt"
     text.write_text("# papers from the reading group\n2606.29118\nhttps://arxiv.org/pdf/2606.29734v1\n\nnot a paper\n")
     plain = digest("import", str(text))
     assert plain.returncode == 0, plain.stderr
-    assert "2 arXiv papers rated (2 new" in plain.stdout and "left out: line 5" in plain.stdout
+    assert "2 papers rated (2 new" in plain.stdout and "left out: line 5" in plain.stdout
 
     before = _ratings(digest)
     assert len(before) == 13
@@ -418,7 +419,7 @@ def test_a_large_library_is_read_in_chunks_with_progress_and_a_huge_field_costs_
     finally:
         process.kill()
     assert process.returncode == 0, terminal.decode(errors="replace")
-    assert "10,000 entries, 10,000 arXiv papers rated (10000 new" in stdout
+    assert "10,000 entries, 10,000 papers rated (10000 new" in stdout
     assert b"reading the library, entries: 10,000/10,000" in terminal  # redrawn in place, then wiped
     assert terminal.endswith(b"\r\x1b[K")
     given = {r["paper"]: r for r in _ratings(lambda *args: run_cli(*args, "--config", str(config)))}

@@ -10,29 +10,27 @@ import re
 import time
 import xml.sax
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import feedparser
 import httpx
 
-from digest import __version__
-from digest.config import ArxivConfig
+from digest.config import ArxivConfig, Config
 from digest.errors import FetchError
 from digest.http import capped_client
 from digest.models import AnnounceType, Feed, Paper
 from digest.ratelimit import RateLimiter, Sleep
+from digest.sources.base import USER_AGENT, FeedState
 from digest.sources.retrying import get_with_retries
 from digest.wording import UNSAFE_CHARACTERS
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = f"digest/{__version__} (self-hosted arXiv digest; +https://github.com/digest-dev/digest)"
 ANNOUNCE_TYPES: frozenset[str] = frozenset({"new", "cross", "replace", "replace-cross"})
 NEW_STYLE_ID = r"\d{4}\.\d{4,5}"
 OLD_STYLE_ID = r"[a-z]+(?:-[a-z]+)*(?:\.[A-Za-z]{2})?/\d{7}"  # hep-th/9901001, math.AP/0601001
 # An item's guid: a well-formed id with its version. Nothing else may become a file name or a link.
 GUID = re.compile(rf"^(?:oai:arXiv\.org:)?(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})v(?P<version>\d+)$")
-UNREADABLE_SHOWN = 5  # unreadable items named in a warning; the rest are counted
 ABSTRACT_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*Abstract:\s*", re.IGNORECASE)
 API_REQUESTS_PER_MINUTE = 20  # the export API's terms: one request every three seconds
 SETTINGS = "arxiv.feed_url, arxiv.api_url and arxiv.categories"
@@ -56,16 +54,42 @@ async def fetch_feed(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
+    attempts = 0
+
+    async def count() -> None:
+        nonlocal attempts
+        attempts += 1
+
     async with _client(config) as http:
         response = await get_with_retries(
-            http, url, headers, config.max_retry_seconds, sleep, what="arXiv feed", who="arXiv", settings=SETTINGS
+            http,
+            url,
+            headers,
+            config.max_retry_seconds,
+            sleep,
+            what="arXiv feed",
+            who="arXiv",
+            settings=SETTINGS,
+            before_each=count,
         )
     if response.status_code == 304:
         log.info("feed not modified since the last run: %s", url)
-        return Feed(url=url, announced=None, papers=[], not_modified=True, etag=etag, last_modified=last_modified)
+        return Feed(
+            url=url,
+            announced=None,
+            papers=[],
+            not_modified=True,
+            etag=etag,
+            last_modified=last_modified,
+            requests=attempts,
+        )
     feed = parse_feed(response.content, url=url, categories=config.categories, announce_types=config.announce_types)
     return feed.model_copy(
-        update={"etag": response.headers.get("etag"), "last_modified": response.headers.get("last-modified")}
+        update={
+            "etag": response.headers.get("etag"),
+            "last_modified": response.headers.get("last-modified"),
+            "requests": attempts,
+        }
     )
 
 
@@ -322,3 +346,44 @@ def parse_api_page(data: bytes, *, url: str, categories: Iterable[str]) -> tuple
 
 def _clean(text: str) -> str:
     return " ".join(UNSAFE_CHARACTERS.sub(" ", str(text)).split())
+
+
+ARXIV_ID = re.compile(rf"{NEW_STYLE_ID}|{OLD_STYLE_ID}")
+
+
+class ArxivSource:
+    """arXiv: the day's announcement feed for every followed category in one request, the export API to catch up
+    and to look papers up."""
+
+    name: ClassVar[str] = "arxiv"
+    label: ClassVar[str] = "arXiv"
+
+    def __init__(self, config: ArxivConfig) -> None:
+        self._config = config
+
+    @classmethod
+    def from_config(cls, config: Config) -> ArxivSource | None:
+        return cls(config.fetched) if config.arxiv is not None else None
+
+    def state_key(self) -> str:
+        return feed_url(self._config)
+
+    def knows(self, paper_id: str) -> bool:
+        return ARXIV_ID.fullmatch(paper_id) is not None
+
+    async def fetch(self, state: FeedState | None) -> Feed:
+        etag, last_modified, last_announced = state or FeedState(None, None, None)
+        feed = await fetch_feed(self._config, etag=etag, last_modified=last_modified)
+        # Dated no later than what was processed: the feed has not been rebuilt since (a weekend, a holiday).
+        stale = last_announced is not None and feed.announced is not None and feed.announced <= last_announced
+        return feed.model_copy(update={"stale": stale})
+
+    async def since(self, day: dt.date) -> Feed:
+        return await fetch_since(self._config, day)
+
+    async def check(self) -> str:
+        feed = await fetch_feed(self._config.model_copy(update={"max_retry_seconds": 0}))
+        return f"{feed_url(self._config)}: {len(feed.papers)} papers dated {feed.announced}"
+
+    async def lookup(self, paper_ids: list[str]) -> dict[str, Paper]:
+        return await lookup_papers(self._config, paper_ids)

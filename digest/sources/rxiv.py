@@ -1,0 +1,316 @@
+"""The API bioRxiv and medRxiv share (api.biorxiv.org, Cold Spring Harbor Laboratory): the papers posted in an
+interval of days, page by page, and a paper by its DOI. digest/sources/biorxiv.py and medrxiv.py are its two
+servers.
+
+What the API really does, as its users found it (see tests/fixtures/SOURCES.md): a page is 30 records (its help
+page says 100), `cursor` is a record offset, so the next page starts where this one's records end; each record is
+one version of a paper, its `version` a string, its `date` the day that version was posted, its `published` a
+journal DOI or "NA"; an empty interval is `"status": "no posts found"`, and a broken one can be a 200 with an empty
+body. Nothing it sends is trusted: each record is checked on its own and one that does not read costs itself only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import html
+import json
+import logging
+import re
+import time
+from typing import Annotated, Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from digest.config import Config, PreprintServerConfig
+from digest.errors import FetchError
+from digest.http import capped_client
+from digest.models import Feed, Paper, PaperLinks
+from digest.ratelimit import RateLimiter, Sleep
+from digest.sources.base import USER_AGENT, FeedState
+from digest.sources.retrying import get_with_retries
+from digest.subjects import normalise_subject
+from digest.wording import UNSAFE_CHARACTERS
+
+log = logging.getLogger(__name__)
+
+REQUESTS_PER_MINUTE = 60  # the API publishes no limit: a request a second, on one connection
+CATCH_UP_DAYS = 30  # after a longer gap, the last 30 days are read and the rest is said to be missed
+MAX_PAGES = 500  # 15,000 records at 30 a page, a month of bioRxiv; a longer listing is cut, and said so
+MAX_RECORDS_SHOWN = 5
+DOI = re.compile(r"10\.\d{4,9}/[0-9A-Za-z.\-_/]{1,100}")
+TAG = re.compile(r"<[^>]{0,200}>")
+
+
+def _text(limit: int) -> BeforeValidator:
+    """Untrusted text as plain text: markup and control characters out, whitespace collapsed, cut to `limit`."""
+
+    def clean(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        plain = html.unescape(TAG.sub(" ", UNSAFE_CHARACTERS.sub("", value)))
+        return " ".join(plain.split())[:limit]
+
+    return BeforeValidator(clean)
+
+
+class Record(BaseModel):
+    """One version of one paper, as the API writes it; what digest does not use is ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    doi: Annotated[str, _text(200), Field(pattern=DOI.pattern)]
+    version: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")]
+    date: dt.date
+    title: Annotated[str, _text(1000), Field(min_length=1)]
+    authors: Annotated[str, _text(20_000)] = ""
+    abstract: Annotated[str, _text(20_000)] = ""
+    category: Annotated[str, _text(200), Field(min_length=1)]
+
+
+# medRxiv's DOIs end in eight digits after the date, bioRxiv's in six (10.1101/2020.09.09.20191205, a medRxiv one).
+MEDRXIV_DOI = re.compile(r"10\.1101/\d{4}\.\d{2}\.\d{2}\.\d{8}")
+
+
+def pages_of(doi: str, version: int) -> tuple[str, PaperLinks]:
+    """The server and the pages of a DOI's paper, from the DOI's shape alone: for a paper read from the reader's
+    library, not from the API."""
+    label, site = ("medRxiv", "https://www.medrxiv.org") if MEDRXIV_DOI.fullmatch(doi) else ("bioRxiv", BIORXIV_SITE)
+    return label, _links(site, doi, version)
+
+
+def _links(site: str, doi: str, version: int) -> PaperLinks:
+    page = f"{site}/content/{doi}v{version}"
+    return PaperLinks(abstract=page, pdf=f"{page}.full.pdf", html=f"{page}.full")
+
+
+BIORXIV_SITE = "https://www.biorxiv.org"
+
+
+def rxiv_pacer(*, sleep: Sleep = asyncio.sleep) -> RateLimiter:
+    """A request a second, no burst: the API publishes no limit."""
+    return RateLimiter(REQUESTS_PER_MINUTE, 10**12, burst_seconds=0, opening_seconds=0, sleep=sleep)
+
+
+def _author(name: str) -> str:
+    """ "Wheatley, A. K." -> "A. K. Wheatley", as arXiv writes names, so followed authors match either way."""
+    family, _, given = name.partition(",")
+    return f"{given.strip()} {family.strip()}".strip() if given.strip() else family.strip()
+
+
+class PreprintServer:
+    """One of the API's servers. `name` is its config section and its name in the API's paths."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    site: ClassVar[str]  # where its papers' pages are: https://www.biorxiv.org
+
+    def __init__(self, config: PreprintServerConfig, pacer: RateLimiter, *, sleep: Sleep = asyncio.sleep) -> None:
+        self._config = config
+        self._pacer = pacer  # every request, retries included, waits its turn
+        self._sleep = sleep
+        self.requests = 0
+
+    @classmethod
+    def from_config(cls, config: Config, pacer: RateLimiter) -> PreprintServer | None:
+        section: PreprintServerConfig | None = getattr(config, cls.name)
+        return cls(config.fetched_from(section), pacer) if section is not None else None
+
+    def state_key(self) -> str:
+        return f"{self._config.api_url}/details/{self.name}"
+
+    def knows(self, paper_id: str) -> bool:
+        return DOI.fullmatch(paper_id) is not None
+
+    async def fetch(self, state: FeedState | None) -> Feed:
+        """The papers posted since the last fetch (that day included: the API lists a day's papers into the next
+        day), or yesterday's and today's on the first; after a gap, at most CATCH_UP_DAYS back."""
+        today = dt.date.today()
+        last = state.last_announced if state is not None else None
+        start = today - dt.timedelta(days=1) if last is None else max(last, today - dt.timedelta(days=CATCH_UP_DAYS))
+        feed = await self._interval(start, today)
+        if last is not None and last < today - dt.timedelta(days=CATCH_UP_DAYS):
+            missed = f"{self.label}: the last fetch was on {last}; only the last {CATCH_UP_DAYS} days were read"
+            feed = feed.model_copy(update={"notes": [*feed.notes, missed]})
+        return feed
+
+    async def since(self, day: dt.date) -> Feed:
+        return await self._interval(day, dt.date.today())
+
+    async def check(self) -> str:
+        today = dt.date.today()
+        url = f"{self._config.api_url}/details/{self.name}/{today - dt.timedelta(days=1)}/{today}/0/json"
+        async with self._client() as http:
+            page = await self._page(http, url)
+        return f"{url}: {_total(page) or 0} papers posted yesterday and today"
+
+    async def lookup(self, paper_ids: list[str]) -> dict[str, Paper]:
+        """The newest version of each DOI this server has; the others are missing."""
+        found: dict[str, Paper] = {}
+        async with self._client() as http:
+            for doi in dict.fromkeys(paper_ids):
+                page = await self._page(http, f"{self._config.api_url}/details/{self.name}/{doi}/na/json")
+                versions = [r for r in _records(page, self.label, []) if r.doi == doi]
+                if versions:
+                    found[doi] = self._paper(max(versions, key=lambda r: int(r.version)), first=False)
+        return found
+
+    def _client(self) -> httpx.AsyncClient:
+        limit = int(self._config.max_page_mb * 1_000_000)
+        return capped_client(limit, timeout=self._config.timeout_seconds, follow_redirects=True)
+
+    async def _interval(self, start: dt.date, end: dt.date) -> Feed:
+        base = f"{self._config.api_url}/details/{self.name}/{start.isoformat()}/{end.isoformat()}"
+        records: list[Record] = []
+        unreadable: list[str] = []
+        skipped: dict[str, int] = {}
+        notes: list[str] = []
+        complete = True
+        cursor = 0
+        async with self._client() as http:
+            for _ in range(MAX_PAGES):
+                url = f"{base}/{cursor}/json"
+                try:
+                    page = await self._page(http, url)
+                except FetchError as error:
+                    if cursor == 0:
+                        raise
+                    # The pages before are kept; the listing is asked again from its start by the next run.
+                    unreadable.append(f"{self.label} page at record {cursor}: {error.message}")
+                    complete = False
+                    break
+                listed = page.get("collection") or []
+                records += _records(page, self.label, unreadable)
+                total = _total(page)
+                if not listed or total is None or cursor + len(listed) >= total:
+                    break
+                cursor += len(listed)
+            else:
+                notes.append(f"{self.label}: the listing from {start} to {end} is longer than {MAX_PAGES} pages")
+                complete = False
+        papers = self._chosen(records, skipped)
+        if not records and not unreadable:
+            notes.append(f"{self.label}: no new papers in {', '.join(self._config.categories)} from {start} to {end}")
+        log.info("%s: %d papers from %s to %s in %d requests", self.label, len(papers), start, end, self.requests)
+        return Feed(
+            url=self.state_key(),
+            # An incomplete listing leaves the state where it was, so that the next run reads it again.
+            announced=end if complete else start,
+            papers=papers,
+            skipped=skipped,
+            unreadable=unreadable,
+            source=self.label,
+            requests=self.requests,
+            notes=notes,
+        )
+
+    async def _page(self, http: httpx.AsyncClient, url: str) -> dict[str, Any]:
+        """One page as JSON, paced and retried; a FetchError when it never reads as a page of the API's."""
+        what = f"{self.label} API"
+        settings = f"{self.name}.api_url"
+
+        async def take_turn() -> None:
+            self.requests += 1
+            await self._pacer.acquire(0)
+
+        clock = time.monotonic()
+        while True:
+            response = await get_with_retries(
+                http,
+                url,
+                {"User-Agent": USER_AGENT},
+                self._config.max_retry_seconds,
+                self._sleep,
+                what=what,
+                who=self.label,
+                settings=settings,
+                before_each=take_turn,
+            )
+            page, problem = _read_page(response.content)
+            if page is not None:
+                return page
+            # A 200 that is not a page (an empty body, a proxy's HTML): retried like a 5xx, within the same budget.
+            if time.monotonic() - clock + 2 > self._config.max_retry_seconds:
+                raise FetchError(
+                    f"{what} {url} answered with {problem}",
+                    hint=f"{self.label}'s API may be having trouble; the next run asks again",
+                )
+            log.warning("%s %s answered with %s; asking again", what, url, problem)
+            await self._sleep(2)
+
+    def _chosen(self, records: list[Record], skipped: dict[str, int]) -> list[Paper]:
+        """Of each paper listed, its newest version: new when its first version was posted the same day (posted and
+        revised at once: new to the reader), a replacement otherwise, as arXiv's (a first version of an earlier day
+        was read by that day's run); then those of the followed subjects and announce types."""
+        subjects = set(self._config.categories)
+        by_doi: dict[str, list[Record]] = {}
+        for record in records:
+            by_doi.setdefault(record.doi, []).append(record)
+        found = []
+        for versions in by_doi.values():
+            newest = max(versions, key=lambda r: int(r.version))
+            paper = self._paper(newest, first=any(r.version == "1" and r.date == newest.date for r in versions))
+            if paper.primary_category not in subjects:
+                continue
+            if paper.announce_type not in self._config.announce_types:
+                skipped[paper.announce_type] = skipped.get(paper.announce_type, 0) + 1
+                continue
+            found.append(paper)
+        return found
+
+    def _paper(self, record: Record, *, first: bool) -> Paper:
+        version = int(record.version)
+        return Paper(
+            id=record.doi,
+            version=version,
+            title=record.title,
+            authors=[_author(a) for a in record.authors.split(";") if a.strip()],
+            abstract=record.abstract,
+            categories=[normalise_subject(record.category)],
+            announce_type="new" if first else "replace",
+            announced=record.date,
+            source=self.label,
+            links=_links(self.site, record.doi, version),
+        )
+
+
+def _records(page: dict[str, Any], label: str, unreadable: list[str]) -> list[Record]:
+    """The page's records, each checked on its own: one that does not read is left out and named."""
+    found = []
+    for number, raw in enumerate(page.get("collection") or []):
+        try:
+            found.append(Record.model_validate(raw))
+        except ValidationError as error:
+            doi = raw.get("doi") if isinstance(raw, dict) else None
+            name = f"{doi!r}"[:120] if isinstance(doi, str) else f"number {number + 1} of its page"
+            problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in error.errors())
+            unreadable.append(f"{label} record {name} was left out ({problem[:200]})")
+    return found
+
+
+def _read_page(body: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The page, or None and what it was instead."""
+    if not body.strip():
+        return None, "an empty body"
+    try:
+        page = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None, f"something that is not JSON ({body[:60]!r})"
+    if not isinstance(page, dict) or not isinstance(page.get("messages"), list):
+        return None, "JSON that is not one of its pages (no messages)"
+    status = str((page["messages"][:1] or [{}])[0].get("status", "") if page["messages"] else "")
+    if status != "ok" and "no posts found" not in status.lower():
+        return None, f"the status {status[:100]!r}"
+    if not isinstance(page.get("collection", []), list):
+        return None, "a collection that is not a list"
+    return page, ""
+
+
+def _total(page: dict[str, Any]) -> int | None:
+    """The records in the whole listing (the API writes it as a string), if the page says."""
+    message = page["messages"][0] if page["messages"] and isinstance(page["messages"][0], dict) else {}
+    try:
+        return int(message.get("total", ""))
+    except (TypeError, ValueError):
+        return None
