@@ -99,6 +99,7 @@ def test_a_later_version_is_a_replacement_and_comes_when_announce_types_say(
     tmp_path, feed_server, fake_llm, rxiv, write_config
 ):
     rxiv_url, api = rxiv
+    api.page_size = 30  # as the real API's: one page each
     api.records["medrxiv"] = [MEDRXIV[1]]  # version 2, posted a day after version 1
     config = configure(tmp_path, feed_server, fake_llm, rxiv_url)
     path = write_config(config)
@@ -108,11 +109,11 @@ def test_a_later_version_is_a_replacement_and_comes_when_announce_types_say(
     config["medrxiv"]["announce_types"] = ["new", "replace"]
     dry = run_cli("run", "--dry-run", "--config", str(write_config(config)))
     assert "fetched      140 papers (119 new, 20 cross, 1 replace)" in dry.stdout
-    assert "    bioRxiv    2 papers, 2 requests" in dry.stdout and "    medRxiv    1 paper, 1 request" in dry.stdout
+    assert "    bioRxiv    2 papers, 1 request" in dry.stdout and "    medRxiv    1 paper, 1 request" in dry.stdout
     assert not (tmp_path / "state.sqlite3").exists()  # the dry run writes no state
     api.records["medrxiv"] = list(MEDRXIV)  # versions 1 and 2 in one listing: the paper once, at version 2
     run = run_cli("run", "--config", str(path))
-    assert "    medRxiv    1 paper (1 replace), 2 requests" in run.stdout
+    assert "    medRxiv    1 paper (1 replace), 1 request" in run.stdout
 
 
 def test_malformed_records_cost_themselves_and_a_broken_page_is_asked_again(
@@ -126,7 +127,8 @@ def test_malformed_records_cost_themselves_and_a_broken_page_is_asked_again(
         "not a record",
     ]
     api.records["biorxiv"] = [BIORXIV[1], *hostile, BIORXIV[0]]
-    api.broken = {5: "empty"}  # the last page answers 200 with no body, every time
+    api.page_size = 3
+    api.broken = {3: "empty"}  # the second page answers 200 with no body, every time
     config = configure(tmp_path, feed_server, fake_llm, rxiv_url)
     config["biorxiv"]["max_retry_seconds"] = 3
     del config["medrxiv"]
@@ -136,8 +138,8 @@ def test_malformed_records_cost_themselves_and_a_broken_page_is_asked_again(
     assert "Traceback" not in run.stderr
     assert "items of the bioRxiv feed could not be read" in run.stdout
     assert "bioRxiv record '10.1101/2023.12.30.573731' was left out (version:" in run.stdout
-    assert "bioRxiv record number 1 of its page was left out (doi: Field required)" in run.stdout
-    assert "bioRxiv page at record 5: bioRxiv API" in run.stdout and "answered with an empty body" in run.stdout
+    assert "bioRxiv record number 3 of its page was left out (doi: Field required)" in run.stdout
+    assert "bioRxiv page at record 3: bioRxiv API" in run.stdout and "answered with an empty body" in run.stdout
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
         keys = [r[0] for r in db.execute("SELECT key FROM papers WHERE key LIKE '10.%'")]
         (announced,) = db.execute("SELECT last_announced FROM feeds WHERE url LIKE '%/details/biorxiv'").fetchone()
