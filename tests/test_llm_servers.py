@@ -136,7 +136,10 @@ def test_a_cpu_bound_local_server_is_never_queued_into_timeouts(fake_llm) -> Non
     assert _all_verdicts(outcomes, papers)
     assert classifier.usage.timed_out == 0
     assert app.max_in_flight <= 16  # a growth that ends within a service time of the first queued request
-    assert classifier.capacity.limit <= 8  # settled near the four slots, far from 64
+    # Settled near the four slots, far from 64: most requests went at 8 or fewer at once. Where the limit stands at
+    # the very end moves with the machine's noise (9 was seen on a busy CI machine), so it is held to 16 only.
+    assert classifier.capacity.sent_at.most_common(1)[0][0] <= 8
+    assert classifier.capacity.limit <= 16
     assert "found by measuring the server" in (classifier.capacity.describe() or "")
 
 
