@@ -62,7 +62,7 @@ async def fetch_new(config: Config, store: Store, summary: RunSummary, *, warn_s
     return announced
 
 
-async def fetch_since(config: Config, store: Store, summary: RunSummary, since: dt.date) -> None:
+async def fetch_missed(config: Config, store: Store, summary: RunSummary, since: dt.date) -> None:
     """Catch up: every source's papers announced since `since`, stored."""
     for source in configured_sources(config):
         clock = time.monotonic()

@@ -30,7 +30,7 @@ from digest.compose import Composer
 from digest.config import Config
 from digest.deliver import deliver_pending
 from digest.errors import DeliveryError, DigestError, redact
-from digest.fetch import fetch_new, fetch_since, fetch_without_state
+from digest.fetch import fetch_missed, fetch_new, fetch_without_state
 from digest.judge import Judge, taste_of
 from digest.models import Feed, Paper, ProfileSummary, RunSummary, SourceFetch, Usage
 from digest.render import Renderer, build_digest
@@ -88,7 +88,7 @@ class Pipeline:
             try:
                 day = await unless_stopped(fetch_new(self.config, store, summary, warn_stale=previous_ok), stop)
                 if since is not None:
-                    await unless_stopped(fetch_since(self.config, store, summary, since), stop)
+                    await unless_stopped(fetch_missed(self.config, store, summary, since), stop)
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
                 verdicts = await self._judge.classify(store, summary, pending, stop, batch_from=started)
                 announced = day or dt.date.today()
