@@ -418,6 +418,8 @@ class ScheduleConfig(StrictModel):
 
     @model_validator(mode="after")
     def _valid_cron(self) -> ScheduleConfig:
+        if self.cron == ScheduleConfig.model_fields["cron"].default:
+            return self  # known to parse: apscheduler (20 ms) is imported only to check a cron someone wrote
         from apscheduler.triggers.cron import CronTrigger
 
         try:

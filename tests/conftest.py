@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,20 @@ def write_bibtex_library(path: Path, entries: int, *, huge_field: int = 0) -> No
                 f"  abstract = {{A 20\\% gain as $\\alpha \\to \\infty$.}},\n{pasted}"
                 f"  eprint = {{2401.{number:05d}}},\n  archiveprefix = {{arXiv}},\n}}\n\n"
             )
+
+
+def first_items(feed: bytes, count: int) -> bytes:
+    """The real feed with only its first `count` items, the channel as arXiv wrote it: a small day, for tests
+    where the day's size does not matter (every paper of a day is a request to the LLM server)."""
+    ET.register_namespace("arxiv", "http://arxiv.org/schemas/atom")
+    ET.register_namespace("dc", "http://purl.org/dc/elements/1.1/")
+    ET.register_namespace("atom", "http://www.w3.org/2005/Atom")
+    root = ET.fromstring(feed)
+    channel = root.find("channel")
+    assert channel is not None
+    for item in channel.findall("item")[count:]:
+        channel.remove(item)
+    return ET.tostring(root, xml_declaration=True, encoding="utf-8")
 
 
 def day_feeds(days: list[dt.date], source: Path = CL_FEED) -> list[bytes]:

@@ -5,13 +5,12 @@ where `bash .ci/llama-server` has not built it; CI builds it first."""
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CL_FEED, base_config, run_cli
+from tests.conftest import CL_FEED, base_config, first_items, run_cli
 from tests.llama import llama_missing, llama_server
 from tests.servers import FeedServer, serve_asgi
 
@@ -23,19 +22,6 @@ pytestmark = [
 DAY = 10  # papers: a small day, so that the suite beside it still takes minutes on two cores (10: enough to measure)
 
 
-def _first_items(feed: bytes, count: int) -> bytes:
-    """The real feed with only its first `count` items, the channel as arXiv wrote it."""
-    ET.register_namespace("arxiv", "http://arxiv.org/schemas/atom")
-    ET.register_namespace("dc", "http://purl.org/dc/elements/1.1/")
-    ET.register_namespace("atom", "http://www.w3.org/2005/Atom")
-    root = ET.fromstring(feed)
-    channel = root.find("channel")
-    assert channel is not None
-    for item in channel.findall("item")[count:]:
-        channel.remove(item)
-    return ET.tostring(root, xml_declaration=True, encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def llama() -> Iterator[str]:
     with llama_server(parallel=4) as url:
@@ -44,7 +30,7 @@ def llama() -> Iterator[str]:
 
 @pytest.fixture
 def small_day() -> Iterator[str]:
-    app = FeedServer(feeds={"/rss/cs.CL": _first_items(CL_FEED.read_bytes(), DAY)})
+    app = FeedServer(feeds={"/rss/cs.CL": first_items(CL_FEED.read_bytes(), DAY)})
     with serve_asgi(app) as url:
         yield url
 

@@ -19,7 +19,7 @@ from digest.models import Usage, Verdict
 from digest.render import build_digest
 from digest.sources.arxiv import parse_feed
 from digest.web.links import Links
-from tests.conftest import CL_FEED, base_config, run_cli
+from tests.conftest import CL_FEED, base_config, first_items, run_cli
 from tests.servers import ChatServer, keyword_judge, serve_asgi
 
 TOKEN = "xoxTOKENabcdefghijklmnopqrstu"  # Mattermost's incoming-webhook key: a secret, never to be shown
@@ -33,8 +33,11 @@ def chat() -> Iterator[tuple[str, ChatServer]]:
         yield url.removeprefix("http://"), app
 
 
-def notify_config(tmp_path: Path, feed_server: Any, fake_llm: Any, host: str, **profile: Any) -> dict[str, Any]:
-    (feed_url, _), (llm_url, _) = feed_server, fake_llm
+def notify_config(
+    tmp_path: Path, feed_server: Any, fake_llm: Any, host: str, *, papers: int = 12, **profile: Any
+) -> dict[str, Any]:
+    (feed_url, feed), (llm_url, _) = feed_server, fake_llm
+    feed.feeds["/rss/cs.CL"] = first_items(feed.feeds["/rss/cs.CL"], papers)  # a small day: what matters is delivery
     config = base_config(tmp_path, feed_url, llm_url)
     config["profiles"][0].update(
         {
@@ -131,7 +134,7 @@ def test_what_arxiv_and_the_llm_wrote_stays_inert_in_chat(tmp_path, feed_server,
     first_title = re.search(r"<title>(Generating in the Limit[^<]*)</title>", original)
     assert first_title is not None
     hostile = original.replace(first_title[1], HOSTILE.replace("&", "&amp;").replace("<", "&lt;"), 1)
-    feed.feeds["/rss/cs.CL"] = hostile.encode()
+    feed.feeds["/rss/cs.CL"] = hostile.encode()  # its first 12 items, by notify_config
     llm.judge = lambda title, abstract: (True, 9) if "evil" in title else (False, 1)
     llm.reason_suffix = " Ask @everyone: [here](https://evil.example/r)"
     path = write_config(notify_config(tmp_path, feed_server, fake_llm, host, notify=["${MATTERMOST_URL}"]))
@@ -151,8 +154,8 @@ def test_a_digest_longer_than_the_service_takes_is_cut_with_a_link_to_the_rest(
 ):
     host, server = chat
     _, llm = fake_llm
-    llm.judge = keyword_judge("the")  # nearly every paper: far more than Mattermost's 4,000 characters
-    config = notify_config(tmp_path, feed_server, fake_llm, host, notify=["${MATTERMOST_URL}"])
+    llm.judge = keyword_judge("the")  # every paper: 30 of them are far more than Mattermost's 4,000 characters
+    config = notify_config(tmp_path, feed_server, fake_llm, host, papers=30, notify=["${MATTERMOST_URL}"])
     config["web"] = {"base_url": "https://digest.example.org", "secret": "s" * 32}
     run = run_cli("run", "--config", str(path := write_config(config)), env=urls(host))
     assert run.returncode == 0, run.stdout + run.stderr

@@ -18,7 +18,7 @@ import pytest
 from digest.config import load_config
 from digest.errors import ConfigError
 from digest.store import MIGRATIONS
-from tests.conftest import FIXTURES, base_config, run_cli
+from tests.conftest import FIXTURES, base_config, first_items, run_cli
 from tests.servers import RxivAPI, serve_asgi
 
 RXIV = FIXTURES / "rxiv"
@@ -27,6 +27,7 @@ MEDRXIV = json.loads((RXIV / "medrxiv_10.1101_2020.09.09.20191205.json").read_te
 KCNQ = "10.1101/2023.12.30.573731"
 MACAQUES = "10.64898/2026.07.31.741992"
 IMMUNITY = "10.1101/2020.09.09.20191205"
+ARXIV_DAY = 12  # arXiv papers: the first items of a real day
 
 
 @pytest.fixture
@@ -37,7 +38,8 @@ def rxiv() -> Iterator[tuple[str, RxivAPI]]:
 
 
 def configure(tmp_path: Path, feed_server: Any, fake_llm: Any, rxiv_url: str, **sections: Any) -> dict[str, Any]:
-    (feed_url, _), (llm_url, llm) = feed_server, fake_llm
+    (feed_url, feed), (llm_url, llm) = feed_server, fake_llm
+    feed.feeds["/rss/cs.CL"] = first_items(feed.feeds["/rss/cs.CL"], ARXIV_DAY)  # a small day of arXiv beside
     llm.judge = lambda title, abstract: (
         (True, 9)
         if re.search(r"KCNQ|SARS|language model", title + abstract)
@@ -66,10 +68,10 @@ def test_a_day_of_biorxiv_medrxiv_and_arxiv_is_one_digest_each_paper_judged_once
     assert api.asked("biorxiv")[1].endswith("/1/json")  # the next page starts where the first one's records end
     times = [when for when, _ in api.requests]
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(times))  # a request a second, for both servers
-    assert "    arXiv      137 papers (117 new, 20 cross), 1 request" in run.stdout
+    assert f"    arXiv      {ARXIV_DAY} papers ({ARXIV_DAY} new), 1 request" in run.stdout
     assert "    bioRxiv    2 papers (2 new), 2 requests" in run.stdout
     assert "    medRxiv    1 paper (1 new), 1 request" in run.stdout
-    assert llm.requests == 137 + 2 + 1  # every paper judged once
+    assert llm.requests == ARXIV_DAY + 2 + 1  # every paper judged once
 
     email = message_from_bytes((tmp_path / "outbox" / "me" / "2026-06-30.eml").read_bytes(), policy=policy.default)
     assert isinstance(email, EmailMessage)
@@ -86,7 +88,7 @@ def test_a_day_of_biorxiv_medrxiv_and_arxiv_is_one_digest_each_paper_judged_once
 
     again = run_cli("run", "--config", str(path))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert llm.requests == 140  # nothing judged twice
+    assert llm.requests == ARXIV_DAY + 3  # nothing judged twice
     assert "already recorded for 2026-06-30" in again.stdout
     # The second run reads bioRxiv from the day it last read to, again (the API lists a day into the next).
     assert "    bioRxiv    2 papers (2 new), 2 requests" in again.stdout
@@ -108,7 +110,7 @@ def test_a_later_version_is_a_replacement_and_comes_when_announce_types_say(
     assert "    medRxiv    0 papers, 1 request" in dry.stdout and "1 replace" in dry.stdout  # left out by default
     config["medrxiv"]["announce_types"] = ["new", "replace"]
     dry = run_cli("run", "--dry-run", "--config", str(write_config(config)))
-    assert "fetched      140 papers (119 new, 20 cross, 1 replace)" in dry.stdout
+    assert f"fetched      {ARXIV_DAY + 3} papers ({ARXIV_DAY + 2} new, 1 replace)" in dry.stdout
     assert "    bioRxiv    2 papers, 1 request" in dry.stdout and "    medRxiv    1 paper, 1 request" in dry.stdout
     assert not (tmp_path / "state.sqlite3").exists()  # the dry run writes no state
     api.records["medrxiv"] = list(MEDRXIV)  # versions 1 and 2 in one listing: the paper once, at version 2
