@@ -24,7 +24,9 @@ DAY = 10  # papers: a small day, so that the suite beside it still takes minutes
 
 @pytest.fixture(scope="module")
 def llama() -> Iterator[str]:
-    with llama_server(parallel=4) as url:
+    # One thread: beside the rest of the suite on two cores, two threads waited for each other, spinning, and took
+    # 145 CPU-seconds for this day (55 alone), the other tests' share.
+    with llama_server(parallel=4, threads=1) as url:
         yield url
 
 
