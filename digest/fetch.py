@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import Counter
 
 from digest.config import Config
 from digest.errors import FetchError
@@ -94,8 +95,7 @@ async def fetch_without_state(config: Config, since: dt.date | None) -> tuple[li
 
 def _record(config: Config, store: Store, summary: RunSummary, feed: Feed, named: str) -> int:
     counts = feed.count_by_type()
-    for kind, count in counts.items():
-        summary.fetched[kind] = summary.fetched.get(kind, 0) + count
+    summary.fetched = dict(Counter(summary.fetched) + Counter(counts))
     summary.not_modified = summary.not_modified or feed.not_modified
     if feed.unreadable:
         summary.unreadable += feed.unreadable

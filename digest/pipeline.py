@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable
+from collections import Counter
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -243,7 +243,7 @@ class Pipeline:
             announced=feeds[0].announced,
             fetched=Feed(url="", announced=None, papers=papers).count_by_type(),
             sources={f.source: SourceFetch(papers=len(f.papers), requests=f.requests) for f in feeds},
-            skipped=_added(f.skipped for f in feeds),
+            skipped=dict(sum((Counter(f.skipped) for f in feeds), Counter())),
             profiles=profiles,
             requests=len(jobs),
             tokens=usage.prompt_tokens + usage.completion_tokens,
@@ -283,14 +283,6 @@ def _what_was_left(started: dt.datetime, stopped: RunSummary) -> str:
         what = "before its digests were recorded and sent"
     when = f"{started.astimezone():%Y-%m-%d %H:%M}"
     return f"the run started {when} was stopped by a signal {what}; this run did the rest"
-
-
-def _added(counts: Iterable[dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for each in counts:
-        for kind, n in each.items():
-            total[kind] = total.get(kind, 0) + n
-    return total
 
 
 class DryRunReport(BaseModel):
