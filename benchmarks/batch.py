@@ -21,11 +21,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from benchmarks.classify import CONCURRENCY, LATENCY, PROFILE, SERVER_RPM, Server, papers
-from digest.batch import BatchClassifier
-from digest.classify import Classifier, Job, Outcome, estimate_cost, live_cost, system_prompt
 from digest.config import Config
+from digest.llm.batch import BatchClassifier
+from digest.llm.live import Classifier, Job, Outcome, estimate_cost, live_cost, system_prompt
 from digest.models import Verdict
-from digest.store import Store
+from digest.state.store import Store
 
 PAPERS = 1000
 

@@ -28,8 +28,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from digest.classify import Classifier, Job, Outcome, paper_message, response_format, system_prompt
 from digest.config import LLMConfig, Profile
+from digest.llm.live import Classifier, Job, Outcome, paper_message, response_format, system_prompt
 from digest.models import Paper, Verdict
 from digest.sources.arxiv import parse_feed
 

@@ -6,7 +6,7 @@ with 500 after its 500 ms latency. Two clients with 64 places, retries ahead of 
 429's retry-after (50 ms) and digest's back-off after a 500, differ only in how they pace:
 
 - oracle: knows the server's bucket exactly and sends the moment it holds a request; no client can pace better.
-- digest: the GCRA of digest.ratelimit at 6,000 RPM, which cannot see the server's bucket.
+- digest: the GCRA of digest.net.pacing at 6,000 RPM, which cannot see the server's bucket.
 
 It prints time / bound over many seeded runs, so that a measured figure can be read against what is possible.
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from digest.classify import FIRST_BACKOFF_SECONDS, LONGEST_BACKOFF_SECONDS
-from digest.ratelimit import BURST_SECONDS, backoff
+from digest.llm.live import FIRST_BACKOFF_SECONDS, LONGEST_BACKOFF_SECONDS
+from digest.net.pacing import BURST_SECONDS, backoff
 
 PAPERS, PLACES, LATENCY, PER_SECOND, RETRY_AFTER = 1000, 64, 0.5, 100.0, 0.05
 BOUND = max(PAPERS / PER_SECOND, PAPERS * LATENCY / PLACES)

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from digest.classify import Classifier, Job, Outcome, system_prompt
 from digest.config import LLMConfig, Profile
+from digest.llm.live import Classifier, Job, Outcome, system_prompt
 from digest.models import Paper, Verdict
 from digest.sources.arxiv import parse_feed
 from tests.llama import llama_missing, llama_server

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from digest.ratelimit import SLOW_DOWN, RateLimiter, Slot
+from digest.net.pacing import SLOW_DOWN, RateLimiter, Slot
 
 FULL_RATE = 6000 / 60.5  # what RateLimiter(6000, ...) aims at: 99.2 a second
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from digest.compose import Composer
 from digest.config import Config
-from digest.judge import Judge
 from digest.models import Usage, Verdict
+from digest.pipeline.judge import Judge
+from digest.pipeline.record import Composer
 from digest.render import Renderer
 from digest.sources.arxiv import parse_feed
-from digest.store import Store
+from digest.state.store import Store
 
 FEED = Path(__file__).parent.parent / "tests" / "fixtures" / "cs.CL_2026-06-30_rss.xml"
 

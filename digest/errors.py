@@ -6,13 +6,11 @@ it. The CLI prints it (never a traceback) and exits with the error's exit code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TypeVar
 
 E = TypeVar("E", bound=BaseException)
 
 EXIT_OK = 0
-REDACTED = "[redacted]"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -64,15 +62,6 @@ class UsageError(DigestError):
     """A command was given something it cannot use: an unknown paper id or profile, a word it does not know."""
 
     exit_code = EXIT_USAGE
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret replaced: what servers echo (an Authorization header in an error page, a key in a
-    URL) must not reach the screen, a log or the state file."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 def cause_of(error: BaseException, kind: type[E]) -> E | None:

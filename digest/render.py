@@ -16,7 +16,7 @@ from digest.models import Digest, Entry, Paper, Rendered, Usage, Verdict
 from digest.wording import opening, paper_count
 
 if TYPE_CHECKING:  # the web side imports the store; rendering needs only the type
-    from digest.web.links import Links
+    from digest.links import Links
 
 OTHER_GROUP = "Also relevant"
 AUTHOR_GROUP = "By authors you follow"

@@ -403,12 +403,12 @@ def test_a_result_file_over_the_limit_is_asked_live_and_said_to_be_paid_twice(
     """A 300 MB output file was cut at 200 MB, and its papers asked live without a word about the cost."""
     import asyncio
 
-    import digest.batch
-    from digest.pipeline import Pipeline
+    import digest.llm.batch
+    from digest.pipeline.run import Pipeline
 
     feed_url, _ = feed_server
     llm_url, llm, batch_api = batch_llm
-    monkeypatch.setattr(digest.batch, "MAX_OUTPUT_BYTES", 100_000)  # as 200 MB is to a 300 MB file
+    monkeypatch.setattr(digest.llm.batch, "MAX_OUTPUT_BYTES", 100_000)  # as 200 MB is to a 300 MB file
     batch_api.output_padding = 150_000
     config = base_config(tmp_path, feed_url, llm_url)
     config["llm"]["mode"] = "batch"

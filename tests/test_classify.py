@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from digest.classify import (
+from digest.config import LLMConfig, Profile
+from digest.errors import LLMError
+from digest.llm.live import (
     FIRST_BACKOFF_SECONDS,
     Classifier,
     Job,
@@ -19,10 +21,8 @@ from digest.classify import (
     response_format,
     system_prompt,
 )
-from digest.config import LLMConfig, Profile
-from digest.errors import LLMError
 from digest.models import Failure, Paper, Usage, Verdict
-from digest.ratelimit import (
+from digest.net.pacing import (
     BURST_SECONDS,
     RECOVERY_PER_SECOND,
     SLOW_DOWN,
@@ -360,7 +360,7 @@ def test_without_rate_limit_headers_the_limit_is_learned_from_the_429s(llm):
 def test_progress_is_a_live_bar_on_a_terminal_and_one_line_otherwise():
     import io
 
-    from digest.progress import Progress
+    from digest.cli.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -46,10 +46,11 @@ def test_help_status_and_health_import_neither_the_llm_client_nor_the_pipeline(c
     """What makes `digest --help` take 0.03 s rather than 0.65 s: the openai client alone is most of a second."""
     probe = (
         "import sys, contextlib, io\n"
-        "from digest.cli import main\n"
+        "from digest.cli.main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    main(sys.argv[1:])\n"
-        "heavy = {'openai', 'digest.pipeline', 'digest.classify', 'feedparser', 'uvicorn', 'jinja2', 'aiosmtplib'}\n"
+        "heavy = {'openai', 'digest.pipeline.run', 'digest.llm.live', 'feedparser', 'uvicorn', 'jinja2',"
+        " 'aiosmtplib'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     for args in (["--help"], ["status", "--config", config_path], ["health", "--config", config_path]):

@@ -24,8 +24,8 @@ from dockerfile_parse import DockerfileParser
 from packaging.requirements import Requirement
 
 from digest.config import load_config
-from digest.pipeline import Pipeline
-from digest.store import Store
+from digest.pipeline.run import Pipeline
+from digest.state.store import Store
 from tests.conftest import base_config, run_cli, smtp_email, stop_process, wait_until
 
 REPO = Path(__file__).parent.parent

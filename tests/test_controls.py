@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from digest.rules import AuthorName, Rules
 from digest.sources.arxiv import parse_feed
+from digest.taste.rules import AuthorName, Rules
 from tests.conftest import CL_AI_FEED, CL_FEED, base_config, run_cli
 
 PAPERS = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers

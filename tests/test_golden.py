@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from digest.config import OutputConfig, Profile
+from digest.links import Links
 from digest.models import Digest, Usage, Verdict
 from digest.render import Renderer, build_digest
 from digest.sources.arxiv import parse_feed
-from digest.web.links import Links
 from tests.conftest import CL_FEED
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -19,10 +19,10 @@ import pytest
 from markdown_it import MarkdownIt
 
 from digest.config import OutputConfig, Profile
+from digest.links import Links
 from digest.models import Usage, Verdict
 from digest.render import Renderer, build_digest
 from digest.sources.arxiv import parse_feed
-from digest.web.links import Links
 from tests.conftest import CL_FEED, base_config, run_cli, smtp_email
 from tests.servers import FeedServer, serve_asgi
 

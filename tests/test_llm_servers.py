@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from digest.classify import REASONING_ALLOWANCE, Classifier, Job, Outcome, answer_tokens, system_prompt
-from digest.concurrency import AdaptiveConcurrency
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
+from digest.llm.concurrency import AdaptiveConcurrency
+from digest.llm.live import REASONING_ALLOWANCE, Classifier, Job, Outcome, answer_tokens, system_prompt
 from digest.models import Judgement, Paper, Verdict
-from digest.ratelimit import RateLimiter, Slot, minute_counters
+from digest.net.pacing import RateLimiter, Slot, minute_counters
 from digest.sources.arxiv import parse_feed
 from tests.conftest import CL_FEED, FakeClock, base_config, run_cli, smtp_email
 from tests.servers import html_titles
@@ -342,7 +342,7 @@ def test_a_day_that_outlasts_max_run_minutes_delivers_what_was_judged_and_carrie
 
 
 def test_an_answer_in_prose_is_unwrapped_and_a_broken_one_is_retried_not_a_crash() -> None:
-    from digest.classify import _Answer, _outcome_of, _Retry
+    from digest.llm.live import _Answer, _outcome_of, _Retry
 
     def answer(content: str) -> _Answer:
         return _Answer.model_validate({"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from digest.errors import UsageError
-from digest.ratings import PaperRef, find_paper, parse_paper
 from digest.sources.arxiv import parse_api_page
+from digest.taste.ratings import PaperRef, find_paper, parse_paper
 from tests.conftest import API_PAGE, FIXTURES, base_config, run_cli, write_bibtex_library
 from tests.servers import ApiServer, FakeLLM, FeedServer
 
@@ -191,7 +191,7 @@ def test_import_takes_arxiv_papers_from_zotero_bibtex_csl_json_and_text_and_repo
 
 
 def test_latex_in_a_bibtex_export_is_decoded(tmp_path) -> None:
-    from digest.library import library_parts
+    from digest.taste.library import library_parts
 
     def read_library(path: Path) -> list[Any]:
         return [seed for part in library_parts(path) for seed in part.seeds]
@@ -440,7 +440,7 @@ def test_csl_json_nested_too_deeply_is_a_named_error(digest_cli, tmp_path) -> No
 def test_accents_and_escapes_are_decoded_as_the_latex_decoder_does() -> None:
     from pylatexenc.latex2text import LatexNodes2Text
 
-    from digest.library import _decoded
+    from digest.taste.library import _decoded
 
     decoder = LatexNodes2Text()
     for written in [

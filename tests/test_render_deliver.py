@@ -20,10 +20,10 @@ from digest.channels import OutboxChannel, Result, SMTPChannel
 from digest.channels.message import addressed, build_message, new_message_id
 from digest.config import OutputConfig, Profile, SMTPConfig
 from digest.errors import DeliveryError
+from digest.links import Links
 from digest.models import Delivery, Digest, Usage, Verdict
 from digest.render import HTML_BUDGET, Renderer, build_digest, rank, short_authors
 from digest.sources.arxiv import parse_feed
-from digest.web.links import Links
 from tests.conftest import CL_FEED
 from tests.servers import html_titles, make_tls, smtp_server
 

@@ -17,7 +17,7 @@ import pytest
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from digest.store import MIGRATIONS
+from digest.state.store import MIGRATIONS
 from tests.conftest import FIXTURES, base_config, first_items, run_cli
 from tests.servers import RxivAPI, serve_asgi
 
@@ -232,7 +232,7 @@ def test_rate_import_and_the_web_links_take_dois(tmp_path, feed_server, fake_llm
 
 
 def test_a_state_from_before_sources_keeps_every_arxiv_paper_and_rating(tmp_path):
-    import digest.store as store_module
+    import digest.state.store as store_module
 
     state = tmp_path / "old.sqlite3"
     with sqlite3.connect(state) as db:
@@ -266,9 +266,9 @@ def test_a_state_from_before_sources_keeps_every_arxiv_paper_and_rating(tmp_path
 
 
 def test_a_rating_link_names_a_doi_and_reads_back_as_it() -> None:
+    from digest.links import Links
     from digest.models import Paper
     from digest.sources.rxiv import pages_of
-    from digest.web.links import Links
 
     source, pages = pages_of(IMMUNITY, 2)
     assert source == "medRxiv" and pages.abstract == f"https://www.medrxiv.org/content/{IMMUNITY}v2"

@@ -14,11 +14,11 @@ from pathlib import Path
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from digest.cli.serve import HEALTHY_WITHIN_SECONDS, healthy, previous_fire_time, serve
 from digest.config import load_config
 from digest.models import RunSummary
-from digest.pipeline import Pipeline
-from digest.schedule import HEALTHY_WITHIN_SECONDS, healthy, previous_fire_time, serve
-from digest.store import Store
+from digest.pipeline.run import Pipeline
+from digest.state.store import Store
 from tests.conftest import base_config, run_cli, smtp_email, stop_process, wait_until
 
 REPO = Path(__file__).parent.parent

@@ -7,7 +7,7 @@ import sqlite3
 
 from digest.models import Feed, Verdict
 from digest.sources.arxiv import parse_feed
-from digest.store import Store
+from digest.state.store import Store
 from tests.conftest import CL_FEED
 
 PAPERS = parse_feed(CL_FEED.read_bytes(), url="t", categories=["cs.CL"], announce_types=["new", "cross"]).papers[:3]
@@ -51,7 +51,7 @@ def test_prune_forgets_only_what_is_done(tmp_path):
 
 def test_state_migrates_from_the_first_schema(tmp_path):
     path = tmp_path / "old.sqlite3"
-    from digest.store import MIGRATIONS
+    from digest.state.store import MIGRATIONS
 
     with sqlite3.connect(path) as db:
         db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
@@ -82,7 +82,7 @@ def test_a_disk_io_error_with_almost_no_space_left_is_named_a_full_disk(tmp_path
     """20 kB of free disk said "disk I/O error": SQLite's word when the journal cannot grow."""
     import shutil
 
-    from digest.store import describe_state_error
+    from digest.state.store import describe_state_error
 
     state, error = tmp_path / "state.sqlite3", sqlite3.OperationalError("disk I/O error")
     usage = shutil.disk_usage(tmp_path)

@@ -26,8 +26,8 @@ import pytest
 from itsdangerous import URLSafeSerializer
 
 from digest.config import OutputConfig
+from digest.links import RATE_SALT, Links, RateToken
 from digest.render import Renderer
-from digest.web.links import RATE_SALT, Links, RateToken
 from tests.conftest import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
 from tests.servers import FeedServer, free_port, html_titles, serve_asgi
 from tests.test_golden import fixed_digest

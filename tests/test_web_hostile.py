@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from digest.config import load_config
+from digest.links import Links, web_secret
 from digest.logs import OncePerMinute
-from digest.store import Store
-from digest.web.links import Links, web_secret
+from digest.state.store import Store
 from digest.web.server import HEADERS_SECONDS
 from tests.conftest import base_config, run_cli, start_cli, stop_process, wait_until
 from tests.servers import free_port

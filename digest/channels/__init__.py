@@ -13,7 +13,7 @@ from digest.channels.smtp import SMTPChannel
 from digest.config import Config, Profile
 
 if TYPE_CHECKING:
-    from digest.web.links import Links
+    from digest.links import Links
 
 __all__ = [
     "CHANNELS",

@@ -16,7 +16,7 @@ from digest.config import Config
 from digest.models import Delivery
 
 if TYPE_CHECKING:
-    from digest.web.links import Links
+    from digest.links import Links
 
 
 STOP_GRACE_SECONDS = 5.0  # after a stop, a message on the wire may still finish this long; then it is abandoned

@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from digest.channels.base import STOP_GRACE_SECONDS, OnResult, Result
-from digest.config import Config, token_parts
-from digest.errors import DeliveryError, redact
+from digest.config import Config
+from digest.errors import DeliveryError
 from digest.models import Delivery, Digest
 from digest.render import chat_message
+from digest.secrets import redact, token_parts
 
 if TYPE_CHECKING:  # Apprise takes a tenth of a second to import: only runs that notify anyone import it
     import apprise
 
-    from digest.web.links import Links
+    from digest.links import Links
 
 SEND_SECONDS = 30.0  # one message to one service, retries included; past it, the delivery is retried next run
 # A 4xx is the service refusing this URL for good (a revoked token, a deleted channel); these are passing.

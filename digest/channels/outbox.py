@@ -15,7 +15,7 @@ from digest.errors import DeliveryError
 from digest.models import Delivery
 
 if TYPE_CHECKING:
-    from digest.web.links import Links
+    from digest.links import Links
 
 
 class OutboxChannel:

@@ -16,11 +16,11 @@ from digest.channels.base import STOP_GRACE_SECONDS, OnResult, Result
 from digest.channels.message import addressed, ascii_form
 from digest.config import Config, SMTPConfig
 from digest.errors import DeliveryError, cause_of
-from digest.http import resolver_silent
 from digest.models import Delivery
+from digest.net.http import resolver_silent
 
 if TYPE_CHECKING:
-    from digest.web.links import Links
+    from digest.links import Links
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import httpx
 
 from digest.config import ArxivConfig, Config
 from digest.errors import FetchError
-from digest.http import capped_client
 from digest.models import AnnounceType, Feed, Paper
-from digest.ratelimit import RateLimiter, Sleep
+from digest.net.http import capped_client
+from digest.net.pacing import RateLimiter, Sleep
 from digest.sources.base import USER_AGENT, FeedState
 from digest.sources.retrying import get_with_retries
 from digest.wording import UNSAFE_CHARACTERS

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from digest.errors import FetchError, cause_of
-from digest.http import TooLarge, resolver_silent
-from digest.ratelimit import Sleep, backoff, retry_after
+from digest.net.http import TooLarge, resolver_silent
+from digest.net.pacing import Sleep, backoff, retry_after
 
 log = logging.getLogger(__name__)
 

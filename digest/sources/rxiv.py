@@ -25,12 +25,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from digest.config import Config, PreprintServerConfig
 from digest.errors import FetchError
-from digest.http import capped_client
 from digest.models import Feed, Paper, PaperLinks
-from digest.ratelimit import RateLimiter, Sleep
+from digest.net.http import capped_client
+from digest.net.pacing import RateLimiter, Sleep
 from digest.sources.base import USER_AGENT, FeedState
 from digest.sources.retrying import get_with_retries
-from digest.subjects import normalise_subject
+from digest.taxonomy import normalise_subject
 from digest.wording import UNSAFE_CHARACTERS
 
 log = logging.getLogger(__name__)

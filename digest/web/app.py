@@ -24,13 +24,13 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digest.cli.serve import healthy
 from digest.config import Config
+from digest.links import Links, RateToken, web_secret
 from digest.models import RATING_WORDS, anchor
-from digest.ratings import PaperRef, resolve
 from digest.render import subject, template_environment
-from digest.schedule import healthy
-from digest.store import Store
-from digest.web.links import Links, RateToken, web_secret
+from digest.state.store import Store
+from digest.taste.ratings import PaperRef, resolve
 
 FEED_DIGESTS = 10  # the feed carries the papers of this many recent digests
 # The rating form is one short urlencoded field: anything else is refused before a byte of it is read.

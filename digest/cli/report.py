@@ -8,16 +8,16 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from digest.cli.progress import describe_cost, describe_setbacks
 from digest.models import RATING_WORDS, Rating, RunSummary, SourceFetch
-from digest.progress import describe_cost, describe_setbacks
 from digest.wording import counted, paper_count
 
 if TYPE_CHECKING:  # the types only: `digest status` should not import the classifier to print a table
     from digest.config import Profile
-    from digest.evaluate import EvalReport, Scores
-    from digest.library import ImportReport
-    from digest.pipeline import DryRunReport
-    from digest.store import DeliveryState
+    from digest.pipeline.run import DryRunReport
+    from digest.state.store import DeliveryState
+    from digest.taste.evaluate import EvalReport, Scores
+    from digest.taste.library import ImportReport
 
 
 def _counts(counts: dict[str, int]) -> str:

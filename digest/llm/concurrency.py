@@ -31,7 +31,7 @@ import time
 from collections import Counter, deque
 from typing import NamedTuple
 
-from digest.ratelimit import Clock
+from digest.net.pacing import Clock
 
 START = 4  # requests in flight before anything came back, unless the caller says: a local server's usual slots
 SLOWER = 1.5  # an answer this much slower than the fastest yet, at full load, ends the growth

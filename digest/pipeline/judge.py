@@ -10,8 +10,11 @@ import logging
 import sys
 import time
 
-from digest.batch import BatchClassifier
-from digest.classify import (
+from digest.cli.progress import Progress
+from digest.config import Config, Profile
+from digest.llm.batch import BatchClassifier
+from digest.llm.facts import MEASURED_AFTER, load_facts, save_facts
+from digest.llm.live import (
     PROMPT_VERSION,
     Classifier,
     Job,
@@ -21,14 +24,11 @@ from digest.classify import (
     live_cost,
     system_prompt,
 )
-from digest.config import Config, Profile
-from digest.errors import redact
 from digest.models import Failure, Paper, ProfileSummary, RunSummary, Verdict
-from digest.progress import Progress
-from digest.ratings import Taste
-from digest.rules import Rules
-from digest.server_facts import MEASURED_AFTER, load_facts, save_facts
-from digest.store import Store
+from digest.secrets import redact
+from digest.state.store import Store
+from digest.taste.ratings import Taste
+from digest.taste.rules import Rules
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,10 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from digest.classify import (
+from digest.cli.progress import Progress
+from digest.config import Config, Profile
+from digest.errors import DigestError, LLMError
+from digest.llm.live import (
     PROMPT_VERSION,
     Classifier,
     Job,
@@ -23,12 +26,9 @@ from digest.classify import (
     estimate_tokens,
     paper_message,
 )
-from digest.classify import system_prompt as build_prompt
-from digest.config import Config, Profile
-from digest.errors import DigestError, LLMError
+from digest.llm.live import system_prompt as build_prompt
 from digest.models import Failure, Paper, Rating, Verdict
-from digest.progress import Progress
-from digest.store import Store, VerdictCache
+from digest.state.store import Store, VerdictCache
 from digest.wording import paper_count
 
 MIN_EACH = 3  # ratings of each kind that an evaluation needs

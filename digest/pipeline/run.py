@@ -18,26 +18,27 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from digest.batch import batch_allowance_seconds
-from digest.classify import (
+from digest.config import Config
+from digest.errors import DeliveryError, DigestError
+from digest.links import Links
+from digest.llm.batch import batch_allowance_seconds
+from digest.llm.facts import load_facts
+from digest.llm.live import (
     COMPLETION_TOKENS_ESTIMATE,
     charges_nothing,
     estimate_cost,
     estimate_tokens,
     paper_message,
 )
-from digest.compose import Composer
-from digest.config import Config
-from digest.deliver import deliver_pending
-from digest.errors import DeliveryError, DigestError, redact
-from digest.fetch import fetch_missed, fetch_new, fetch_without_state
-from digest.judge import Judge, taste_of
 from digest.models import Feed, Paper, ProfileSummary, RunSummary, SourceFetch, Usage
+from digest.pipeline.deliver import deliver_pending
+from digest.pipeline.fetch import fetch_missed, fetch_new, fetch_without_state
+from digest.pipeline.judge import Judge, taste_of
+from digest.pipeline.record import Composer
 from digest.render import Renderer, build_digest
-from digest.server_facts import load_facts
+from digest.secrets import redact
+from digest.state.store import Store
 from digest.stopping import Stopped, unless_stopped
-from digest.store import Store
-from digest.web.links import Links
 from digest.wording import paper_count
 
 log = logging.getLogger(__name__)

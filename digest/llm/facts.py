@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from digest.config import LLMConfig
-from digest.store import Store
+from digest.state.store import Store
 
 StructuredOutput = Literal["json_schema", "json_object", "instructions"]
 TokenLimitParameter = Literal["max_tokens", "max_completion_tokens"]

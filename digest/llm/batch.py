@@ -26,13 +26,13 @@ import openai
 from openai.types import Batch
 from pydantic import BaseModel, ValidationError
 
-from digest.classify import Classifier, Job, OnOutcome, OnProgress, batch_answer, error_message, request_body
 from digest.config import Config, LLMConfig
 from digest.errors import LLMError
-from digest.http import TooLargeAnswer, capped_answer_client
-from digest.ratelimit import backoff
+from digest.llm.live import Classifier, Job, OnOutcome, OnProgress, batch_answer, error_message, request_body
+from digest.net.http import TooLargeAnswer, capped_answer_client
+from digest.net.pacing import backoff
+from digest.state.store import BatchRecord, Store, prompt_hash
 from digest.stopping import Stopped, unless_stopped
-from digest.store import BatchRecord, Store, prompt_hash
 
 log = logging.getLogger(__name__)
 

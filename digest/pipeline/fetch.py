@@ -12,7 +12,7 @@ from digest.config import Config
 from digest.errors import FetchError
 from digest.models import Feed, Paper, RunSummary, SourceFetch
 from digest.sources import FeedState, configured_sources
-from digest.store import Store
+from digest.state.store import Store
 
 log = logging.getLogger(__name__)
 

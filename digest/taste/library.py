@@ -25,9 +25,9 @@ from pylatexenc.latex2text import LatexNodes2Text
 from digest.config import Config, Profile
 from digest.errors import UsageError
 from digest.models import Paper
-from digest.ratings import PaperRef, find_paper, parse_paper, record, resolve
 from digest.sources.rxiv import DOI, pages_of
-from digest.store import Store
+from digest.state.store import Store
+from digest.taste.ratings import PaperRef, find_paper, parse_paper, record, resolve
 
 # Fields that may carry the id, most explicit first. "eprint" counts unless the entry says it is another archive's.
 ID_FIELDS = ("eprint", "arxiv", "arxivid", "doi", "url", "number", "note", "journal", "journaltitle", "howpublished")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from digest.config import Config
 from digest.models import Paper
-from digest.store import Store
+from digest.state.store import Store
 
 SECRET_SETTING = "web_secret"
 RATE_SALT = "digest.rate"

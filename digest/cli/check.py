@@ -10,9 +10,9 @@ from digest.channels import channel as channel_of
 from digest.channels import configured_channel
 from digest.config import Config
 from digest.errors import DigestError
-from digest.server_facts import is_local, load_facts
+from digest.llm.facts import is_local, load_facts
 from digest.sources import configured_sources
-from digest.store import Store
+from digest.state.store import Store
 
 
 class CheckResult(BaseModel):

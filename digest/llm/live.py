@@ -27,13 +27,13 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 from pydantic import BaseModel, NonNegativeInt, ValidationError
 
-from digest.concurrency import START, AdaptiveConcurrency, Ticket
 from digest.config import LLMConfig, Prices, Profile, TokenPrices
 from digest.errors import LLMError
-from digest.http import capped_answer_client
+from digest.llm.concurrency import START, AdaptiveConcurrency, Ticket
+from digest.llm.facts import ServerFacts, StructuredOutput, is_local
 from digest.models import Failure, Judgement, JudgementWithTLDR, Paper, Rating, Usage, Verdict
-from digest.ratelimit import RateLimiter, Sleep, Slot, backoff, minute_counters, reports_counters, retry_after
-from digest.server_facts import ServerFacts, StructuredOutput, is_local
+from digest.net.http import capped_answer_client
+from digest.net.pacing import RateLimiter, Sleep, Slot, backoff, minute_counters, reports_counters, retry_after
 from digest.stopping import Stopped, unless_stopped
 from digest.wording import opening
 

@@ -9,12 +9,13 @@ import datetime as dt
 
 from digest.channels import destinations
 from digest.channels.message import build_message, new_message_id
-from digest.config import WEEKDAYS, Config, Profile
-from digest.judge import Judge, taste_of
+from digest.config import Config, Profile
+from digest.config.schema import WEEKDAYS
 from digest.models import Paper, ProfileSummary, RunSummary, Verdict
+from digest.pipeline.judge import Judge, taste_of
 from digest.render import Renderer, build_digest
 from digest.sources import SOURCES
-from digest.store import Store
+from digest.state.store import Store
 from digest.wording import paper_count
 
 RETIRE_AFTER_RUNS = 3  # a paper the LLM failed on in this many runs goes into the digest unjudged, and is retired

@@ -16,9 +16,9 @@ from digest.channels import Result, channel, destinations, kind_of
 from digest.channels.message import new_message_id
 from digest.config import Config
 from digest.errors import DeliveryError
+from digest.links import Links
 from digest.models import Delivery, RunSummary
-from digest.store import Store
-from digest.web.links import Links
+from digest.state.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import logging
 import os
@@ -18,12 +17,11 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from digest import __version__
-from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError, redact
+from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError
 from digest.logs import setup_logging
-from digest.wording import UNSAFE_CHARACTERS
 
 if TYPE_CHECKING:
     from digest.config import Config, Section
@@ -176,34 +174,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Redacting(io.TextIOBase):
-    """The output boundary: a text stream that writes through to another with every secret replaced and every
-    terminal control removed. Whatever digest prints may hold what a feed, an LLM, a library file or a server
-    wrote (an entry key, a title, an error page); none of it reaches the terminal as anything but text."""
-
-    def __init__(self, stream: TextIO, secrets: list[str]) -> None:
-        self._stream = stream
-        self._secrets = secrets
-
-    @property
-    def terminal(self) -> TextIO:
-        """The stream itself, for the progress line's own redraw sequences (nothing from outside is in it)."""
-        return self._stream
-
-    def write(self, text: str) -> int:
-        self._stream.write(UNSAFE_CHARACTERS.sub("", redact(text, self._secrets)))
-        return len(text)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        return self._stream.isatty()
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
-
-
 def _past_date(text: str) -> dt.date:
     try:
         day = dt.date.fromisoformat(text)
@@ -233,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         uses = () if args.command == "run" and args.dry_run else USES.get(args.command, ())
         config = load_config(getattr(args, "config", None) or default_config_path(os.environ), uses=uses)
         # Whatever a server echoed (a key in an error page, a password in a URL) is redacted on its way out.
+        from digest.secrets import Redacting
+
         sys.stdout, sys.stderr = Redacting(sys.stdout, config.secrets), Redacting(sys.stderr, config.secrets)
         handler.setStream(sys.stderr)
         import asyncio
@@ -253,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import sqlite3
 
         if isinstance(error, sqlite3.Error) and config is not None:  # the disk or the file: say which, and what to do
-            from digest.store import describe_state_error
+            from digest.state.store import describe_state_error
 
             state_error = describe_state_error(error, config.state)
             print(f"digest: error: {state_error}", file=sys.stderr)
@@ -273,22 +245,22 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
     if command == "run":
         return await _run(config, args, quiet)
     if command == "preview":
-        from digest.pipeline import Pipeline
+        from digest.pipeline.run import Pipeline
 
         for path, note in await Pipeline(config, show_progress=not quiet).preview(args.min_score):
             print(path)
             print(f"  {note}")
         return EXIT_OK
     if command == "check":
-        from digest.checks import check
+        from digest.cli.check import check
 
         results = await check(config)
         for result in results:
             print(f"{'ok  ' if result.ok else 'FAIL'} {result.what}: {result.detail}")
         return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
     if command == "status":
-        from digest import report
-        from digest.store import Store
+        from digest.cli import report
+        from digest.state.store import Store
 
         with Store(config.state) as store:
             print(report.status_table(store.recent_runs(args.last)))
@@ -299,7 +271,7 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
     if command == "health":
         import time
 
-        from digest.schedule import healthy
+        from digest.cli.serve import healthy
 
         alive = healthy(heartbeat_path(config), time.time())
         print("healthy: the scheduler is running" if alive else "unhealthy: no heartbeat from `digest serve`")
@@ -321,8 +293,9 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
 
 async def _reader_command(command: str, args: argparse.Namespace, config: Config, quiet: bool) -> int:
     """The commands by which the reader teaches the digest, and measures how well it learned."""
-    from digest import ratings, report
-    from digest.store import Store
+    from digest.cli import report
+    from digest.state.store import Store
+    from digest.taste import ratings
 
     with Store(config.state) as store:
         if command == "rate":
@@ -335,8 +308,8 @@ async def _reader_command(command: str, args: argparse.Namespace, config: Config
                 json.dumps(report.ratings_json(given), indent=2) if args.json else report.ratings_table(profile, given)
             )
         elif command == "import":
-            from digest.library import import_library
-            from digest.progress import Count
+            from digest.cli.progress import Count
+            from digest.taste.library import import_library
 
             rating = ratings.parse_word(args.rating)
             count = Count("reading the library, entries", sys.stderr)
@@ -346,7 +319,7 @@ async def _reader_command(command: str, args: argparse.Namespace, config: Config
                 count.close()
             print(report.import_report(args.file, imported))
         else:
-            from digest.evaluate import evaluate
+            from digest.taste.evaluate import evaluate
 
             result = await evaluate(
                 config, store, profile, folds=args.folds, model=args.model, show_progress=not quiet and not args.json
@@ -358,8 +331,8 @@ async def _reader_command(command: str, args: argparse.Namespace, config: Config
 async def _run(config: Config, args: argparse.Namespace, quiet: bool) -> int:
     import asyncio
 
-    from digest import report
-    from digest.pipeline import Pipeline
+    from digest.cli import report
+    from digest.pipeline.run import Pipeline
     from digest.stopping import StopOnSignals
 
     if args.dry_run:
@@ -386,11 +359,11 @@ def heartbeat_path(config: Config) -> Path:
 async def _serve(config: Config) -> int:
     import asyncio
 
-    from digest import report
-    from digest.batch import batch_allowance_seconds
-    from digest.pipeline import Pipeline
-    from digest.schedule import cron_trigger, serve
-    from digest.store import Store
+    from digest.cli import report
+    from digest.cli.serve import cron_trigger, serve
+    from digest.llm.batch import batch_allowance_seconds
+    from digest.pipeline.run import Pipeline
+    from digest.state.store import Store
     from digest.web.server import serve_web
 
     async def run_once(stop: asyncio.Event) -> None:

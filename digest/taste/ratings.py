@@ -16,7 +16,7 @@ from digest.errors import UsageError
 from digest.models import RATING_WORDS, Paper, Rating, RatingSource, Verdict
 from digest.sources import configured_sources
 from digest.sources.arxiv import NEW_STYLE_ID, OLD_STYLE_ID
-from digest.store import Store
+from digest.state.store import Store
 
 ARXIV_ID = rf"(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})(?:v(?P<version>\d+))?"
 # bioRxiv's and medRxiv's DOIs (Cold Spring Harbor's prefixes): 10.1101/2026.06.30.612345, and 10.1101/833400 of

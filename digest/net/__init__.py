@@ -1,0 +1,1 @@
+"""Shared network ground: bounded HTTP downloads and the pacing every client of a rate-limited server uses."""
