@@ -17,7 +17,7 @@ import pytest
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from digest.state.store import MIGRATIONS
+from digest.state.migrations import MIGRATIONS
 from tests.conftest import FIXTURES, base_config, first_items, run_cli
 from tests.servers import RxivAPI, serve_asgi
 
@@ -236,8 +236,8 @@ def test_a_state_from_before_sources_keeps_every_arxiv_paper_and_rating(tmp_path
 
     state = tmp_path / "old.sqlite3"
     with sqlite3.connect(state) as db:
-        for script in MIGRATIONS[:7]:
-            db.executescript(script)
+        for step in MIGRATIONS[:7]:
+            db.executescript(step())
         db.execute(f"PRAGMA user_version = {7}")
         paper = {
             "arxiv_id": "2606.28354",

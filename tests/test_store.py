@@ -51,10 +51,10 @@ def test_prune_forgets_only_what_is_done(tmp_path):
 
 def test_state_migrates_from_the_first_schema(tmp_path):
     path = tmp_path / "old.sqlite3"
-    from digest.state.store import MIGRATIONS
+    from digest.state.migrations import MIGRATIONS
 
     with sqlite3.connect(path) as db:
-        db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+        db.executescript(f"{MIGRATIONS[0]()}; PRAGMA user_version = 1;")
         db.execute("INSERT INTO runs (started_at, summary) VALUES ('2026-06-30T06:30:00+00:00', '{}')")
     store = Store(path)
     assert store.schema_version == len(MIGRATIONS)

@@ -1,0 +1,201 @@
+"""The state file's schema, one named step at a time, applied in order on open (PRAGMA user_version counts them), so
+that a state file written by any earlier release keeps working. A new step is one more function at the end; a
+released one never changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Migration = Callable[[], str]  # the step's SQL script; the store runs it and the version bump in one transaction
+MIGRATIONS: list[Migration] = []
+
+
+def migration(step: Migration) -> Migration:
+    MIGRATIONS.append(step)
+    return step
+
+
+@migration
+def m001_first_schema() -> str:
+    """The first schema."""
+    return """
+        CREATE TABLE papers (
+            key TEXT PRIMARY KEY,          -- arXiv id with version: 2606.28354v1
+            announced TEXT NOT NULL,
+            data TEXT NOT NULL,            -- the Paper as JSON
+            fetched_at TEXT NOT NULL
+        );
+        CREATE INDEX papers_fetched_at ON papers (fetched_at);
+        CREATE TABLE profiles (
+            name TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL       -- papers fetched before a profile existed are not classified for it
+        );
+        CREATE TABLE verdicts (
+            paper_key TEXT NOT NULL,
+            interests_hash TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prompt_version INTEGER NOT NULL,
+            data TEXT NOT NULL,            -- the Verdict as JSON
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (paper_key, interests_hash, model, prompt_version)
+        );
+        CREATE TABLE failures (
+            paper_key TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (paper_key, profile)
+        );
+        CREATE TABLE digests (
+            id INTEGER PRIMARY KEY,
+            profile TEXT NOT NULL,
+            announced TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            message BLOB NOT NULL,         -- the exact RFC 5322 message, so a retry sends the same bytes
+            created_at TEXT NOT NULL,
+            UNIQUE (profile, announced)
+        );
+        CREATE TABLE digest_papers (
+            profile TEXT NOT NULL,
+            paper_key TEXT NOT NULL,
+            digest_id INTEGER NOT NULL REFERENCES digests (id),
+            PRIMARY KEY (profile, paper_key)  -- each paper is in at most one digest per profile
+        );
+        CREATE TABLE deliveries (
+            digest_id INTEGER NOT NULL REFERENCES digests (id),
+            recipient TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sent')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            sent_at TEXT,
+            PRIMARY KEY (digest_id, recipient)
+        );
+        CREATE TABLE feeds (
+            url TEXT PRIMARY KEY,
+            etag TEXT,
+            last_modified TEXT,
+            last_announced TEXT,
+            fetched_at TEXT NOT NULL
+        );
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            summary TEXT NOT NULL
+        );
+    """
+
+
+@migration
+def m002_runs_say_whether_they_ended_well() -> str:
+    """Whether a run ended well, so `serve` can tell a missed schedule from a run that already happened."""
+    return """
+        ALTER TABLE runs ADD COLUMN finished_at TEXT;
+        ALTER TABLE runs ADD COLUMN ok INTEGER NOT NULL DEFAULT 0;
+    """
+
+
+@migration
+def m003_ratings_and_eval_verdicts() -> str:
+    """The reader's ratings (never pruned: they are the reader's own work), and `digest eval`'s verdicts, cached
+    apart from the digest's so that evaluating never changes what a digest shows."""
+    return """
+        CREATE TABLE ratings (
+            profile TEXT NOT NULL,
+            arxiv_id TEXT NOT NULL,        -- without version: a rating is about the paper, not one version of it
+            rating INTEGER NOT NULL CHECK (rating IN (1, -1)),
+            paper TEXT NOT NULL,           -- the Paper as rated, as JSON: examples and eval read it
+            source TEXT NOT NULL CHECK (source IN ('cli', 'import', 'web')),
+            rated_at TEXT NOT NULL,
+            PRIMARY KEY (profile, arxiv_id)
+        );
+        CREATE INDEX ratings_rated_at ON ratings (profile, rated_at);
+        CREATE TABLE eval_verdicts (
+            paper_key TEXT NOT NULL,
+            interests_hash TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prompt_version INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (paper_key, interests_hash, model, prompt_version)
+        );
+    """
+
+
+@migration
+def m004_digests_kept_and_settings() -> str:
+    """The web side: each digest's content (the Digest as JSON) for the archive and the feed, and settings such
+    as the secret that signs links, generated once so that links survive restarts."""
+    return """
+        ALTER TABLE digests ADD COLUMN content TEXT;
+        CREATE TABLE settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+    """
+
+
+@migration
+def m005_a_message_per_recipient() -> str:
+    """One message per recipient, with a Message-ID of its own kept across retries; deliveries refused for good
+    ('failed', never retried) and those to an address no longer configured ('dropped')."""
+    return """
+        CREATE TABLE deliveries_5 (
+            digest_id INTEGER NOT NULL REFERENCES digests (id),
+            recipient TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'dropped')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            sent_at TEXT,
+            message_id TEXT,               -- NULL for deliveries recorded before: the digest message's own is used
+            PRIMARY KEY (digest_id, recipient)
+        );
+        INSERT INTO deliveries_5 (digest_id, recipient, status, attempts, last_error, sent_at)
+            SELECT digest_id, recipient, status, attempts, last_error, sent_at FROM deliveries;
+        DROP TABLE deliveries;
+        ALTER TABLE deliveries_5 RENAME TO deliveries;
+    """
+
+
+@migration
+def m006_batch_submissions() -> str:
+    """Batch API submissions. A submission is recorded with its requests before the batch is created (its key
+    goes with it as metadata, so a batch created just before a crash is found again), and is open until its
+    results are recorded: a run resumes an open batch and never pays for the same requests twice."""
+    return """
+        CREATE TABLE batches (
+            submission TEXT PRIMARY KEY,   -- ours, also in the batch's metadata
+            batch_id TEXT UNIQUE,          -- the provider's; NULL until the batch is created
+            input_file_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            status TEXT NOT NULL,          -- 'submitting', then the provider's last word (validating ... completed)
+            created_at TEXT NOT NULL,
+            closed_at TEXT                 -- its results are recorded, or it was given up: never polled again
+        );
+        CREATE TABLE batch_requests (
+            submission TEXT NOT NULL REFERENCES batches (submission),
+            custom_id TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            paper_key TEXT NOT NULL,
+            interests_hash TEXT NOT NULL,  -- the prompt it was asked with, as the verdict cache keys it
+            PRIMARY KEY (submission, custom_id)
+        );
+    """
+
+
+@migration
+def m007_preview_spending() -> str:
+    """What `digest preview` spent is recorded beside the runs, for `digest status`; it is not a run: the
+    scheduler's "last good run" is a run's."""
+    return """
+        ALTER TABLE runs ADD COLUMN command TEXT NOT NULL DEFAULT 'run';
+    """
+
+
+@migration
+def m008_papers_of_any_source() -> str:
+    """Sources beside arXiv. A paper's id is its source's (an arXiv id, or a bioRxiv or medRxiv DOI), and the
+    Paper's JSON says which source: arXiv papers stored before read as they are. A rating names the paper by it."""
+    return """
+        ALTER TABLE ratings RENAME COLUMN arxiv_id TO paper_id;
+    """
