@@ -22,8 +22,12 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from benchmarks.classify import CONCURRENCY, LATENCY, PROFILE, SERVER_RPM, Server, papers
 from digest.config import Config
+from digest.llm.answers import Outcome
 from digest.llm.batch import BatchClassifier
-from digest.llm.live import Classifier, Job, Outcome, estimate_cost, live_cost, system_prompt
+from digest.llm.live import Classifier
+from digest.llm.prices import estimate_cost, live_cost
+from digest.llm.prompt import system_prompt
+from digest.llm.requests import Job
 from digest.models import Verdict
 from digest.state.store import Store
 

@@ -29,7 +29,10 @@ from openai.types.chat import ChatCompletionMessageParam
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from digest.config import LLMConfig, Profile
-from digest.llm.live import Classifier, Job, Outcome, paper_message, response_format, system_prompt
+from digest.llm.answers import Outcome, response_format
+from digest.llm.live import Classifier
+from digest.llm.prompt import paper_message, system_prompt
+from digest.llm.requests import Job
 from digest.models import Paper, Verdict
 from digest.sources.arxiv import parse_feed
 

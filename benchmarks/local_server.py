@@ -21,7 +21,10 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from digest.config import LLMConfig, Profile
-from digest.llm.live import Classifier, Job, Outcome, system_prompt
+from digest.llm.answers import Outcome
+from digest.llm.live import Classifier
+from digest.llm.prompt import system_prompt
+from digest.llm.requests import Job
 from digest.models import Paper, Verdict
 from digest.sources.arxiv import parse_feed
 from tests.llama import llama_missing, llama_server

@@ -12,15 +12,11 @@ import pytest
 
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
-from digest.llm.live import (
-    FIRST_BACKOFF_SECONDS,
-    Classifier,
-    Job,
-    Outcome,
-    estimate_cost,
-    response_format,
-    system_prompt,
-)
+from digest.llm.answers import Outcome, response_format
+from digest.llm.live import FIRST_BACKOFF_SECONDS, Classifier
+from digest.llm.prices import estimate_cost
+from digest.llm.prompt import system_prompt
+from digest.llm.requests import Job
 from digest.models import Failure, Paper, Usage, Verdict
 from digest.net.pacing import (
     BURST_SECONDS,

@@ -14,8 +14,12 @@ import pytest
 
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
+from digest.llm.answers import Outcome, answer_tokens
 from digest.llm.concurrency import AdaptiveConcurrency
-from digest.llm.live import REASONING_ALLOWANCE, Classifier, Job, Outcome, answer_tokens, system_prompt
+from digest.llm.live import Classifier
+from digest.llm.prices import REASONING_ALLOWANCE
+from digest.llm.prompt import system_prompt
+from digest.llm.requests import Job
 from digest.models import Judgement, Paper, Verdict
 from digest.net.pacing import RateLimiter, Slot, minute_counters
 from digest.sources.arxiv import parse_feed
@@ -342,17 +346,17 @@ def test_a_day_that_outlasts_max_run_minutes_delivers_what_was_judged_and_carrie
 
 
 def test_an_answer_in_prose_is_unwrapped_and_a_broken_one_is_retried_not_a_crash() -> None:
-    from digest.llm.live import _Answer, _outcome_of, _Retry
+    from digest.llm.answers import Answer, InvalidAnswer, outcome_of
 
-    def answer(content: str) -> _Answer:
-        return _Answer.model_validate({"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})
+    def answer(content: str) -> Answer:
+        return Answer.model_validate({"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})
 
-    verdict = _outcome_of(
+    verdict = outcome_of(
         answer('Sure:\n```json\n{"reason": "r", "score": 7, "matched_interests": []}\n```'), PAPERS[0], PROFILE
     )
     assert isinstance(verdict, Verdict) and verdict.score == 7
-    with pytest.raises(_Retry, match="not a valid verdict"):
-        _outcome_of(answer("Sure, here it is: {"), PAPERS[0], PROFILE)
+    with pytest.raises(InvalidAnswer, match="not a valid verdict"):
+        outcome_of(answer("Sure, here it is: {"), PAPERS[0], PROFILE)
 
 
 def test_a_local_server_is_bounded_by_its_compute_not_by_an_accounts_rate_limits() -> None:

@@ -11,6 +11,7 @@ from digest.channels import configured_channel
 from digest.config import Config
 from digest.errors import DigestError
 from digest.llm.facts import is_local, load_facts
+from digest.llm.requests import openai_client
 from digest.sources import configured_sources
 from digest.state.store import Store
 
@@ -43,9 +44,7 @@ async def check(config: Config) -> list[CheckResult]:
 
 
 async def _check_llm(config: Config) -> CheckResult:
-    client = openai.AsyncOpenAI(
-        api_key=config.llm.api_key.get_secret_value(), base_url=config.llm.base_url, timeout=10, max_retries=0
-    )
+    client = openai_client(config.llm, timeout=10)
     try:
         listed = [(m.id, m.owned_by) async for m in client.models.list()]
     except openai.AuthenticationError:

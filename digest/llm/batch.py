@@ -28,8 +28,10 @@ from pydantic import BaseModel, ValidationError
 
 from digest.config import Config, LLMConfig
 from digest.errors import LLMError
-from digest.llm.live import Classifier, Job, OnOutcome, OnProgress, batch_answer, error_message, request_body
-from digest.net.http import TooLargeAnswer, capped_answer_client
+from digest.llm.answers import batch_answer
+from digest.llm.live import Classifier, OnOutcome, OnProgress
+from digest.llm.requests import Job, error_message, openai_client, request_body
+from digest.net.http import TooLargeAnswer
 from digest.net.pacing import backoff
 from digest.state.store import BatchRecord, Store, prompt_hash
 from digest.stopping import Stopped, unless_stopped
@@ -130,13 +132,8 @@ class BatchClassifier:
             self._deadline = started
         self._resume_only = resume_only
         self._report = report or (lambda line: log.info("%s", line))
-        self._client = client or openai.AsyncOpenAI(
-            api_key=config.llm.api_key.get_secret_value(),
-            base_url=config.llm.base_url,
-            timeout=config.llm.timeout_seconds,
-            max_retries=2,  # polling and file transfers are idempotent, and the SDK's back-off suits them
-            http_client=capped_answer_client(MAX_OUTPUT_BYTES, timeout=config.llm.timeout_seconds),
-        )
+        # Polling and file transfers are idempotent, and the SDK's back-off suits them.
+        self._client = client or openai_client(config.llm, max_retries=2, max_answer_bytes=MAX_OUTPUT_BYTES)
         self.usage = live.usage  # one account of the run: batch answers in its batch_* fields
         self.notes: list[str] = []  # for the run's summary: what each batch came to
         self._uncertain: list[BatchRecord] = []  # submitted by this run, not listed after an uncertain create
@@ -468,7 +465,7 @@ class BatchClassifier:
                 if response is None or response.status_code != 200:
                     problems[line.custom_id] = _failed_line(line)
                     continue
-                answer = batch_answer(response.body, job)
+                answer = batch_answer(response.body, job.paper, job.profile)
                 self.usage.add(answer.usage)
                 if answer.outcome is None:
                     problems[line.custom_id] = answer.problem

@@ -12,18 +12,13 @@ import time
 
 from digest.cli.progress import Progress
 from digest.config import Config, Profile
+from digest.llm.answers import Outcome
 from digest.llm.batch import BatchClassifier
 from digest.llm.facts import MEASURED_AFTER, load_facts, save_facts
-from digest.llm.live import (
-    PROMPT_VERSION,
-    Classifier,
-    Job,
-    Outcome,
-    charges_nothing,
-    estimate_cost,
-    live_cost,
-    system_prompt,
-)
+from digest.llm.live import Classifier
+from digest.llm.prices import charges_nothing, estimate_cost, live_cost
+from digest.llm.prompt import PROMPT_VERSION, system_prompt
+from digest.llm.requests import Job
 from digest.models import Failure, Paper, ProfileSummary, RunSummary, Verdict
 from digest.secrets import redact
 from digest.state.store import Store

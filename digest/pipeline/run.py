@@ -23,13 +23,8 @@ from digest.errors import DeliveryError, DigestError
 from digest.links import Links
 from digest.llm.batch import batch_allowance_seconds
 from digest.llm.facts import load_facts
-from digest.llm.live import (
-    COMPLETION_TOKENS_ESTIMATE,
-    charges_nothing,
-    estimate_cost,
-    estimate_tokens,
-    paper_message,
-)
+from digest.llm.prices import charges_nothing, estimate_cost
+from digest.llm.prompt import COMPLETION_TOKENS_ESTIMATE, estimate_tokens, paper_message
 from digest.models import Feed, Paper, ProfileSummary, RunSummary, SourceFetch, Usage
 from digest.pipeline.deliver import deliver_pending
 from digest.pipeline.fetch import fetch_missed, fetch_new, fetch_without_state

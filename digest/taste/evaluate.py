@@ -16,17 +16,12 @@ from pydantic import BaseModel
 from digest.cli.progress import Progress
 from digest.config import Config, Profile
 from digest.errors import DigestError, LLMError
-from digest.llm.live import (
-    PROMPT_VERSION,
-    Classifier,
-    Job,
-    Outcome,
-    charges_nothing,
-    estimate_cost,
-    estimate_tokens,
-    paper_message,
-)
-from digest.llm.live import system_prompt as build_prompt
+from digest.llm.answers import Outcome
+from digest.llm.live import Classifier
+from digest.llm.prices import charges_nothing, estimate_cost
+from digest.llm.prompt import PROMPT_VERSION, estimate_tokens, paper_message
+from digest.llm.prompt import system_prompt as build_prompt
+from digest.llm.requests import Job
 from digest.models import Failure, Paper, Rating, Verdict
 from digest.state.store import Store, VerdictCache
 from digest.wording import paper_count
