@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
@@ -184,6 +185,19 @@ class Usage(BaseModel):
         for name in Usage.model_fields:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
+
+class Progress(BaseModel):
+    """How far a long stage has got, for whoever shows it (a terminal line, a log): figures, never a screen."""
+
+    done: int
+    total: int
+    usage: Usage
+    cost: float | None  # None: the model's price is not known
+    free: bool  # a server that charges nothing
+    finished: bool = False
+
+
+OnProgress = Callable[[Progress], None]
 
 RATING_WORDS = {1: "more like this", -1: "not for me"}
 

@@ -413,7 +413,7 @@ def test_a_result_file_over_the_limit_is_asked_live_and_said_to_be_paid_twice(
     config = base_config(tmp_path, feed_url, llm_url)
     config["llm"]["mode"] = "batch"
     loaded = load_config(write_config(config), {"OPENAI_API_KEY": "test-key"})
-    summary = asyncio.run(Pipeline(loaded, show_progress=False).run(catch_up=True))
+    summary = asyncio.run(Pipeline(loaded).run(catch_up=True))
     assert summary.profiles[0].classified == PAPERS and llm.requests == PAPERS
     (warning,) = [w for w in summary.warnings if "larger than 100,000 bytes" in w]
     assert "paid for, and are asked live again (paid twice)" in warning

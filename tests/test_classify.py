@@ -356,7 +356,8 @@ def test_without_rate_limit_headers_the_limit_is_learned_from_the_429s(llm):
 def test_progress_is_a_live_bar_on_a_terminal_and_one_line_otherwise():
     import io
 
-    from digest.cli.progress import Progress
+    from digest.cli.progress import ProgressLine
+    from digest.models import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -364,10 +365,10 @@ def test_progress_is_a_live_bar_on_a_terminal_and_one_line_otherwise():
 
     usage = Usage(requests=2, retries=1, prompt_tokens=1000, completion_tokens=100)
     for stream, live in ((Terminal(), True), (io.StringIO(), False)):
-        progress = Progress(2, lambda u: 0.0123, stream)
-        progress.advance(usage)
-        progress.advance(usage)
-        progress.finish(usage)
+        progress = ProgressLine(stream)
+        for done in (1, 2):
+            progress(Progress(done=done, total=2, usage=usage, cost=0.0123, free=False))
+        progress(Progress(done=2, total=2, usage=usage, cost=0.0123, free=False, finished=True))
         text = stream.getvalue()
         assert "classified 2/2 papers" in text and "1,100 tokens" in text and "~$0.0123" in text
         assert "1 retries" in text

@@ -320,7 +320,7 @@ def test_a_signal_during_a_slow_fetch_stops_the_run_at_once(tmp_path, feed_serve
 
     async def stopped_while_fetching():
         stop = asyncio.Event()
-        run = asyncio.create_task(Pipeline(config, show_progress=False).run(stop=stop))
+        run = asyncio.create_task(Pipeline(config).run(stop=stop))
         while not feed.requests:  # noqa: ASYNC110 (plain test state)
             await asyncio.sleep(0.02)
         stop.set()

@@ -14,8 +14,9 @@ from pathlib import Path
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from digest.cli.serve import HEALTHY_WITHIN_SECONDS, healthy, previous_fire_time, serve
+from digest.cli.serve import previous_fire_time, serve
 from digest.config import load_config
+from digest.heartbeat import HEALTHY_WITHIN_SECONDS, healthy
 from digest.models import RunSummary
 from digest.pipeline.run import Pipeline
 from digest.state.store import Store
@@ -44,7 +45,7 @@ def test_a_trigger_runs_the_pipeline_again_and_again(tmp_path, feed_server, fake
     summaries: list[RunSummary] = []
 
     async def run_once(stop: asyncio.Event) -> None:
-        summaries.append(await Pipeline(config, show_progress=False).run(catch_up=True, stop=stop))
+        summaries.append(await Pipeline(config).run(catch_up=True, stop=stop))
 
     now = dt.datetime.now(dt.UTC)
     asyncio.run(
@@ -260,7 +261,7 @@ def test_after_days_away_the_run_catches_up_through_the_export_api(
     store = Store(config.state)
     store.record_run(dt.datetime.now(dt.UTC) - dt.timedelta(days=4), RunSummary())
     store.close()
-    summary = asyncio.run(Pipeline(config, show_progress=False).run(catch_up=True))
+    summary = asyncio.run(Pipeline(config).run(catch_up=True))
     assert not summary.errors
     assert summary.backfilled == 50
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=4)).strftime("%Y%m%d")

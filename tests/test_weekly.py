@@ -37,15 +37,13 @@ def test_a_weekly_profile_gets_one_digest_a_week_of_the_weeks_best(tmp_path, fee
         path = write_config(config)
 
         def run_pipeline() -> RunSummary:
-            return asyncio.run(Pipeline(load_config(path, {"OPENAI_API_KEY": "test-key"}), show_progress=False).run())
+            return asyncio.run(Pipeline(load_config(path, {"OPENAI_API_KEY": "test-key"})).run())
 
         def run_on(day: dt.date) -> str:
             # The feed as arXiv serves it that day: a weekend, or a day of no run, keeps the last weekday's.
             feed.feeds["/rss/cs.CL"] = feeds[max(d for d in ANNOUNCED if d <= day)]
             asked = llm.requests
-            summary = asyncio.run(
-                Pipeline(load_config(path, {"OPENAI_API_KEY": "test-key"}), show_progress=False).run()
-            )
+            summary = asyncio.run(Pipeline(load_config(path, {"OPENAI_API_KEY": "test-key"})).run())
             assert not summary.errors, summary.errors
             judged = llm.requests - asked
             assert judged == (len(parse(feeds[day])) if day in ANNOUNCED else 0)  # each day's papers, that day

@@ -25,6 +25,7 @@ from digest.logs import setup_logging
 
 if TYPE_CHECKING:
     from digest.config import Config, Section
+    from digest.pipeline.run import Pipeline
 
 log = logging.getLogger("digest")
 ENV_LOG_FORMAT = "DIGEST_LOG_FORMAT"
@@ -174,6 +175,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pipeline(config: Config, quiet: bool) -> Pipeline:
+    """The pipeline of a command a person watches: the classification's line and a batch's progress on stderr."""
+    from digest.cli.progress import ProgressLine
+    from digest.pipeline.run import Pipeline
+
+    def note(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    return Pipeline(
+        config, on_progress=ProgressLine(sys.stderr, enabled=not quiet), on_note=log.info if quiet else note
+    )
+
+
 def _past_date(text: str) -> dt.date:
     try:
         day = dt.date.fromisoformat(text)
@@ -245,9 +259,7 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
     if command == "run":
         return await _run(config, args, quiet)
     if command == "preview":
-        from digest.pipeline.run import Pipeline
-
-        for path, note in await Pipeline(config, show_progress=not quiet).preview(args.min_score):
+        for path, note in await _pipeline(config, quiet).preview(args.min_score):
             print(path)
             print(f"  {note}")
         return EXIT_OK
@@ -271,13 +283,15 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
     if command == "health":
         import time
 
-        from digest.cli.serve import healthy
+        from digest.heartbeat import healthy, heartbeat_path
 
-        alive = healthy(heartbeat_path(config), time.time())
+        alive = healthy(heartbeat_path(config.state), time.time())
         print("healthy: the scheduler is running" if alive else "unhealthy: no heartbeat from `digest serve`")
         return EXIT_OK if alive else EXIT_FAILED
     if command == "serve":
-        return await _serve(config)
+        from digest.cli.serve import serve_command
+
+        return await serve_command(config)
     if command == "web":
         import asyncio
 
@@ -319,10 +333,16 @@ async def _reader_command(command: str, args: argparse.Namespace, config: Config
                 count.close()
             print(report.import_report(args.file, imported))
         else:
+            from digest.cli.progress import ProgressLine
             from digest.taste.evaluate import evaluate
 
             result = await evaluate(
-                config, store, profile, folds=args.folds, model=args.model, show_progress=not quiet and not args.json
+                config,
+                store,
+                profile,
+                folds=args.folds,
+                model=args.model,
+                on_progress=ProgressLine(sys.stderr, enabled=not quiet and not args.json),
             )
             print(result.model_dump_json(indent=2) if args.json else report.eval_report(result))
     return EXIT_OK
@@ -340,7 +360,7 @@ async def _run(config: Config, args: argparse.Namespace, quiet: bool) -> int:
         return EXIT_OK
     stop = asyncio.Event()
     with StopOnSignals(stop) as signals:
-        summary = await Pipeline(config, show_progress=not quiet).run(since=args.since, stop=stop)
+        summary = await _pipeline(config, quiet).run(since=args.since, stop=stop)
     if not quiet or summary.errors:
         print(report.run_summary(summary))
     if signals.received is not None:
@@ -350,47 +370,3 @@ async def _run(config: Config, args: argparse.Namespace, quiet: bool) -> int:
         )
         return 128 + signals.received.value
     return EXIT_FAILED if summary.errors else EXIT_OK
-
-
-def heartbeat_path(config: Config) -> Path:
-    return config.state.with_name(config.state.name + ".heartbeat")
-
-
-async def _serve(config: Config) -> int:
-    import asyncio
-
-    from digest.cli import report
-    from digest.cli.serve import cron_trigger, serve
-    from digest.llm.batch import batch_allowance_seconds
-    from digest.pipeline.run import Pipeline
-    from digest.state.store import Store
-    from digest.web.server import serve_web
-
-    async def run_once(stop: asyncio.Event) -> None:
-        summary = await Pipeline(config, show_progress=False).run(catch_up=True, stop=stop)
-        log.info("%s", report.run_summary(summary))  # one record: a log collector keeps the summary together
-
-    with Store(config.state) as store:
-        last_good_run = store.last_good_run()
-    stop = asyncio.Event()
-    heartbeat = heartbeat_path(config)
-    try:
-        async with asyncio.TaskGroup() as group:
-            if config.web is not None:  # bound at once: a taken port stops `serve` before its first run
-                group.create_task(serve_web(config, stop, heartbeat=heartbeat))
-            # Stuck: past the run's own deadline (with its wait for a batch), and room to stop.
-            limit = (config.max_run_minutes + 10) * 60.0 + batch_allowance_seconds(config.llm)
-            trigger = cron_trigger(config.schedule)
-            group.create_task(
-                serve(
-                    trigger,
-                    run_once,
-                    last_good_run=last_good_run,
-                    heartbeat=heartbeat,
-                    stop=stop,
-                    stuck_after=limit,
-                )
-            )
-    except* DigestError as errors:
-        raise errors.exceptions[0] from None
-    return EXIT_OK

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from digest.models import Usage
+from digest.models import Progress, Usage
 
 REDRAW_SECONDS = 0.1
 BAR_WIDTH = 24
@@ -28,51 +28,40 @@ def describe_setbacks(usage: Usage, sep: str = ", ") -> str:
     return sep.join(parts)
 
 
-class Progress:
-    def __init__(
-        self,
-        total: int,
-        cost_of: Callable[[Usage], float | None],
-        stream: TextIO,
-        *,
-        enabled: bool = True,
-        free: bool = False,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._free = free
-        self._total = total
-        self._done = 0
-        self._cost_of = cost_of
+class ProgressLine:
+    """A stage's Progress drawn as one line: redrawn in place on a terminal, written once at the end elsewhere (a
+    log file, a pipe), or not at all when `enabled` is off (-q, --json)."""
+
+    def __init__(self, stream: TextIO, *, enabled: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         # Past the CLI's output filter, which removes terminal controls: the redraw is ours, the figures too.
         self._stream: TextIO = getattr(stream, "terminal", stream)
         self._live = enabled and stream.isatty()
         self._enabled = enabled
         self._clock = clock
-        self._started = clock()
+        self._started: float | None = None
         self._drawn = 0.0
 
-    def advance(self, usage: Usage) -> None:
-        self._done += 1
+    def __call__(self, progress: Progress) -> None:
         now = self._clock()
-        if self._live and (now - self._drawn >= REDRAW_SECONDS or self._done == self._total):
+        if self._started is None:
+            self._started = now
+        if progress.finished:
+            if self._enabled and progress.total:
+                self._stream.write(("\r\033[K" if self._live else "") + self._line(progress, now) + "\n")
+                self._stream.flush()
+        elif self._live and (now - self._drawn >= REDRAW_SECONDS or progress.done == progress.total):
             self._drawn = now
-            self._stream.write(f"\r\033[K{self._line(usage)}")
+            self._stream.write(f"\r\033[K{self._line(progress, now)}")
             self._stream.flush()
 
-    def finish(self, usage: Usage) -> None:
-        if not self._enabled or self._total == 0:
-            return
-        self._stream.write(("\r\033[K" if self._live else "") + self._line(usage) + "\n")
-        self._stream.flush()
-
-    def _line(self, usage: Usage) -> str:
-        elapsed = max(self._clock() - self._started, 1e-9)
-        tokens = usage.tokens
-        filled = BAR_WIDTH * self._done // max(self._total, 1)
+    def _line(self, progress: Progress, now: float) -> str:
+        elapsed = max(now - (self._started or now), 1e-9)
+        usage = progress.usage
+        filled = BAR_WIDTH * progress.done // max(progress.total, 1)
         bar = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] " if self._live else ""
         return (
-            f"{bar}classified {self._done}/{self._total} papers  {usage.requests / elapsed:.1f} req/s  "
-            f"{tokens:,} tokens  {describe_cost(self._cost_of(usage), free=self._free)}  "
+            f"{bar}classified {progress.done}/{progress.total} papers  {usage.requests / elapsed:.1f} req/s  "
+            f"{usage.tokens:,} tokens  {describe_cost(progress.cost, free=progress.free)}  "
             f"{describe_setbacks(usage, '  ')}"
         )
 

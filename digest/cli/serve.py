@@ -19,15 +19,15 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from digest.config import ScheduleConfig
-from digest.errors import DigestError
+from digest.config import Config, ScheduleConfig
+from digest.errors import EXIT_OK, DigestError
+from digest.heartbeat import HEARTBEAT_SECONDS, heartbeat_path
 from digest.stopping import StopOnSignals
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 8.0  # container runtimes kill 10 s after SIGTERM; leave room to exit cleanly
-HEARTBEAT_SECONDS = 15.0
-HEALTHY_WITHIN_SECONDS = 4 * HEARTBEAT_SECONDS
+STUCK_MARGIN_SECONDS = 600.0  # past its deadline, a run has this long to stop at a safe point
 RunOnce = Callable[[asyncio.Event], Awaitable[None]]
 
 
@@ -117,8 +117,39 @@ async def serve(
             scheduler.shutdown(wait=False)
 
 
-def healthy(heartbeat: Path, now: float) -> bool:
+async def serve_command(config: Config) -> int:
+    """`digest serve`: the scheduler, and the web side beside it when configured, until stopped."""
+    from digest.cli import report
+    from digest.cli.serve import cron_trigger, serve
+    from digest.pipeline.run import Pipeline, run_allowance_seconds
+    from digest.state.store import Store
+    from digest.web.server import serve_web
+
+    async def run_once(stop: asyncio.Event) -> None:
+        summary = await Pipeline(config).run(catch_up=True, stop=stop)
+        log.info("%s", report.run_summary(summary))  # one record: a log collector keeps the summary together
+
+    with Store(config.state) as store:
+        last_good_run = store.last_good_run()
+    stop = asyncio.Event()
+    heartbeat = heartbeat_path(config.state)
     try:
-        return now - heartbeat.stat().st_mtime < HEALTHY_WITHIN_SECONDS
-    except FileNotFoundError:
-        return False
+        async with asyncio.TaskGroup() as group:
+            if config.web is not None:  # bound at once: a taken port stops `serve` before its first run
+                group.create_task(serve_web(config, stop, heartbeat=heartbeat))
+            # Stuck: past the run's own deadline (with its wait for a batch), and room to stop.
+            limit = run_allowance_seconds(config) + STUCK_MARGIN_SECONDS
+            trigger = cron_trigger(config.schedule)
+            group.create_task(
+                serve(
+                    trigger,
+                    run_once,
+                    last_good_run=last_good_run,
+                    heartbeat=heartbeat,
+                    stop=stop,
+                    stuck_after=limit,
+                )
+            )
+    except* DigestError as errors:
+        raise errors.exceptions[0] from None
+    return EXIT_OK

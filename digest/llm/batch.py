@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from digest.config import Config, LLMConfig
 from digest.errors import LLMError
 from digest.llm.answers import batch_answer
-from digest.llm.live import Classifier, OnOutcome, OnProgress
+from digest.llm.live import Classifier, OnOutcome, OnUsage
 from digest.llm.requests import Job, error_message, openai_client, request_body
 from digest.net.http import TooLargeAnswer
 from digest.net.pacing import backoff
@@ -147,14 +147,14 @@ class BatchClassifier:
         self,
         jobs: Sequence[Job],
         on_outcome: OnOutcome,
-        on_progress: OnProgress | None = None,
+        on_progress: OnUsage | None = None,
         *,
         stop: asyncio.Event | None = None,
     ) -> None:
         with contextlib.suppress(Stopped):
             await unless_stopped(self._work(jobs, on_outcome, on_progress), stop)
 
-    async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnProgress | None) -> None:
+    async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnUsage | None) -> None:
         wanted = {custom_id(job): job for job in jobs}
         waiting = await self._resume(wanted)
         covered = {cid for w in waiting for cid in w.jobs}
@@ -438,7 +438,7 @@ class BatchClassifier:
 
     # Collecting
 
-    async def _collect(self, batch: _Waiting, on_outcome: OnOutcome, on_progress: OnProgress | None) -> list[Job]:
+    async def _collect(self, batch: _Waiting, on_outcome: OnOutcome, on_progress: OnUsage | None) -> list[Job]:
         """Record the verdicts an ended batch holds, and close it; return the jobs to ask live."""
         found = batch.found
         answered: set[str] = set()

@@ -26,7 +26,7 @@ from digest.errors import LLMError
 from digest.llm.answers import InvalidAnswer, Outcome, answer_of, outcome_of
 from digest.llm.concurrency import START, AdaptiveConcurrency, Ticket
 from digest.llm.facts import ServerFacts
-from digest.llm.prices import charges_nothing
+from digest.llm.prices import charges_nothing, estimate_cost
 from digest.llm.prompt import COMPLETION_TOKENS_ESTIMATE, estimate_tokens, paper_message
 from digest.llm.requests import (
     REFUSED_PARAMETER,
@@ -37,7 +37,7 @@ from digest.llm.requests import (
     openai_client,
     request_body,
 )
-from digest.models import Failure, Usage
+from digest.models import Failure, OnProgress, Progress, Usage
 from digest.net.pacing import RateLimiter, Sleep, Slot, backoff, minute_counters, reports_counters, retry_after
 from digest.stopping import Stopped, unless_stopped
 
@@ -60,7 +60,7 @@ RETRY, FRESH, FINISHED = 0, 1, 2
 
 
 OnOutcome = Callable[[Job, Outcome], None]
-OnProgress = Callable[[Usage], None]
+OnUsage = Callable[[Usage], None]
 
 
 class _Pending:
@@ -132,7 +132,7 @@ class Classifier:
         self,
         jobs: Sequence[Job],
         on_outcome: OnOutcome,
-        on_progress: OnProgress | None = None,
+        on_progress: OnUsage | None = None,
         *,
         stop: asyncio.Event | None = None,
     ) -> None:
@@ -142,7 +142,7 @@ class Classifier:
         with contextlib.suppress(Stopped):
             await unless_stopped(self._work(jobs, on_outcome, on_progress), stop)
 
-    async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnProgress | None) -> None:
+    async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnUsage | None) -> None:
         queue: asyncio.PriorityQueue[tuple[int, int, _Pending | None]] = asyncio.PriorityQueue()
         arrival = itertools.count()  # first in, first out within a priority
         for job in jobs:
@@ -374,3 +374,27 @@ class Classifier:
                 "nothing was lost, the papers stay pending for the next run",
             )
         raise _Retry(f"HTTP {status}: {detail}")
+
+
+class Tally:
+    """A classification's answers counted into Progress figures for `on_progress`, priced as `config`'s server."""
+
+    def __init__(self, total: int, config: LLMConfig, on_progress: OnProgress | None) -> None:
+        self._total = total
+        self._config = config
+        self._free = charges_nothing(config)
+        self._on_progress = on_progress
+        self._done = 0
+
+    def __call__(self, usage: Usage) -> None:
+        self._done += 1
+        self._tell(usage, finished=False)
+
+    def finish(self, usage: Usage) -> None:
+        self._tell(usage, finished=True)
+
+    def _tell(self, usage: Usage, *, finished: bool) -> None:
+        if self._on_progress is not None:
+            cost = estimate_cost(usage, self._config)
+            figures = Progress(done=self._done, total=self._total, usage=usage, cost=cost, free=self._free)
+            self._on_progress(figures.model_copy(update={"finished": finished}))

@@ -7,19 +7,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import sys
 import time
+from collections.abc import Callable
 
-from digest.cli.progress import Progress
 from digest.config import Config, Profile
 from digest.llm.answers import Outcome
 from digest.llm.batch import BatchClassifier
 from digest.llm.facts import MEASURED_AFTER, load_facts, save_facts
-from digest.llm.live import Classifier
+from digest.llm.live import Classifier, Tally
 from digest.llm.prices import charges_nothing, estimate_cost, live_cost
 from digest.llm.prompt import PROMPT_VERSION, system_prompt
 from digest.llm.requests import Job
-from digest.models import Failure, Paper, ProfileSummary, RunSummary, Verdict
+from digest.models import Failure, OnProgress, Paper, ProfileSummary, RunSummary, Verdict
 from digest.secrets import redact
 from digest.state.store import Store
 from digest.taste.ratings import Taste
@@ -29,17 +28,15 @@ log = logging.getLogger(__name__)
 
 
 class Judge:
-    def __init__(self, config: Config, *, show_progress: bool = True) -> None:
+    def __init__(
+        self, config: Config, *, on_progress: OnProgress | None = None, on_note: Callable[[str], None] | None = None
+    ) -> None:
+        """`on_progress`: the classification's figures as it goes; `on_note`: a batch's progress, which may take
+        hours, in lines (the log when not given)."""
         self.config = config
         self._secrets = config.secrets
-        self._show_progress = show_progress
-
-    def _report(self, line: str) -> None:
-        """Progress of a batch, which may take hours: lines on stderr, or in the log when progress is not shown."""
-        if self._show_progress:
-            print(line, file=sys.stderr, flush=True)
-        else:
-            log.info("%s", line)
+        self._on_progress = on_progress
+        self._report = on_note or (lambda line: log.info("%s", line))
 
     def in_scope(self, profile: Profile, papers: list[Paper]) -> list[Paper]:
         """The papers in the profile's own categories (all of them when it follows the global ones)."""
@@ -114,15 +111,9 @@ class Judge:
             classifier = BatchClassifier(
                 self.config, store, live, started=batch_from, report=self._report, resume_only=True
             )
-        progress = Progress(
-            len(jobs),
-            lambda usage: estimate_cost(usage, self.config.llm),
-            sys.stderr,
-            enabled=self._show_progress,
-            free=summary.free,
-        )
+        progress = Tally(len(jobs), self.config.llm, self._on_progress)
         try:
-            await classifier.classify(jobs, record, progress.advance, stop=stop)
+            await classifier.classify(jobs, record, progress, stop=stop)
         finally:
             summary.usage = classifier.usage
             summary.cost = estimate_cost(classifier.usage, self.config.llm)

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -25,7 +26,7 @@ from digest.llm.batch import batch_allowance_seconds
 from digest.llm.facts import load_facts
 from digest.llm.prices import charges_nothing, estimate_cost
 from digest.llm.prompt import COMPLETION_TOKENS_ESTIMATE, estimate_tokens, paper_message
-from digest.models import Feed, Paper, ProfileSummary, RunSummary, SourceFetch, Usage
+from digest.models import Feed, OnProgress, Paper, ProfileSummary, RunSummary, SourceFetch, Usage
 from digest.pipeline.deliver import deliver_pending
 from digest.pipeline.fetch import fetch_missed, fetch_new, fetch_without_state
 from digest.pipeline.judge import Judge, taste_of
@@ -42,10 +43,13 @@ MISSED_AFTER = dt.timedelta(hours=30)  # a weekday run every 24 h; more than thi
 
 
 class Pipeline:
-    def __init__(self, config: Config, *, show_progress: bool = True) -> None:
+    def __init__(
+        self, config: Config, *, on_progress: OnProgress | None = None, on_note: Callable[[str], None] | None = None
+    ) -> None:
+        """`on_progress` and `on_note`: how far the classification is, and a batch's lines, for whoever shows them."""
         self.config = config
         self._secrets = config.secrets
-        self._judge = Judge(config, show_progress=show_progress)
+        self._judge = Judge(config, on_progress=on_progress, on_note=on_note)
 
     async def run(
         self, since: dt.date | None = None, *, catch_up: bool = False, stop: asyncio.Event | None = None
@@ -63,7 +67,7 @@ class Pipeline:
         # In batch mode, waiting for the batch (until llm.batch_deadline, or its 24 h) comes on top.
         limit = self.config.max_run_minutes
         signalled, deadline, stop = stop or asyncio.Event(), asyncio.Event(), asyncio.Event()
-        seconds = limit * 60 + batch_allowance_seconds(self.config.llm)
+        seconds = run_allowance_seconds(self.config)
         watcher = asyncio.ensure_future(_stop_at(signalled, seconds, deadline, stop))
         store = Store(self.config.state)
         try:
@@ -257,6 +261,12 @@ class Pipeline:
                 (usage.prompt_tokens + usage.completion_tokens) / llm.tokens_per_minute,
             ),
         )
+
+
+def run_allowance_seconds(config: Config) -> float:
+    """How long a run may take before it stops at a safe point: max_run_minutes, and in batch mode the wait for the
+    batch (until llm.batch_deadline, or its 24 h) on top."""
+    return config.max_run_minutes * 60 + batch_allowance_seconds(config.llm)
 
 
 async def _stop_at(signalled: asyncio.Event, seconds: float, deadline: asyncio.Event, stop: asyncio.Event) -> None:

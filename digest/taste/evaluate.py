@@ -8,21 +8,19 @@ in the digest. Verdicts are cached apart from the digest's, so asking again cost
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from digest.cli.progress import Progress
 from digest.config import Config, Profile
 from digest.errors import DigestError, LLMError
 from digest.llm.answers import Outcome
-from digest.llm.live import Classifier
+from digest.llm.live import Classifier, Tally
 from digest.llm.prices import charges_nothing, estimate_cost
 from digest.llm.prompt import PROMPT_VERSION, estimate_tokens, paper_message
 from digest.llm.prompt import system_prompt as build_prompt
 from digest.llm.requests import Job
-from digest.models import Failure, Paper, Rating, Verdict
+from digest.models import Failure, OnProgress, Paper, Rating, Verdict
 from digest.state.store import Store, VerdictCache
 from digest.wording import paper_count
 
@@ -92,7 +90,7 @@ async def evaluate(
     *,
     folds: int = 5,
     model: str | None = None,
-    show_progress: bool = True,
+    on_progress: OnProgress | None = None,
 ) -> EvalReport:
     ratings = store.ratings(profile.name)
     liked = sum(r.liked for r in ratings)
@@ -137,16 +135,10 @@ async def evaluate(
         verdicts[(outcome.paper_key, job.instructions)] = outcome
 
     classifier = Classifier(llm)
-    progress = Progress(
-        len(jobs),
-        lambda usage: estimate_cost(usage, llm),
-        sys.stderr,
-        enabled=show_progress,
-        free=charges_nothing(llm),
-    )
+    progress = Tally(len(jobs), llm, on_progress)
     try:
         if jobs:
-            await classifier.classify(jobs, record, progress.advance)
+            await classifier.classify(jobs, record, progress)
     finally:
         progress.finish(classifier.usage)
         await classifier.close()

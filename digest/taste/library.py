@@ -59,7 +59,7 @@ ACCENTS = {
     "r": "\u030a",
 }
 ACCENTED = re.compile(r"\\(['`^\"~=.]|[uvHckr](?=[{ ]))\s*\{?([A-Za-z])\}?")
-OnProgress = Callable[[int, int], None]  # (entries read, entries in the file)
+OnCount = Callable[[int, int], None]  # (entries read, entries in the file)
 
 
 class Seed(BaseModel):
@@ -87,7 +87,7 @@ class ImportReport(BaseModel):
     unknown: list[str]  # ids arXiv does not know
 
 
-def library_parts(path: Path, on_progress: OnProgress | None = None) -> Iterator[Library]:
+def library_parts(path: Path, on_progress: OnCount | None = None) -> Iterator[Library]:
     """A library file part by part (a chunk of a BibTeX file at a time), so that what is made of it can be used and
     let go as it comes; its format is told by its name, else by its first character."""
     try:
@@ -105,7 +105,7 @@ def library_parts(path: Path, on_progress: OnProgress | None = None) -> Iterator
         yield _plain(text)
 
 
-def _bibtex(text: str, path: Path, on_progress: OnProgress | None) -> Iterator[Library]:
+def _bibtex(text: str, path: Path, on_progress: OnCount | None) -> Iterator[Library]:
     """Parsed CHUNK_ENTRIES at a time (whole, if it defines @string macros, which any entry after may use). Only
     the fields digest keeps are decoded from LaTeX, and only where they hold any: decoding every field of every
     entry took 97% of the time."""
@@ -253,7 +253,7 @@ def _ref_in_field(name: str, fields: dict[str, str], eprint_is_arxiv: bool) -> P
 
 
 async def import_library(
-    config: Config, store: Store, profile: Profile, path: Path, rating: int, on_progress: OnProgress | None = None
+    config: Config, store: Store, profile: Profile, path: Path, rating: int, on_progress: OnCount | None = None
 ) -> ImportReport:
     """`digest import`: rate every arXiv paper of a library file, a part at a time. Entries without a title or
     abstract are completed from the state or the export API; importing the same file again changes nothing."""

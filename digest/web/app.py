@@ -24,8 +24,8 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from digest.cli.serve import healthy
 from digest.config import Config
+from digest.heartbeat import healthy
 from digest.links import Links, RateToken, web_secret
 from digest.models import RATING_WORDS, anchor
 from digest.render import subject, template_environment
