@@ -10,7 +10,7 @@ import datetime as dt
 from digest.channels import destinations
 from digest.channels.message import build_message, new_message_id
 from digest.config import Config, Profile
-from digest.config.schema import WEEKDAYS
+from digest.config.profiles import WEEKDAYS
 from digest.models import Paper, ProfileSummary, RunSummary, Verdict
 from digest.pipeline.judge import Judge, taste_of
 from digest.render import Renderer, build_digest
