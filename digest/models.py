@@ -222,6 +222,11 @@ class Entry(Frozen):
     liked_before: bool = False  # a new version of a paper the reader rated "more like this"
 
 
+def best_first(entry: Entry) -> tuple[bool, int, str]:
+    """Best first: what the reader's rules put in, then by score."""
+    return entry.verdict.rule is None, -entry.verdict.score, entry.paper.title.lower()
+
+
 class Digest(Frozen):
     """One profile's digest for one announcement date, ready to render."""
 

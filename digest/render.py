@@ -1,27 +1,23 @@
-"""Turn papers and verdicts into a Digest, and a Digest into HTML, Markdown and plain text through Jinja."""
+"""A Digest as people read it: HTML, Markdown and plain text through Jinja, and a chat message; presentation only."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import css_inline
 import jinja2
 
-from digest.config import OutputConfig, Profile
-from digest.models import Digest, Entry, Paper, Rendered, Usage, Verdict
+from digest.config import OutputConfig
+from digest.models import Digest, Entry, Paper, Rendered, Verdict, best_first
 from digest.wording import opening, paper_count
 
 if TYPE_CHECKING:  # the web side imports the store; rendering needs only the type
     from digest.links import Links
 
-OTHER_GROUP = "Also relevant"
-AUTHOR_GROUP = "By authors you follow"
-KEYWORD_GROUP = "Matching your keywords"
-ALL_GROUP = "For you"
 AUTHORS_SHOWN = 5
 # Gmail cuts a message's HTML past about 102 kB, and with it the footer and the archive link: a digest stays under.
 HTML_BUDGET = 100_000
@@ -31,90 +27,6 @@ def package_templates() -> Path:
     """The templates shipped in the wheel, or, in a source checkout, the repository's templates/ folder."""
     installed = Path(__file__).parent / "templates"
     return installed if installed.is_dir() else Path(__file__).parent.parent / "templates"
-
-
-def build_digest(
-    profile: Profile,
-    announced: dt.date,
-    categories: list[str],
-    papers: Iterable[Paper],
-    verdicts: Mapping[str, Verdict],
-    unclassified: int,
-    usage: Usage,
-    cost: float | None,
-    *,
-    rated: int = 0,
-    liked_before: Collection[str] = (),
-    unreadable: int = 0,
-    unclassifiable: Sequence[Paper] = (),
-    carried_over: int = 0,
-) -> Digest:
-    """Pick the papers the reader's rules put in and those scoring at least min_score, best first, up to
-    max_papers, grouped as the profile asks (papers by followed authors and keyword matches first). `liked_before`:
-    the keys of new versions of papers the reader liked, marked as such."""
-    read = [p for p in papers if p.key in verdicts]
-    chosen = sorted(
-        (
-            Entry(paper=p, verdict=verdicts[p.key], liked_before=p.key in liked_before)
-            for p in read
-            if _selected(verdicts[p.key], profile.min_score)
-        ),
-        key=rank,
-    )
-    left_out = 0
-    if profile.max_papers is not None and len(chosen) > profile.max_papers:
-        left_out = len(chosen) - profile.max_papers
-        chosen = chosen[: profile.max_papers]
-    groups: dict[str, list[Entry]] = {}
-    for entry in chosen:
-        groups.setdefault(_group_of(entry, profile.group_by), []).append(entry)
-    first = {AUTHOR_GROUP: 0, KEYWORD_GROUP: 1}
-    ordered = sorted(
-        groups.items(),
-        key=lambda g: (first.get(g[0], 2), g[0] == OTHER_GROUP, -g[1][0].verdict.score, g[0].lower()),
-    )
-    return Digest(
-        profile=profile.name,
-        grouped_by=profile.group_by,
-        announced=announced,
-        categories=categories,
-        groups=ordered,
-        papers_read=len(read),
-        unclassified=unclassified,
-        min_score=profile.min_score,
-        left_out=left_out,
-        usage=usage,
-        cost=cost,
-        rated=rated,
-        unreadable=unreadable,
-        carried_over=carried_over,
-        unclassifiable=list(unclassifiable),
-    )
-
-
-def rank(entry: Entry) -> tuple[bool, int, str]:
-    """Best first: what the reader's rules put in, then by score."""
-    return entry.verdict.rule is None, -entry.verdict.score, entry.paper.title.lower()
-
-
-def _selected(verdict: Verdict, min_score: int) -> bool:
-    """min_score is the reader's knob: lowering it shows papers the LLM scored lower, whatever it called them."""
-    if verdict.rule is not None:
-        return verdict.rule not in ("excluded", "rated")
-    return verdict.score >= min_score
-
-
-def _group_of(entry: Entry, group_by: str) -> str:
-    if entry.verdict.rule == "author":
-        return AUTHOR_GROUP
-    if entry.verdict.rule == "keyword":
-        return KEYWORD_GROUP
-    if group_by == "category":
-        return entry.paper.primary_category
-    if group_by == "none":
-        return ALL_GROUP
-    interests = entry.verdict.matched_interests
-    return interests[0].strip() if interests else OTHER_GROUP
 
 
 # Characters that Markdown, or the HTML a Markdown viewer renders, would act on anywhere in a line.
@@ -148,7 +60,7 @@ def chat_message(digest: Digest, links: Links | None, fits: Callable[[str], bool
     """The digest as a short Markdown chat message: for each paper, best first, its score, title, a one-line
     reason and its link (and the rating links with the web side); as many papers as `fits` takes, then "and N
     more" with the archive link."""
-    ranked = sorted(digest.entries, key=rank)
+    ranked = sorted(digest.entries, key=best_first)
     head = (
         f"{paper_count(digest.relevant_count)} for you of {paper_count(digest.papers_read)} read "
         f"({chat_text(', '.join(digest.categories))}, score {digest.min_score}+)"
@@ -271,7 +183,7 @@ class Renderer:
         """The HTML part, in at most `budget` bytes: every paper in full if they fit; else the best in full and the
         next by title alone, each in its group; and only if even the titles do not fit, the rest counted, with a
         link to them."""
-        ranked = [e.paper.key for e in sorted(digest.entries, key=rank)]
+        ranked = [e.paper.key for e in sorted(digest.entries, key=best_first)]
 
         def render(full: int, shown: int) -> str:
             context = {

@@ -17,7 +17,8 @@ import pytest
 from digest.config import OutputConfig, Profile
 from digest.links import Links
 from digest.models import Digest, Usage, Verdict
-from digest.render import Renderer, build_digest
+from digest.pipeline.select import build_digest
+from digest.render import Renderer
 from digest.sources.arxiv import parse_feed
 from tests.conftest import CL_FEED
 

@@ -17,7 +17,7 @@ import pytest
 from digest.config import Profile
 from digest.links import Links
 from digest.models import Usage, Verdict
-from digest.render import build_digest
+from digest.pipeline.select import build_digest
 from digest.sources.arxiv import parse_feed
 from tests.conftest import CL_FEED, base_config, first_items, run_cli
 from tests.servers import ChatServer, keyword_judge, serve_asgi

@@ -21,8 +21,9 @@ from digest.channels.message import addressed, build_message, new_message_id
 from digest.config import OutputConfig, Profile, SMTPConfig
 from digest.errors import DeliveryError
 from digest.links import Links
-from digest.models import Delivery, Digest, Usage, Verdict
-from digest.render import HTML_BUDGET, Renderer, build_digest, rank, short_authors
+from digest.models import Delivery, Digest, Usage, Verdict, best_first
+from digest.pipeline.select import build_digest
+from digest.render import HTML_BUDGET, Renderer, short_authors
 from digest.sources.arxiv import parse_feed
 from tests.conftest import CL_FEED
 from tests.servers import html_titles, make_tls, smtp_server
@@ -286,7 +287,7 @@ def test_a_long_digest_stays_under_the_size_at_which_gmail_cuts_it_and_names_eve
     assert sorted(titles) == sorted(p.title for p in PAPERS)  # every paper once, in full or by title
     full = re.search(r"A long day: the best (\d+) in full, the next (\d+) by title", html)
     assert full is not None and int(full[1]) + int(full[2]) == 137 and int(full[1]) >= 15, html[:3000]
-    best = sorted(digest.entries, key=rank)[: int(full[1])]
+    best = sorted(digest.entries, key=best_first)[: int(full[1])]
     assert all(f'id="{e.paper.anchor}"' in html for e in best)  # the best are the ones in full
     assert html.index(links.archive("me")) < html.index('class="paper"')  # the archive link is at the top
     assert html.index("Past digests, and a feed for your feed reader") > html.rindex("class=")  # the footer too

@@ -13,7 +13,8 @@ from digest.config import Config, Profile
 from digest.config.profiles import WEEKDAYS
 from digest.models import Paper, ProfileSummary, RunSummary, Verdict
 from digest.pipeline.judge import Judge, taste_of
-from digest.render import Renderer, build_digest
+from digest.pipeline.select import build_digest
+from digest.render import Renderer
 from digest.sources import SOURCES
 from digest.state.store import Store
 from digest.wording import paper_count

@@ -31,7 +31,8 @@ from digest.pipeline.deliver import deliver_pending
 from digest.pipeline.fetch import fetch_missed, fetch_new, fetch_without_state
 from digest.pipeline.judge import Judge, taste_of
 from digest.pipeline.record import Composer
-from digest.render import Renderer, build_digest
+from digest.pipeline.select import build_digest
+from digest.render import Renderer
 from digest.secrets import redact
 from digest.state.store import Store
 from digest.stopping import Stopped, unless_stopped
