@@ -11,7 +11,7 @@ from digest.channels import configured_channel
 from digest.config import Config
 from digest.errors import DigestError
 from digest.llm.facts import is_local, load_facts
-from digest.llm.requests import openai_client
+from digest.llm.requests import key_refused, openai_client
 from digest.sources import configured_sources
 from digest.state.store import Store
 
@@ -48,7 +48,7 @@ async def _check_llm(config: Config) -> CheckResult:
     try:
         listed = [(m.id, m.owned_by) async for m in client.models.list()]
     except openai.AuthenticationError:
-        return CheckResult(what="LLM server", ok=False, detail=f"{config.llm.base_url} refused the API key")
+        return CheckResult(what="LLM server", ok=False, detail=f"{config.llm.base_url}: {key_refused(0, '').message}")
     except openai.APIStatusError as error:
         return CheckResult(
             what="LLM server",

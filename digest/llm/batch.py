@@ -15,25 +15,28 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import io
-import json
 import logging
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import openai
-from openai.types import Batch
 from pydantic import BaseModel, ValidationError
 
 from digest.config import Config, LLMConfig
-from digest.errors import LLMError
 from digest.llm.answers import batch_answer
+from digest.llm.batch_submit import (
+    FIND_WAITS,
+    LIST_SECONDS,
+    WINDOW_SECONDS,
+    BatchSubmissions,
+    Report,
+    WaitingBatch,
+    custom_id,
+)
 from digest.llm.live import Classifier, OnOutcome, OnUsage
-from digest.llm.requests import Job, error_message, openai_client, request_body
+from digest.llm.requests import Job, error_message, key_refused, openai_client
 from digest.net.http import TooLargeAnswer
 from digest.net.pacing import backoff
-from digest.state.store import BatchRecord, Store, prompt_hash
+from digest.state.store import Store
 from digest.stopping import Stopped, unless_stopped
 
 log = logging.getLogger(__name__)
@@ -45,26 +48,9 @@ POLL_GROWTH = 1.5
 # to 10 minutes). The deadline is the promise: past this, what the batch holds is asked live, and the summary says
 # what it may still bill.
 CANCEL_GRACE_SECONDS = 10.0
-WINDOW_SECONDS = 24 * 3600.0  # completion_window "24h", the only one OpenAI offers
-MAX_FILE_BYTES = 200_000_000  # OpenAI's limit for a batch file
 MAX_OUTPUT_BYTES = 200_000_000  # a result file is of the same order; a larger one is cut off, and asked live
-MAX_REQUESTS = 50_000  # OpenAI's limit for a batch
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-METADATA_KEY = "digest_submission"
-LISTED_BATCHES = 100  # a page of the account's batches, newest first, searched for one created just before a crash
-LISTED_PAGES = 10  # the search ends after this many pages, or LIST_SECONDS, whatever the server says of more
-LIST_SECONDS = 30.0
-# After an uncertain create (a lost answer, a timeout, a 5xx), the listing is searched again after these waits: a
-# batch just created may take a moment to be listed.
-FIND_WAITS = (0.0, 1.0, 2.0, 4.0, 8.0)
 DOWNLOAD_ATTEMPTS = 3
-UNCERTAIN = "uncertain"  # the status of a submission whose create may or may not have made a batch
-Report = Callable[[str], None]
-
-
-def custom_id(job: Job) -> str:
-    """Names profile and paper; unique within a batch, as a (profile, paper) pair is within a run."""
-    return f"{job.profile.name}/{job.paper.key}"
 
 
 def batch_allowance_seconds(llm: LLMConfig) -> float:
@@ -95,20 +81,6 @@ class _OutputLine(BaseModel):
     error: _LineError | None = None
 
 
-@dataclass
-class _Waiting:
-    """A batch this run waits for, and the jobs whose answers it holds."""
-
-    record: BatchRecord
-    jobs: dict[str, Job]
-    status: str = "not polled yet"  # the provider's word, once polled: even a resumed batch is asked again
-    found: Batch | None = None
-    done: int = 0
-    total: int = 0
-    cancelled: bool = False
-    problems: dict[str, str] = field(default_factory=dict)
-
-
 class BatchClassifier:
     def __init__(
         self,
@@ -135,9 +107,9 @@ class BatchClassifier:
         # Polling and file transfers are idempotent, and the SDK's back-off suits them.
         self._client = client or openai_client(config.llm, max_retries=2, max_answer_bytes=MAX_OUTPUT_BYTES)
         self.usage = live.usage  # one account of the run: batch answers in its batch_* fields
-        self.notes: list[str] = []  # for the run's summary: what each batch came to
-        self._uncertain: list[BatchRecord] = []  # submitted by this run, not listed after an uncertain create
-        self.warnings: list[str] = []
+        self._submissions = BatchSubmissions(self._config, store, live, self._client, self._report)
+        self.notes = self._submissions.notes  # one list each, written by both: the submissions and the collecting
+        self.warnings = self._submissions.warnings
 
     async def close(self) -> None:
         await self._client.close()
@@ -156,10 +128,12 @@ class BatchClassifier:
 
     async def _work(self, jobs: Sequence[Job], on_outcome: OnOutcome, on_progress: OnUsage | None) -> None:
         wanted = {custom_id(job): job for job in jobs}
-        waiting = await self._resume(wanted)
+        waiting = await self._submissions.resume(wanted)
         covered = {cid for w in waiting for cid in w.jobs}
         fresh = [job for cid, job in wanted.items() if cid not in covered]
-        submitted, live = await self._submit(fresh) if fresh and not self._resume_only else ([], list(fresh))
+        submitted, live = (
+            await self._submissions.submit(fresh) if fresh and not self._resume_only else ([], list(fresh))
+        )
         waiting += submitted
         if waiting:
             await self._wait(waiting)
@@ -168,217 +142,21 @@ class BatchClassifier:
         if live:
             self._report(f"batch: {len(live)} requests go live")
             await self._live.classify(live, on_outcome, on_progress)
-        for record in self._uncertain:
+        for record in self._submissions.uncertain:
             # Looked for once more now that its requests are answered: listed late, it is cancelled at once.
-            found = await self._find(record)
+            found = await self._submissions.find(record)
             if found is not None:
-                await self._retire(dataclasses.replace(record, batch_id=found.id), "created after all, too late")
+                await self._submissions.retire(
+                    dataclasses.replace(record, batch_id=found.id), "created after all, too late"
+                )
                 self.warnings.append(
                     f"batch {found.id} was listed after its requests went live, and was cancelled: it may bill "
                     "what it finished before that (paid twice)"
                 )
 
-    # Submitting and resuming
-
-    async def _submit(self, jobs: Sequence[Job]) -> tuple[list[_Waiting], list[Job]]:
-        """Upload the requests and create their batches (one, unless the day is larger than a batch may be): the
-        batches to wait for, and the jobs to send live because the server took no batch."""
-        lines = [
-            json.dumps(
-                {"custom_id": custom_id(job), "method": "POST", "url": "/v1/chat/completions", "body": body},
-                ensure_ascii=False,
-            ).encode()
-            for job in jobs
-            for body in [request_body(self._config, job)]
-        ]
-        waiting: list[_Waiting] = []
-        start = 0
-        while start < len(jobs):
-            end, size = start, 0
-            while end < len(jobs) and end - start < MAX_REQUESTS and size + len(lines[end]) < MAX_FILE_BYTES:
-                size += len(lines[end]) + 1
-                end += 1
-            submitted = await self._submit_one(jobs[start:end], b"\n".join(lines[start:end]) + b"\n")
-            if submitted is None:
-                return waiting, list(jobs[start:])
-            waiting.append(submitted)
-            start = end
-        return waiting, []
-
-    async def _submit_one(self, jobs: Sequence[Job], content: bytes) -> _Waiting | None:
-        """One batch, recorded with its requests before it is created; None: send its jobs live."""
-        try:
-            upload = await self._client.files.create(
-                file=("digest-batch.jsonl", io.BytesIO(content), "application/jsonl"), purpose="batch"
-            )
-        except openai.APIStatusError as error:
-            self._no_batch_api(error, "/files")
-            return None
-        except openai.APIConnectionError as error:
-            self.warnings.append(f"the batch could not be uploaded ({error}); its {len(jobs)} requests went live")
-            return None
-        submission = uuid.uuid4().hex
-        requests = {custom_id(job): (job.profile.name, job.paper.key, prompt_hash(job.instructions)) for job in jobs}
-        self._store.begin_batch(submission, upload.id, self._config.model, requests)
-        record = BatchRecord(
-            submission, None, upload.id, "submitting", dt.datetime.now(dt.UTC), requests, self._config.model
-        )
-        created = await self._create(record)
-        if created is None:
-            return None
-        self._report(f"batch: submitted {created.id} with {len(jobs)} requests ({len(content):,} bytes)")
-        return _Waiting(
-            dataclasses.replace(record, batch_id=created.id), {custom_id(job): job for job in jobs}, total=len(jobs)
-        )
-
-    async def _create(self, record: BatchRecord) -> Batch | None:
-        try:
-            # Never retried blindly: a retry after a lost answer would create a second batch and pay twice.
-            batch = await self._client.with_options(max_retries=0).batches.create(
-                input_file_id=record.input_file_id,
-                endpoint="/v1/chat/completions",
-                completion_window="24h",
-                metadata={METADATA_KEY: record.submission},
-            )
-        except (openai.APIConnectionError, openai.InternalServerError) as error:
-            # No answer, or a 5xx: the batch may have been created all the same. Found by its metadata (listing can
-            # lag), it is waited for; its requests never go live beside it.
-            said = f"HTTP {error.status_code}" if isinstance(error, openai.APIStatusError) else str(error)
-            found = await self._find(record, patient=True)
-            if found is not None:
-                self.notes.append(f"{found.id}: created although the server answered {said}; found by its metadata")
-                return found
-            # Not listed after all that: most likely never made. Kept open all the same, so that if it appears
-            # later, the next run cancels it before it bills more.
-            self._store.update_batch(record.submission, UNCERTAIN)
-            self._uncertain.append(record)
-            self.warnings.append(
-                f"the batch may not have been created (the server answered {said}), and was not listed within "
-                f"{sum(FIND_WAITS):.0f} s: its {len(record.requests)} requests went live; should it appear, the next "
-                "run cancels it"
-            )
-            return None
-        except openai.APIStatusError as error:
-            self._store.update_batch(record.submission, "not created", closed=True)
-            self._no_batch_api(error, "/batches")
-            return None
-        self._store.update_batch(record.submission, batch.status, batch.id)
-        return batch
-
-    def _no_batch_api(self, error: openai.APIStatusError, path: str) -> None:
-        if error.status_code in (401, 403):
-            raise LLMError(
-                f"the LLM server refused the API key (HTTP {error.status_code}) on {path}",
-                hint="check llm.api_key (usually OPENAI_API_KEY) and that the key may use the Batch API",
-            )
-        if error.status_code in (404, 405, 501):
-            self._live.facts = self._live.facts.model_copy(update={"batch_api": False})
-            warning = (
-                f"the LLM server at {self._config.base_url} has no Batch API (HTTP {error.status_code} on {path}); "
-                "the requests went live (set llm.mode: live to skip this)"
-            )
-        else:
-            warning = (
-                f"the Batch API refused the batch (HTTP {error.status_code} on {path}: {error_message(error)}); "
-                "the requests went live"
-            )
-        log.warning("%s", warning)
-        self.warnings.append(warning)
-
-    async def _resume(self, wanted: dict[str, Job]) -> list[_Waiting]:
-        """The open batches that hold answers this run needs. Ones no longer needed (their papers are decided, or
-        the prompt changed since) are cancelled, to pay for nothing more, and closed."""
-        waiting = []
-        for record in self._store.open_batches():
-            if record.model != self._config.model:
-                await self._retire(record, f"asked of {record.model}; llm.model is now {self._config.model}")
-                continue
-            jobs = {
-                cid: wanted[cid]
-                for cid, (_, _, asked_with) in record.requests.items()
-                if cid in wanted and prompt_hash(wanted[cid].instructions) == asked_with
-            }
-            batch_id = record.batch_id
-            if batch_id is None:
-                found = await self._find(record)
-                if found is None and record.status == UNCERTAIN:
-                    # Looked for a day, so that a batch listed late is still cancelled; its jobs still open go
-                    # into this run's batch meanwhile.
-                    if (dt.datetime.now(dt.UTC) - record.created_at).total_seconds() > WINDOW_SECONDS:
-                        self._store.update_batch(record.submission, "not created", closed=True)
-                    continue
-                if found is None and not jobs:
-                    self._store.update_batch(record.submission, "not created", closed=True)
-                    continue
-                created = found or await self._create(record)
-                if created is None:
-                    continue  # closed: its jobs are fresh, and go into this run's batch
-                batch_id = created.id
-            record = dataclasses.replace(record, batch_id=batch_id)
-            if not jobs:
-                await self._retire(record, "no longer needed (its papers are decided or the prompt changed)")
-                continue
-            self._report(
-                f"batch: resuming {batch_id}, submitted {record.created_at.astimezone():%Y-%m-%d %H:%M}, "
-                f"for {len(jobs)} requests"
-            )
-            waiting.append(_Waiting(record, jobs, total=len(record.requests)))
-        return waiting
-
-    async def _retire(self, record: BatchRecord, why: str) -> None:
-        """Cancel an open batch this run does not wait for, so that it bills nothing more, and close it; if the
-        cancel does not go through, it stays open, and the next run cancels it again."""
-        batch_id = record.batch_id
-        if batch_id is None:
-            found = await self._find(record)
-            if found is None:
-                self._store.update_batch(record.submission, "not created", closed=True)
-                return
-            batch_id = found.id
-        try:
-            await self._client.batches.cancel(batch_id)
-        except openai.NotFoundError:
-            pass
-        except openai.APIError as error:
-            self.warnings.append(
-                f"batch {batch_id} ({why}) could not be cancelled ({error.__class__.__name__}); "
-                "the next run tries again"
-            )
-            return
-        self._store.update_batch(record.submission, "cancelled: " + why.partition(" (")[0], closed=True)
-        log.info("batch %s: cancelled, %s", batch_id, why)
-        if record.model != self._config.model:
-            self.notes.append(f"{batch_id} cancelled: {why}; its papers are asked again")
-
-    async def _find(self, record: BatchRecord, *, patient: bool = False) -> Batch | None:
-        """The batch of a submission whose create went unanswered (or whose run ended before it could record the
-        batch's id); None if none is listed. `patient`: searched again over FIND_WAITS, for a listing that lags."""
-        for wait in FIND_WAITS if patient else FIND_WAITS[:1]:
-            await asyncio.sleep(wait)
-            found = await self._listed(record)
-            if found is not None:
-                self._store.update_batch(record.submission, found.status, found.id)
-                return found
-        return None
-
-    async def _listed(self, record: BatchRecord) -> Batch | None:
-        """One search of the listing, newest first, bounded in pages and time whatever the server says of more."""
-        searched = 0
-        with contextlib.suppress(openai.APIError, TimeoutError):
-            async with asyncio.timeout(LIST_SECONDS):
-                async for batch in self._client.batches.list(limit=LISTED_BATCHES):
-                    if (batch.metadata or {}).get(METADATA_KEY) == record.submission:
-                        return batch
-                    searched += 1
-                    if batch.created_at < record.created_at.timestamp() - 3600:  # newest first: not further on
-                        break
-                    if searched >= LISTED_BATCHES * LISTED_PAGES:
-                        break
-        return None
-
     # Waiting
 
-    async def _wait(self, waiting: list[_Waiting]) -> None:
+    async def _wait(self, waiting: list[WaitingBatch]) -> None:
         """Poll, more and more slowly, until every batch has ended; at the deadline, cancel those still running."""
         interval = FIRST_POLL_SECONDS
         cancel_by: dt.datetime | None = None
@@ -403,7 +181,7 @@ class BatchClassifier:
             await asyncio.sleep(sleep)
             interval = min(interval * POLL_GROWTH, LONGEST_POLL_SECONDS)
 
-    async def _poll(self, batch: _Waiting) -> None:
+    async def _poll(self, batch: WaitingBatch) -> None:
         batch_id = batch.record.batch_id
         assert batch_id is not None
         try:
@@ -413,10 +191,7 @@ class BatchClassifier:
             batch.status = "unknown to the server"
             return
         except openai.AuthenticationError as error:
-            raise LLMError(
-                f"the LLM server refused the API key: {error_message(error)}",
-                hint="check llm.api_key (usually OPENAI_API_KEY)",
-            ) from None
+            raise key_refused(error.status_code, error_message(error), may="use the Batch API") from None
         except openai.APIError as error:  # the server is busy or away: the batch goes on there, so ask again later
             log.info("batch %s: could not be polled (%s); trying again", batch_id, error.__class__.__name__)
             return
@@ -427,7 +202,7 @@ class BatchClassifier:
             self._store.update_batch(batch.record.submission, found.status)
         batch.status, batch.done, batch.found = found.status, done, found
 
-    async def _cancel(self, batch: _Waiting) -> None:
+    async def _cancel(self, batch: WaitingBatch) -> None:
         batch_id = batch.record.batch_id
         assert batch_id is not None
         self._report(f"batch: {batch_id} is not done at llm.batch_deadline; cancelling it, the rest goes live")
@@ -438,7 +213,7 @@ class BatchClassifier:
 
     # Collecting
 
-    async def _collect(self, batch: _Waiting, on_outcome: OnOutcome, on_progress: OnUsage | None) -> list[Job]:
+    async def _collect(self, batch: WaitingBatch, on_outcome: OnOutcome, on_progress: OnUsage | None) -> list[Job]:
         """Record the verdicts an ended batch holds, and close it; return the jobs to ask live."""
         found = batch.found
         answered: set[str] = set()

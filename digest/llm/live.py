@@ -34,6 +34,7 @@ from digest.llm.requests import (
     Job,
     adjusted_for,
     error_message,
+    key_refused,
     openai_client,
     request_body,
 )
@@ -326,10 +327,7 @@ class Classifier:
                 hint="add credit or raise the budget with your provider, then run again; nothing was lost",
             )
         if status in (401, 403):
-            raise LLMError(
-                f"the LLM server refused the API key (HTTP {status}): {detail}",
-                hint="check llm.api_key (usually OPENAI_API_KEY) and that the key may use this model",
-            )
+            raise key_refused(status, detail)
         if status == 404:
             raise LLMError(
                 f"the LLM server does not know model '{self._config.model}' or path /chat/completions: {detail}",

@@ -12,6 +12,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 
 from digest.config import LLMConfig, Profile
+from digest.errors import LLMError
 from digest.llm.answers import answer_model, answer_tokens, response_format
 from digest.llm.facts import ServerFacts, StructuredOutput
 from digest.llm.prices import REASONING_ALLOWANCE, is_reasoning_model
@@ -116,4 +117,13 @@ def openai_client(
         timeout=seconds,
         max_retries=max_retries,
         http_client=None if max_answer_bytes is None else capped_answer_client(max_answer_bytes, timeout=seconds),
+    )
+
+
+def key_refused(status: int, detail: str, *, where: str = "", may: str = "use this model") -> LLMError:
+    """The server refused the API key: the run stops at once, since every request would be refused alike."""
+    said = f" (HTTP {status}{f' on {where}' if where else ''})" if status else ""
+    return LLMError(
+        f"the LLM server refused the API key{said}{f': {detail}' if detail else ''}",
+        hint=f"check llm.api_key (usually OPENAI_API_KEY) and that the key may {may}",
     )
