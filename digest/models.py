@@ -12,7 +12,8 @@ from digest.wording import UNSAFE_CHARACTERS
 
 AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
 # A followed author, a must_include keyword, an exclude keyword; or a paper the reader has rated already.
-Rule = Literal["author", "keyword", "excluded", "rated"]
+# "taste": not asked of the LLM, its place by taste being below the share of the day the LLM reads.
+Rule = Literal["author", "keyword", "excluded", "rated", "taste"]
 RatingSource = Literal["cli", "import", "web"]
 
 
@@ -152,6 +153,29 @@ class Verdict(Frozen):
     matched_interests: list[str]
     tldr: str | None = None
     rule: Rule | None = None  # set when one of the reader's rules decided, not the LLM (see rules.py)
+    # The paper's place among the day's papers by the reader's taste, from 0 to 1 (None without embeddings), how
+    # far that may move the LLM's score (the profile's taste_weight), and the title of a paper the reader liked
+    # that it is close to. Set for the run, never cached with the verdict: taste changes with every rating.
+    taste: float | None = None
+    taste_weight: float = 0.0
+    close_to: str | None = None
+
+    @property
+    def fused(self) -> float:
+        """What a digest is cut and ordered by: the LLM's score, moved up to taste_weight points up for the day's
+        closest paper and down for the farthest. A rule's verdict is the rule's."""
+        if self.taste is None or self.rule is not None:
+            return float(self.score)
+        return self.score + self.taste_weight * (2 * self.taste - 1)
+
+
+class DayTaste(Frozen):
+    """One profile's papers of the day by taste: each one's place (0 the farthest, 1 the closest), and the liked
+    paper it is close to, if any."""
+
+    place: dict[str, float]
+    close_to: dict[str, str]
+    trained: bool  # shaped by the reader's ratings, beyond the interests
 
 
 class Failure(Frozen):
@@ -222,9 +246,9 @@ class Entry(Frozen):
     liked_before: bool = False  # a new version of a paper the reader rated "more like this"
 
 
-def best_first(entry: Entry) -> tuple[bool, int, str]:
-    """Best first: what the reader's rules put in, then by score."""
-    return entry.verdict.rule is None, -entry.verdict.score, entry.paper.title.lower()
+def best_first(entry: Entry) -> tuple[bool, float, str]:
+    """Best first: what the reader's rules put in, then by score (nudged by taste)."""
+    return entry.verdict.rule is None, -entry.verdict.fused, entry.paper.title.lower()
 
 
 class Digest(Frozen):
@@ -287,6 +311,7 @@ class ProfileSummary(BaseModel):
     to_classify: int = 0
     cached: int = 0
     ruled: int = 0  # decided by the reader's rules (followed authors, keywords), without a request
+    by_taste: int = 0  # below the share of the day the LLM reads: judged by taste alone, without a request
     classified: int = 0
     failed: int = 0
     relevant: int = 0
@@ -316,6 +341,9 @@ class RunSummary(BaseModel):
     profiles: list[ProfileSummary] = []
     usage: Usage = Usage()
     concurrency: str | None = None  # requests in flight: what the run settled on, in words
+    taste_model: str | None = None  # the embedding model that placed papers by taste; None: no taste this run
+    embedded: int = 0  # papers it embedded (the others' vectors were kept from earlier runs)
+    embedding_seconds: float = 0.0
     cost: float | None = None
     free: bool = False  # a local server, or a price of 0: nothing is charged
     live_cost: float | None = None  # what the same tokens would have cost live, when some went in a batch

@@ -88,6 +88,8 @@ def base_config(tmp_path: Path, feed_url: str, llm_url: str, **overrides: Any) -
             "tokens_per_minute": 100_000_000,
             "timeout_seconds": 5,
         },
+        # The taste model (embeddings) has tests of its own, test_taste.py; here the LLM reads every paper.
+        "embeddings": "off",
         "profiles": [{"name": "me", "email": ["me@example.org"], "interests": "Language models and their evaluation."}],
         "email": {"from": "digest@example.org"},
         "output": {"outbox": "outbox"},

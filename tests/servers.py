@@ -870,6 +870,51 @@ class ChatServer:
         await _respond(send, status, b"{}", _json)
 
 
+# Embeddings
+
+
+@dataclass
+class EmbeddingsServer:
+    """An OpenAI-compatible /v1/embeddings in OpenAI's format and with its limits: at most `max_inputs` texts a
+    request (a 400 beyond, as OpenAI answers past 2,048), the data items out of order (each says its `index`), and
+    the scripted statuses first (a 429 with `retry-after`). Vectors come from `vector_of`, by text."""
+
+    vector_of: Callable[[str], list[float]]
+    max_inputs: int = 2048
+    script: list[int] = field(default_factory=list)
+    batches: list[list[str]] = field(default_factory=list)  # the inputs of each request answered 200
+    statuses: list[int] = field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http" and scope["path"] == "/v1/embeddings"
+        request = json.loads(await _read_body(receive))
+        inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        status = self.script.pop(0) if self.script else 200
+        if status == 200 and len(inputs) > self.max_inputs:
+            status = 400
+        self.statuses.append(status)
+        if status != 200:
+            message = {
+                429: "Rate limit reached for requests",
+                400: f"'input' must have at most {self.max_inputs} items",
+            }
+            error = {"error": {"message": message.get(status, "server error"), "type": "invalid_request_error"}}
+            await _respond(send, status, json.dumps(error).encode(), {**_json, "retry-after": "0"})
+            return
+        self.batches.append(inputs)
+        data = [{"object": "embedding", "index": i, "embedding": self.vector_of(text)} for i, text in enumerate(inputs)]
+        answer = {
+            "object": "list",
+            "data": data[::-1],  # out of order: the index is what says which text a vector is of
+            "model": request["model"],
+            "usage": {
+                "prompt_tokens": sum(len(t) // 4 for t in inputs),
+                "total_tokens": sum(len(t) // 4 for t in inputs),
+            },
+        }
+        await _respond(send, 200, json.dumps(answer).encode(), _json)
+
+
 # SMTP
 
 

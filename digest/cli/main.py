@@ -31,11 +31,11 @@ log = logging.getLogger("digest")
 ENV_LOG_FORMAT = "DIGEST_LOG_FORMAT"
 # The secrets each command needs, by the part of the config that holds them; the others need none.
 USES: dict[str, tuple[Section, ...]] = {
-    "run": ("llm", "smtp", "web", "notify"),
-    "serve": ("llm", "smtp", "web", "notify"),
-    "check": ("llm", "smtp", "web", "notify"),
-    "preview": ("llm", "web"),
-    "eval": ("llm",),
+    "run": ("llm", "embeddings", "smtp", "web", "notify"),
+    "serve": ("llm", "embeddings", "smtp", "web", "notify"),
+    "check": ("llm", "embeddings", "smtp", "web", "notify"),
+    "preview": ("llm", "embeddings", "web"),
+    "eval": ("llm", "embeddings"),
     "web": ("web",),
 }
 

@@ -40,11 +40,17 @@ def run_summary(summary: RunSummary) -> str:
     lines += _per_source(summary.sources)
     if summary.backfilled:
         lines.append(f"  caught up    {paper_count(summary.backfilled)} from the export API (counted above if new)")
+    if summary.taste_model:
+        lines.append(
+            f"  taste        {paper_count(summary.embedded)} embedded in {summary.embedding_seconds:.1f} s "
+            f"({summary.taste_model}; the others were embedded before)"
+        )
     for profile in summary.profiles:
+        by_taste = f"{profile.by_taste} by taste (not asked), " if profile.by_taste else ""
         lines.append(
             f"  {profile.name:<12} {profile.classified} classified, {profile.cached} cached, "
-            f"{profile.ruled} by your rules or ratings, {profile.failed} failed, {profile.relevant} relevant - "
-            f"digest: {profile.digest}"
+            f"{profile.ruled} by your rules or ratings, {by_taste}{profile.failed} failed, {profile.relevant} "
+            f"relevant - digest: {profile.digest}"
         )
     lines.append(
         "  llm          "

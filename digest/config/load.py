@@ -26,9 +26,10 @@ def default_config_path(environ: Mapping[str, str]) -> Path:
 
 
 # The parts of the config that hold secrets, by what uses them: a command needs the secrets of the parts it uses.
-Section = Literal["llm", "smtp", "web", "notify"]
+Section = Literal["llm", "embeddings", "smtp", "web", "notify"]
 SECTIONS: dict[Section, tuple[str, ...]] = {
     "llm": ("llm",),
+    "embeddings": ("embeddings",),
     "smtp": ("email", "smtp"),
     "web": ("web",),
     "notify": ("profiles", "*", "notify"),  # every profile's notify URLs

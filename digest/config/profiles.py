@@ -9,9 +9,12 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from digest.config.base import StrictModel, check_email
@@ -72,6 +75,11 @@ def _check_notify_url(url: SecretStr, info: ValidationInfo) -> SecretStr:
     return SecretStr(value)
 
 
+DEFAULT_MIN_SCORE = 6
+# On the four labelled reader-days, the clearly wanted papers all ranked within the best 41% by taste.
+DEFAULT_JUDGE_SHARE = 0.5
+
+
 class Profile(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
     email: list[str] = []
@@ -81,7 +89,15 @@ class Profile(StrictModel):
     cadence: Literal["daily", "weekly"] = "daily"
     weekday: Weekday = "monday"
     interests: Annotated[str, Field(min_length=1)]
-    min_score: Annotated[int, Field(ge=0, le=10)] = 6
+    # The cut, on the fused score (the LLM's score nudged by taste); `min_score: auto` takes the cut that best
+    # matched the reader's ratings when `digest eval` last measured it (DEFAULT_MIN_SCORE until then).
+    min_score: Annotated[int, Field(ge=0, le=10)] = DEFAULT_MIN_SCORE
+    # The share of each day's papers, best by taste first, that the LLM is asked about; the rest are judged by
+    # taste alone and recorded so. 1 asks it about every paper. Chosen on the labelled days in tests/fixtures/labels.
+    judge_share: Annotated[float, Field(gt=0, le=1)] = DEFAULT_JUDGE_SHARE
+    # How far taste moves the LLM's score: up to this many points up for the day's closest paper, down for the
+    # farthest; 0 leaves the LLM's score as it is.
+    taste_weight: Annotated[float, Field(ge=0, le=5)] = 1.0
     send_empty: bool = False
     max_papers: Annotated[int, Field(ge=1)] | None = None
     group_by: Literal["interest", "category", "none"] = "interest"
@@ -93,6 +109,21 @@ class Profile(StrictModel):
     tldr: bool = False
     # How many prompt tokens the papers the reader rated may take (most recent first); 0 leaves them out.
     examples: Annotated[int, Field(ge=0, le=50_000)] = 1500
+
+    _auto_min_score: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _min_score_auto(cls, data: object, handler: ModelWrapValidatorHandler[Profile]) -> Profile:
+        auto = isinstance(data, dict) and data.get("min_score") == "auto"
+        profile = handler({**data, "min_score": DEFAULT_MIN_SCORE} if auto and isinstance(data, dict) else data)
+        profile._auto_min_score = auto
+        return profile
+
+    @property
+    def auto_min_score(self) -> bool:
+        """`min_score: auto`: the cut is learned from the reader's ratings."""
+        return self._auto_min_score
 
     @field_validator("categories")
     @classmethod

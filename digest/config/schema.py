@@ -10,6 +10,7 @@ from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationInfo,
@@ -19,6 +20,7 @@ from pydantic import (
 
 from digest.config.base import StrictModel, resolve_path
 from digest.config.delivery import EmailConfig, OutputConfig
+from digest.config.embeddings import EmbeddingsConfig
 from digest.config.llm import LLMConfig
 from digest.config.profiles import Profile
 from digest.config.sources import ArxivConfig, BiorxivConfig, MedrxivConfig, PreprintServerConfig
@@ -95,12 +97,18 @@ class WebConfig(StrictModel):
         return int(self.listen.rpartition(":")[2])
 
 
+def _off_is_none(value: object) -> object:
+    return None if value is False or value == "off" else value
+
+
 class Config(StrictModel):
     # The sources, each optional, at least one: a config may follow bioRxiv alone.
     arxiv: ArxivConfig | None = None
     biorxiv: BiorxivConfig | None = None
     medrxiv: MedrxivConfig | None = None
     llm: LLMConfig
+    # The taste model's vectors; `embeddings: off` (or null) judges every paper by the LLM alone, as before.
+    embeddings: Annotated[EmbeddingsConfig | None, BeforeValidator(_off_is_none)] = EmbeddingsConfig()
     profiles: Annotated[list[Profile], Field(min_length=1)]
     email: EmailConfig = EmailConfig()
     # Validated when left out too, so that its default outbox is beside the config like one that is written out.
@@ -157,7 +165,10 @@ class Config(StrictModel):
             found.append(self.email.smtp.password.get_secret_value())
         if self.web is not None and self.web.secret is not None:
             found.append(self.web.secret.get_secret_value())
+        if self.embeddings is not None and self.embeddings.api_key is not None:
+            found.append(self.embeddings.api_key.get_secret_value())
         urls = [self.llm.base_url, *(s.api_url for s in self.preprint_servers)]
+        urls += [self.embeddings.base_url] if self.embeddings is not None and self.embeddings.base_url else []
         urls += [self.arxiv.feed_url, self.arxiv.api_url] if self.arxiv is not None else []
         for url in urls:
             parts = urlsplit(url)

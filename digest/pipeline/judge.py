@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from digest.config import Config, Profile
 from digest.llm.answers import Outcome
@@ -18,7 +19,7 @@ from digest.llm.live import Classifier, Tally
 from digest.llm.prices import charges_nothing, estimate_cost, live_cost
 from digest.llm.prompt import PROMPT_VERSION, system_prompt
 from digest.llm.requests import Job
-from digest.models import Failure, OnProgress, Paper, ProfileSummary, RunSummary, Verdict
+from digest.models import DayTaste, Failure, OnProgress, Paper, ProfileSummary, RunSummary, Verdict
 from digest.secrets import redact
 from digest.state.store import Store
 from digest.taste.ratings import Taste
@@ -44,10 +45,10 @@ class Judge:
         return [p for p in papers if mine.intersection(p.categories)]
 
     def plan(
-        self, store: Store | None, papers_of: dict[str, list[Paper]]
+        self, store: Store | None, papers_of: dict[str, list[Paper]], tastes: Mapping[str, DayTaste] | None = None
     ) -> tuple[dict[str, dict[str, Verdict]], list[Job], list[ProfileSummary]]:
-        """Per profile: the papers in its categories, decided by its ratings or rules, found in the cache, or left
-        to ask."""
+        """Per profile: the papers in its categories, decided by its ratings or rules, found in the cache, left to
+        ask, or, below the share of the day the LLM reads (by taste), judged by taste alone."""
         verdicts: dict[str, dict[str, Verdict]] = {}
         jobs: list[Job] = []
         summaries = []
@@ -64,11 +65,24 @@ class Judge:
                 if store is not None
                 else {}
             )
-            verdicts[profile.name] = {**cached, **ruled}
-            todo = [Job(profile, p, instructions) for p in undecided if p.key not in cached]
+            day = (tastes or {}).get(profile.name)
+            unread: set[str] = set()
+            by_taste: dict[str, Verdict] = {}
+            if day is not None:
+                unread = _beyond_share(profile, papers, day)
+                by_taste = {p.key: _taste_verdict(p, day) for p in undecided if p.key in unread and p.key not in cached}
+            mine = {**cached, **by_taste, **ruled}
+            verdicts[profile.name] = {key: _placed(v, profile, day) for key, v in mine.items()}
+            todo = [Job(profile, p, instructions) for p in undecided if p.key not in cached and p.key not in unread]
             jobs += todo
             summaries.append(
-                ProfileSummary(name=profile.name, to_classify=len(todo), cached=len(cached), ruled=len(ruled))
+                ProfileSummary(
+                    name=profile.name,
+                    to_classify=len(todo),
+                    cached=len(cached),
+                    ruled=len(ruled),
+                    by_taste=len(by_taste),
+                )
             )
         return verdicts, jobs, summaries
 
@@ -80,12 +94,13 @@ class Judge:
         stop: asyncio.Event | None = None,
         *,
         batch_from: dt.datetime | None = None,
+        tastes: Mapping[str, DayTaste] | None = None,
     ) -> dict[str, dict[str, Verdict]]:
         """Classify each profile's papers that have no cached verdict; return every verdict, by profile.
         `batch_from`: when the run started, for a run that may use the Batch API (llm.mode: batch)."""
         summary.cost = estimate_cost(summary.usage, self.config.llm)
         summary.free = charges_nothing(self.config.llm)
-        verdicts, jobs, summary.profiles = self.plan(store, papers_of)
+        verdicts, jobs, summary.profiles = self.plan(store, papers_of, tastes)
         by_name = {s.name: s for s in summary.profiles}
 
         def record(job: Job, outcome: Outcome) -> None:
@@ -96,7 +111,8 @@ class Judge:
                 log.warning("could not classify %s for %s: %s", job.paper.key, name, outcome.reason)
                 return
             store.save_verdict(outcome, name, job.instructions, self.config.llm.model, PROMPT_VERSION)
-            verdicts[name][outcome.paper_key] = outcome
+            day = (tastes or {}).get(name)
+            verdicts[name][outcome.paper_key] = _placed(outcome, job.profile, day)
             by_name[name].classified += 1
 
         if not jobs:
@@ -144,6 +160,38 @@ class Judge:
             settled = live.capacity.sent_at.most_common(1)[0][0] if live.capacity.adaptive else None
             facts = facts.model_copy(update={"answers_per_second": answered / seconds, "concurrency": settled})
         save_facts(store, self.config.llm, facts)
+
+
+def _beyond_share(profile: Profile, papers: list[Paper], day: DayTaste) -> set[str]:
+    """The keys of the papers below the share of the day the LLM reads, by taste (none when it reads them all)."""
+    read = math.ceil(profile.judge_share * len(papers))
+    ranked = sorted(papers, key=lambda p: day.place.get(p.key, 1.0), reverse=True)
+    return {p.key for p in ranked[read:]}
+
+
+def _taste_verdict(paper: Paper, day: DayTaste) -> Verdict:
+    place = day.place.get(paper.key, 0.0)
+    return Verdict(
+        paper_key=paper.key,
+        score=round(10 * place),
+        reason=f"Not asked of the LLM: by your {'ratings and ' if day.trained else ''}interests it ranked below "
+        f"{100 * (1 - place):.0f}% of the day's papers.",
+        matched_interests=[],
+        rule="taste",
+    )
+
+
+def _placed(verdict: Verdict, profile: Profile, day: DayTaste | None) -> Verdict:
+    """The verdict with the paper's place by taste for this run, when there is one."""
+    if day is None or verdict.paper_key not in day.place:
+        return verdict
+    return verdict.model_copy(
+        update={
+            "taste": day.place[verdict.paper_key],
+            "taste_weight": profile.taste_weight,
+            "close_to": day.close_to.get(verdict.paper_key),
+        }
+    )
 
 
 def taste_of(store: Store | None, profile: Profile) -> Taste:

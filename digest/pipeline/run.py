@@ -32,6 +32,7 @@ from digest.pipeline.fetch import fetch_missed, fetch_new, fetch_without_state
 from digest.pipeline.judge import Judge, taste_of
 from digest.pipeline.record import Composer
 from digest.pipeline.select import build_digest
+from digest.pipeline.taste import place_by_taste
 from digest.render import Renderer
 from digest.secrets import redact
 from digest.state.store import Store
@@ -91,7 +92,14 @@ class Pipeline:
                 if since is not None:
                     await unless_stopped(fetch_missed(self.config, store, summary, since), stop)
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
-                verdicts = await self._judge.classify(store, summary, pending, stop, batch_from=started)
+                tasted = await unless_stopped(place_by_taste(self.config, store, pending, self._judge.in_scope), stop)
+                summary.taste_model = tasted.model if tasted.by_profile else None
+                summary.embedded, summary.embedding_seconds = tasted.embedded, tasted.seconds
+                if tasted.problem:
+                    summary.warnings.append(f"taste: {tasted.problem}; the LLM read every paper")
+                verdicts = await self._judge.classify(
+                    store, summary, pending, stop, batch_from=started, tastes=tasted.by_profile
+                )
                 announced = day or dt.date.today()
                 renderer, clock_render = Renderer(self.config.output, Links.of(self.config, store)), time.monotonic()
                 composer = Composer(self.config, self._judge, store, renderer, summary)

@@ -59,7 +59,7 @@ def build_digest(
     first = {AUTHOR_GROUP: 0, KEYWORD_GROUP: 1}
     ordered = sorted(
         groups.items(),
-        key=lambda g: (first.get(g[0], 2), g[0] == OTHER_GROUP, -g[1][0].verdict.score, g[0].lower()),
+        key=lambda g: (first.get(g[0], 2), g[0] == OTHER_GROUP, -g[1][0].verdict.fused, g[0].lower()),
     )
     return Digest(
         profile=profile.name,
@@ -81,10 +81,11 @@ def build_digest(
 
 
 def _selected(verdict: Verdict, min_score: int) -> bool:
-    """min_score is the reader's knob: lowering it shows papers the LLM scored lower, whatever it called them."""
+    """min_score is the reader's knob: lowering it shows papers the LLM scored lower, whatever it called them; taste
+    moves a score by up to the profile's taste_weight either way. A paper taste kept from the LLM is not picked."""
     if verdict.rule is not None:
-        return verdict.rule not in ("excluded", "rated")
-    return verdict.score >= min_score
+        return verdict.rule not in ("excluded", "rated", "taste")
+    return verdict.fused >= min_score
 
 
 def _group_of(entry: Entry, group_by: str) -> str:

@@ -189,6 +189,8 @@ class Digests(Tables):
             )
             db.execute("DELETE FROM verdicts WHERE paper_key IN (SELECT key FROM old_papers)")
             db.execute("DELETE FROM failures WHERE paper_key IN (SELECT key FROM old_papers)")
+            # A rated paper's vector goes too: a rating keeps the paper, and its vector is made again when needed.
+            db.execute("DELETE FROM vectors WHERE key IN (SELECT key FROM old_papers)")
             db.execute("DELETE FROM digest_papers WHERE paper_key IN (SELECT key FROM old_papers)")
             forgotten = db.execute("DELETE FROM papers WHERE key IN (SELECT key FROM old_papers)").rowcount
             db.execute("DROP TABLE old_papers")

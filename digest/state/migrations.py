@@ -199,3 +199,17 @@ def m008_papers_of_any_source() -> str:
     return """
         ALTER TABLE ratings RENAME COLUMN arxiv_id TO paper_id;
     """
+
+
+@migration
+def m010_paper_vectors() -> str:
+    """Each paper's embedding, once per paper and embedding model, shared by every profile: float32 values, L2
+    normalised, as raw bytes. The interests of a profile are embedded too, under the hash of their text."""
+    return """
+        CREATE TABLE vectors (
+            key TEXT NOT NULL,             -- a paper's key (2606.29563v1), or 'text:' and a hash of the text
+            model TEXT NOT NULL,           -- the embedding model: vectors of two models never mix
+            vector BLOB NOT NULL,
+            PRIMARY KEY (key, model)
+        );
+    """

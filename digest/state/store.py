@@ -21,6 +21,7 @@ from digest.state.papers import Papers
 from digest.state.ratings import Ratings
 from digest.state.runs import Runs
 from digest.state.tables import VerdictCache, prompt_hash
+from digest.state.vectors import Vectors
 from digest.state.verdicts import Verdicts
 
 __all__ = ["BatchRecord", "DeliveryState", "Store", "VerdictCache", "describe_state_error", "prompt_hash"]
@@ -58,7 +59,7 @@ def _nearly_full(folder: Path) -> bool:
         return False
 
 
-class Store(Papers, Verdicts, Ratings, Digests, Batches, Runs):
+class Store(Papers, Verdicts, Vectors, Ratings, Digests, Batches, Runs):
     """All reads and writes of the state file, each part in its module of digest/state/; each method is one
     transaction. This class opens the file (migrated to the latest schema), keeps settings, and locks a run."""
 

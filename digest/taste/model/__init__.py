@@ -1,0 +1,1 @@
+"""Data the embedded model needs that its package does not ship: the tokenizer (see NOTICE)."""
