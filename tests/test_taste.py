@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import math
 import sqlite3
 
@@ -18,9 +19,10 @@ from digest.config.embeddings import EmbeddingsConfig
 from digest.llm.requests import openai_client
 from digest.models import Digest, Entry, Paper, Usage, Verdict
 from digest.pipeline.select import build_digest
+from digest.sources.arxiv import parse_api_page
 from digest.taste.embeddings import LocalEmbedder, ServerEmbedder
 from digest.taste.ranker import CLASSIFIER_AFTER, RatedVector, TasteModel, percentiles
-from tests.conftest import CL_FEED, base_config, first_items, run_cli
+from tests.conftest import API_PAGE, CL_FEED, base_config, first_items, run_cli
 from tests.servers import EmbeddingsServer, FeedServer, serve_asgi
 
 DAY = 24  # papers: enough for a share to mean something, few enough to embed in seconds
@@ -252,3 +254,36 @@ def test_the_share_and_the_cut_are_checked_where_they_are_written(tmp_path, writ
     path = write_config(config)
     assert load_config(path, {"OPENAI_API_KEY": "k"}).profiles[0].auto_min_score
     assert yaml.safe_load(path.read_text())["embeddings"] == "off"
+
+
+def test_eval_measures_every_signal_proposes_a_cut_and_a_share_and_auto_takes_the_cut(
+    tmp_path, feed_server, export_api, fake_llm, write_config
+) -> None:
+    (feed_url, feed), (api_url, _), (llm_url, _) = feed_server, export_api, fake_llm
+    feed.feeds["/rss/cs.CL"] = first_items(feed.feeds["/rss/cs.CL"], DAY)
+    config = _day_config(tmp_path, feed_url, llm_url, judge_share=0.5, min_score="auto")
+    config["arxiv"]["api_url"] = api_url
+    path = write_config(config)
+    assert run_cli("run", "--config", str(path)).returncode == 0  # a day of papers, to propose a share against
+    api_papers, _ = parse_api_page(API_PAGE.read_bytes(), url="fixture", categories=["cs.CL"])
+    # The loopback LLM likes "language model": so does this reader, who rates by the same word.
+    for word in ("up", "down"):
+        chosen = [p.id for p in api_papers[:24] if ("language model" in p.abstract.lower()) == (word == "up")]
+        listing = tmp_path / f"{word}.txt"
+        listing.write_text("\n".join(chosen[:8]))
+        assert run_cli("import", str(listing), "--as", word, "--config", str(path)).returncode == 0
+
+    done = run_cli("eval", "--config", str(path))
+    assert done.returncode == 0, done.stderr + done.stdout
+    for row in ("taste, interests alone", "taste, trained on your ratings", "the LLM ", "the LLM and taste, fused"):
+        assert row in done.stdout
+    assert "proposed     min_score:" in done.stdout and "proposed     judge_share:" in done.stdout
+    assert "fused score   liked" in done.stdout and "#" in done.stdout
+    figures = json.loads(run_cli("eval", "--json", "--config", str(path)).stdout)
+    signals = figures["signals"]
+    assert signals["llm"]["auc"] == 1.0  # the loopback LLM's keyword is the reader's
+    proposed = signals["proposed_min_score"]
+    assert 0 < proposed <= 8 and 0 < signals["proposed_judge_share"] <= 1
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        saved = db.execute("SELECT value FROM settings WHERE name = 'auto_min_score:me'").fetchone()
+    assert saved == (str(proposed),)

@@ -17,6 +17,7 @@ from digest.pipeline.select import build_digest
 from digest.render import Renderer
 from digest.sources import SOURCES
 from digest.state.store import Store
+from digest.taste.evaluate import with_learned_cut
 from digest.wording import paper_count
 
 RETIRE_AFTER_RUNS = 3  # a paper the LLM failed on in this many runs goes into the digest unjudged, and is retired
@@ -81,6 +82,7 @@ class Composer:
             profile_summary.digest = "nothing new: no digest" if nothing else "none: nothing classified"
             return
         taste = taste_of(store, profile)
+        profile = with_learned_cut(store, profile)
         usage, cost = summary.usage, summary.cost
         if weekly:  # what the week's runs spent on its papers, this one included
             recorded = store.digest_content(profile.name, latest) if latest is not None else None

@@ -37,6 +37,7 @@ from digest.render import Renderer
 from digest.secrets import redact
 from digest.state.store import Store
 from digest.stopping import Stopped, unless_stopped
+from digest.taste.evaluate import with_learned_cut
 from digest.wording import paper_count
 
 log = logging.getLogger(__name__)
@@ -182,13 +183,14 @@ class Pipeline:
                     announced, papers = latest, store.papers_of_digest(profile.name, latest)
                 shown[profile.name] = (announced, self._judge.in_scope(profile, papers))
             papers_of = {name: papers for name, (_, papers) in shown.items()}
+            tastes = (await place_by_taste(self.config, store, papers_of, self._judge.in_scope)).by_profile
             if min_score is None:
-                verdicts = await self._judge.classify(store, summary, papers_of)
+                verdicts = await self._judge.classify(store, summary, papers_of, tastes=tastes)
             else:  # another threshold only re-renders: what is not judged yet stays so
-                verdicts, _, summary.profiles = self._judge.plan(store, papers_of)
+                verdicts, _, summary.profiles = self._judge.plan(store, papers_of, tastes)
             renderer = Renderer(self.config.output, Links.of(self.config, store))
             previews = []
-            for profile in self.config.profiles:
+            for profile in (with_learned_cut(store, p) for p in self.config.profiles):
                 announced, papers = shown[profile.name]
                 mine = verdicts[profile.name]
 

@@ -19,6 +19,7 @@ KEYWORD_GROUP = "Matching your keywords"
 
 
 ALL_GROUP = "For you"
+AUTO_GIVE = 2  # points a learned cut (min_score: auto) may come down on a day with nothing above it
 
 
 def build_digest(
@@ -41,11 +42,22 @@ def build_digest(
     max_papers, grouped as the profile asks (papers by followed authors and keyword matches first). `liked_before`:
     the keys of new versions of papers the reader liked, marked as such."""
     read = [p for p in papers if p.key in verdicts]
+    cut = profile.min_score
+    # A learned cut is no promise that a day has papers above it: it comes down, a point at a time (AUTO_GIVE at
+    # most), until the day's best candidate is in, rather than leave the reader without a digest.
+    while (
+        profile.auto_min_score
+        and cut > profile.min_score - AUTO_GIVE
+        and not any(_selected(verdicts[p.key], cut) for p in read)
+    ):
+        cut -= 1
+    if not any(_selected(verdicts[p.key], cut) for p in read):
+        cut = profile.min_score
     chosen = sorted(
         (
             Entry(paper=p, verdict=verdicts[p.key], liked_before=p.key in liked_before)
             for p in read
-            if _selected(verdicts[p.key], profile.min_score)
+            if _selected(verdicts[p.key], cut)
         ),
         key=best_first,
     )
@@ -69,7 +81,7 @@ def build_digest(
         groups=ordered,
         papers_read=len(read),
         unclassified=unclassified,
-        min_score=profile.min_score,
+        min_score=cut,
         left_out=left_out,
         usage=usage,
         cost=cost,

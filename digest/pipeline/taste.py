@@ -5,7 +5,6 @@ and the LLM reads every paper, as before; the run says why."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,12 +17,10 @@ from digest.errors import DigestError
 from digest.models import DayTaste, Paper
 from digest.state.store import Store
 from digest.state.vectors import Vector
-from digest.taste.embeddings import Embedder, embedder_for, paper_text
+from digest.taste.embeddings import Embedder, embedder_for, interests_key, paper_text, vectors_for
 from digest.taste.ranker import RatedVector, TasteModel, percentiles
 
 log = logging.getLogger(__name__)
-
-EMBED_CHUNK = 64  # texts embedded and saved together: a stopped run keeps what it embedded
 
 
 @dataclass(frozen=True)
@@ -57,15 +54,15 @@ async def place_by_taste(
         papers = {p.key: p for listed in papers_of.values() for p in listed}
         papers.update({r.paper.key: r.paper for rated in ratings.values() for r in rated})
         texts = {p.key: paper_text(p) for p in papers.values()}
-        texts.update({_interests_key(p): p.interests for p in config.profiles})
-        vectors, embedded = await _vectors(store, embedder, texts)
+        texts.update({interests_key(p.interests): p.interests for p in config.profiles})
+        vectors, embedded = await vectors_for(store, embedder, texts)
         placed = {}
         for profile in config.profiles:
             mine = in_scope(profile, papers_of[profile.name])
             rated = [
                 RatedVector(vectors[r.paper.key], r.liked, r.paper.title, r.rated_at) for r in ratings[profile.name]
             ]
-            model = TasteModel(vectors[_interests_key(profile)], rated)
+            model = TasteModel(vectors[interests_key(profile.interests)], rated)
             placed[profile.name] = _day(model, mine, vectors)
     except DigestError as error:
         log.warning("taste: %s", error)
@@ -87,20 +84,3 @@ def _day(model: TasteModel, papers: Sequence[Paper], vectors: Mapping[str, Vecto
             close_to[paper.key] = closest.title
     place = {p.key: float(x) for p, x in zip(papers, places, strict=True)}
     return DayTaste(place=place, close_to=close_to, trained=model.trained)
-
-
-async def _vectors(store: Store, embedder: Embedder, texts: Mapping[str, str]) -> tuple[dict[str, Vector], int]:
-    """Every text's vector, from the state or embedded now and saved a chunk at a time."""
-    found = store.vectors(texts, embedder.model_id)
-    missing = [key for key in texts if key not in found]
-    for start in range(0, len(missing), EMBED_CHUNK):
-        chunk = missing[start : start + EMBED_CHUNK]
-        made = await embedder.embed([texts[key] for key in chunk])
-        fresh = dict(zip(chunk, made, strict=True))
-        store.save_vectors(embedder.model_id, fresh)
-        found.update(fresh)
-    return found, sum(1 for key in missing if not key.startswith("text:"))
-
-
-def _interests_key(profile: Profile) -> str:
-    return "text:" + hashlib.sha256(profile.interests.strip().encode()).hexdigest()[:16]

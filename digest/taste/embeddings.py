@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,8 @@ from digest.errors import DigestError
 from digest.llm.requests import error_message, key_refused
 from digest.models import Paper
 from digest.net.pacing import RateLimiter, backoff, minute_counters, retry_after
+from digest.state.store import Store
+from digest.state.vectors import Vector
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ DIMENSIONS = 384  # all-MiniLM-L6-v2's
 MAX_TOKENS = 256  # what all-MiniLM-L6-v2 was trained on; a longer abstract is cut there
 LOCAL_BATCH = 16  # texts a run of the embedded model: padding makes every text of a batch as long as its longest
 MAX_SERVER_CHARACTERS = 8000  # of one text sent to a server: about 2,000 tokens, under every server's limit
+EMBED_CHUNK = 64  # texts embedded and saved together: a stopped run keeps what it embedded
 TOKENIZER = "all-MiniLM-L6-v2.tokenizer.json"  # vendored from the model's release (Apache-2.0): see model/NOTICE
 # The ONNX file is identified by its package's version too: vectors of another build of the model never mix.
 EMBEDDED_ID = f"{EMBEDDED_MODEL}-int8"
@@ -219,3 +223,20 @@ def embedder_for(config: Config) -> Embedder | None:
         update={"base_url": base_url, "api_key": key, "timeout_seconds": embeddings.timeout_seconds}
     )
     return ServerEmbedder(embeddings, openai_client(llm, max_answer_bytes=64_000_000), base_url)
+
+
+async def vectors_for(store: Store, embedder: Embedder, texts: Mapping[str, str]) -> tuple[dict[str, Vector], int]:
+    """Every text's vector, from the state or embedded now and saved a chunk at a time."""
+    found = store.vectors(texts, embedder.model_id)
+    missing = [key for key in texts if key not in found]
+    for start in range(0, len(missing), EMBED_CHUNK):
+        chunk = missing[start : start + EMBED_CHUNK]
+        made = await embedder.embed([texts[key] for key in chunk])
+        fresh = dict(zip(chunk, made, strict=True))
+        store.save_vectors(embedder.model_id, fresh)
+        found.update(fresh)
+    return found, sum(1 for key in missing if not key.startswith("text:"))
+
+
+def interests_key(interests: str) -> str:
+    return "text:" + hashlib.sha256(interests.strip().encode()).hexdigest()[:16]

@@ -22,6 +22,8 @@ from digest.llm.prompt import system_prompt as build_prompt
 from digest.llm.requests import Job
 from digest.models import Failure, OnProgress, Paper, Rating, Verdict
 from digest.state.store import Store, VerdictCache
+from digest.taste.embeddings import embedder_for, interests_key, paper_text, vectors_for
+from digest.taste.signals import Signals, compare
 from digest.wording import paper_count
 
 MIN_EACH = 3  # ratings of each kind that an evaluation needs
@@ -70,6 +72,19 @@ class EvalReport(Scores):
     free: bool = False  # a local server, or a price of 0
     prompt_tokens_per_paper: int  # estimated, with the examples of one fold
     prompt_tokens_per_paper_without_examples: int
+    # Every signal as the digest ranks by it, and what eval proposes; None without embeddings (taste_problem: why).
+    signals: Signals | None = None
+    taste_problem: str | None = None
+
+
+AUTO_MIN_SCORE = "auto_min_score:"  # a state setting per profile: the cut `min_score: auto` takes
+
+
+def with_learned_cut(store: Store, profile: Profile) -> Profile:
+    """The profile with the cut it digests at: for `min_score: auto`, the one the last `digest eval` found best
+    matched the reader's ratings (the default until then)."""
+    saved = store.get_setting(AUTO_MIN_SCORE + profile.name) if profile.auto_min_score else None
+    return profile if saved is None or not saved.isdigit() else profile.model_copy(update={"min_score": int(saved)})
 
 
 def folds_of(ratings: Sequence[Rating], folds: int) -> list[list[Rating]]:
@@ -160,8 +175,13 @@ async def evaluate(
             hint="run `digest check` to see what the LLM server answers; then `digest eval` again (verdicts it "
             "did get are kept)",
         )
+    signals, problem = await _signals(config, store, profile, ratings, folds_of(ratings, folds), judged, verdicts)
+    if signals is not None and signals.proposed_min_score is not None:
+        store.put_setting(AUTO_MIN_SCORE + profile.name, str(signals.proposed_min_score))
     sample = judged[0]
     return EvalReport(
+        signals=signals,
+        taste_problem=problem,
         **Scores.of(with_pairs).model_dump(),
         profile=profile.name,
         model=llm.model,
@@ -181,3 +201,49 @@ async def evaluate(
         prompt_tokens_per_paper=estimate_tokens(sample[1], paper_message(sample[0].paper)),
         prompt_tokens_per_paper_without_examples=estimate_tokens(sample[2], paper_message(sample[0].paper)),
     )
+
+
+async def _signals(
+    config: Config,
+    store: Store,
+    profile: Profile,
+    ratings: Sequence[Rating],
+    folds: Sequence[Sequence[Rating]],
+    judged: Sequence[tuple[Rating, str, str]],
+    verdicts: dict[tuple[str, str], Verdict],
+) -> tuple[Signals | None, str | None]:
+    """Taste's figures beside the LLM's: the rated papers embedded (once: vectors are kept), and the papers of the
+    profile's latest digest, to propose a judge_share."""
+    try:
+        embedder = embedder_for(config)
+    except DigestError as error:
+        return None, str(error)
+    if embedder is None:
+        return None, "embeddings: off in config.yaml"
+    latest = store.latest_digest_date(profile.name)
+    day = store.papers_of_digest(profile.name, latest) if latest is not None else []
+    texts = {p.key: paper_text(p) for p in [*(r.paper for r in ratings), *day]}
+    texts[interests_key(profile.interests)] = profile.interests
+    try:
+        vectors, _ = await vectors_for(store, embedder, texts)
+    except DigestError as error:
+        return None, str(error)
+    finally:
+        await embedder.close()
+    llm_scores = {
+        rating.paper.key: verdict.score
+        for rating, with_examples, _ in judged
+        if (verdict := verdicts.get((rating.paper.key, with_examples))) is not None
+    }
+    signals = compare(
+        ratings,
+        folds,
+        vectors,
+        vectors[interests_key(profile.interests)],
+        llm_scores,
+        taste_weight=profile.taste_weight,
+        min_score=profile.min_score,
+        day_vectors=[vectors[p.key] for p in day],
+        day=str(latest) if latest is not None else None,
+    )
+    return signals, None
