@@ -287,3 +287,21 @@ def test_eval_measures_every_signal_proposes_a_cut_and_a_share_and_auto_takes_th
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
         saved = db.execute("SELECT value FROM settings WHERE name = 'auto_min_score:me'").fetchone()
     assert saved == (str(proposed),)
+
+
+def test_a_paper_close_to_one_the_reader_liked_says_so_and_the_title_stays_text(tmp_path) -> None:
+    from digest.config import OutputConfig, Profile
+    from digest.render import Renderer
+
+    profile = Profile(name="me", interests="x")
+    paper = _paper(1)
+    hostile = '<img src=x onerror=alert(1)> [click](https://evil.example)'
+    verdicts = {paper.key: Verdict(paper_key=paper.key, score=8, reason="r", matched_interests=[], close_to=hostile)}
+    digest = build_digest(profile, dt.date(2026, 6, 30), ["cs.CL"], [paper], verdicts, 0, Usage(), 0.0)
+    rendered = Renderer(OutputConfig(outbox=tmp_path)).render(digest)
+    assert "Close to a paper you liked: <em>&lt;img src=x onerror=alert(1)&gt;" in rendered.html
+    assert "<img src=x" not in rendered.html
+    markdown = Renderer(OutputConfig(outbox=tmp_path, format="markdown")).render(digest).markdown or ""
+    line = next(line for line in markdown.splitlines() if "Close to a paper you liked" in line)
+    assert "\\<img" in line and "](https" not in line  # escaped as the Markdown digest escapes every title
+    assert "Close to a paper you liked: <img src=x onerror=alert(1)> [click]" in rendered.text
