@@ -295,7 +295,7 @@ def test_a_paper_close_to_one_the_reader_liked_says_so_and_the_title_stays_text(
 
     profile = Profile(name="me", interests="x")
     paper = _paper(1)
-    hostile = '<img src=x onerror=alert(1)> [click](https://evil.example)'
+    hostile = "<img src=x onerror=alert(1)> [click](https://evil.example)"
     verdicts = {paper.key: Verdict(paper_key=paper.key, score=8, reason="r", matched_interests=[], close_to=hostile)}
     digest = build_digest(profile, dt.date(2026, 6, 30), ["cs.CL"], [paper], verdicts, 0, Usage(), 0.0)
     rendered = Renderer(OutputConfig(outbox=tmp_path)).render(digest)
