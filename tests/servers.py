@@ -778,8 +778,9 @@ _limits = {  # an account with generous limits (OpenAI's tier 5 for gpt-4o-mini)
 @dataclass
 class RxivAPI:
     """api.biorxiv.org's /details: an interval's records page by page (`page_size` a page, the cursor an offset,
-    `total` a string, as the real API), a DOI's versions, "no posts found" for an empty interval; `broken` maps
-    cursors to what a page there answers instead ("empty": a 200 with an empty body, "html": a proxy's page)."""
+    `total` a string, `funder` "all", as the real API), a DOI's versions, "no posts found" for an empty interval;
+    `broken` maps cursors to what a page there answers instead ("empty": a 200 with an empty body, "html": a proxy's
+    page)."""
 
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # server -> its records
     page_size: int = 30
@@ -817,6 +818,7 @@ class RxivAPI:
             "status": "ok",
             "category": "all",
             "interval": f"{start}:{end}",
+            "funder": "all",
             "cursor": cursor,
             "count": len(page),
             "count_new_papers": str(sum(1 for r in records if isinstance(r, dict) and r.get("version") == "1")),

@@ -24,6 +24,15 @@ from tests.servers import RxivAPI, serve_asgi
 RXIV = FIXTURES / "rxiv"
 BIORXIV = json.loads((RXIV / "biorxiv_details_page.json").read_text())["collection"]
 MEDRXIV = json.loads((RXIV / "medrxiv_10.1101_2020.09.09.20191205.json").read_text())["collection"]
+# Whole real pages of /details (see fixtures/SOURCES.md): 50 records each, every key the API writes.
+BIORXIV_PAGE = json.loads((RXIV / "biorxiv_details_2020-01-01_2022-12-31_cursor0.json").read_text())
+MEDRXIV_PAGE = json.loads((RXIV / "medrxiv_details_2020-01-01_2022-12-31_cursor0.json").read_text())
+LOOKUPS = [
+    record
+    for name in ("findpapers_biorxiv_doi_lookups.json", "findpapers_medrxiv_doi_lookups.json")
+    for lookup in json.loads((RXIV / name).read_text())
+    for record in lookup["raw_response"]["collection"]
+]
 KCNQ = "10.1101/2023.12.30.573731"
 MACAQUES = "10.64898/2026.07.31.741992"
 IMMUNITY = "10.1101/2020.09.09.20191205"
@@ -289,3 +298,128 @@ def test_a_rating_link_names_a_doi_and_reads_back_as_it() -> None:
     token = links.read(links.rate("me", paper, 1).rsplit("/", 1)[1])
     assert token is not None and (token.a, token.v, token.r) == (IMMUNITY, 2, 1)
     assert paper.anchor == "p-10.1101-2020.09.09.20191205"
+
+
+def _stored(tmp_path: Path, state: str = "state.sqlite3") -> dict[str, dict[str, Any]]:
+    """The papers the state holds, by key."""
+    with sqlite3.connect(tmp_path / state) as db:
+        return {key: json.loads(data) for key, data in db.execute("SELECT key, data FROM papers")}
+
+
+def _subjects(records: list[dict[str, Any]]) -> list[str]:
+    return sorted({record["category"] for record in records})
+
+
+def _digest_text(tmp_path: Path) -> str:
+    [eml] = (tmp_path / "outbox" / "me").glob("*.eml")
+    email = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert isinstance(email, EmailMessage)
+    body = email.get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+MARKUP = re.compile(r"O_LI|C_LI|SCPLOW|O_ST_ABS|C_ST_ABS|TEXTBOX|\{beta\}|\{\+/-\}|\{middle dot\}|\[&[gl]e;\]")
+
+
+def test_real_records_read_as_plain_text_and_keep_every_sign_that_is_text() -> None:
+    from digest.sources.rxiv import Record
+
+    records = [*BIORXIV_PAGE["collection"], *MEDRXIV_PAGE["collection"], *LOOKUPS]
+    assert len(records) == 116 and all(len(r) == 15 and r["funder"] == "NA" for r in records)
+    read = {(r["doi"], r["version"]): Record.model_validate(r) for r in records}
+    for raw in records:
+        record = read[raw["doi"], raw["version"]]
+        assert not MARKUP.search(record.abstract + record.title), record.doi
+        # "p<.001", ">35kg/m2", ">900 datasets": what is not markup stays, every sign of it.
+        assert (record.abstract.count("<"), record.abstract.count(">")) == (
+            raw["abstract"].count("<"),
+            raw["abstract"].count(">"),
+        )
+    assert read["10.1101/2019.12.26.19014274", "1"].abstract.startswith("Objectives: To evaluate whether")
+    assert (
+        "Methods: This will be a diagnostic accuracy test study." in read["10.1101/2019.12.26.19014274", "1"].abstract
+    )
+    assert read["10.1101/19004184", "3"].abstract.startswith("BACKGROUND: Analysis of sequenced genomes")
+    assert read["10.1101/066688", "5"].abstract.startswith("When emerging pathogens")  # its heading "ABSTRACT" gone
+    assert "(age: 67±8, 57% male, MMSE: 21±5)" in read["10.1101/19005512", "2"].abstract
+    assert "25·8% were mixed infections" in read["10.1101/2019.12.28.19015941", "1"].abstract
+    assert "blood pressure of ≥ 140/90 mmHg" in read["10.1101/2019.12.28.19015628", "1"].abstract
+    assert "(BMD T-score≤-2.5)" in read["10.1101/2019.12.30.19016154", "1"].abstract
+    assert "(boys: β=0.83, 95%CI:0.65, 1.02;" in read["10.1101/19003665", "2"].abstract
+    assert "Treg includes DCreg, ILCreg, TGFβ CD4 T cell" in read["10.1101/006965", "13"].abstract
+    assert read["10.1101/2019.12.29.19016113", "1"].abstract.endswith(
+        "Highlights: Speech-sound changes elicit comparable mismatch fields in dyslexics and controls. Mismatch fields "
+        "(MMFs) to vowel identity and duration changes are left-lateralized. Stronger left MMFs are associated with "
+        "better verbal working memory across groups. Stronger right MMFs are associated with better technical reading "
+        "in dyslexics. Low-level neural speech discrimination is associated with reading-related skills."
+    )
+    assert (
+        "What this paper adds. What is already known: Like simulation, intuitively we know"
+        in read["10.1101/2019.12.31.19016170", "1"].abstract
+    )
+    assert "Key points. Question: How did the separate mechanisms" in read["10.1101/2020.01.02.20016329", "1"].abstract
+    assert (
+        "Research in context. Evidence before this study: We searched PubMed"
+        in read["10.1101/2019.12.31.19016220", "1"].abstract
+    )
+    assert "Results: 3131 respondents were included" in read["10.1101/2020.01.06.19015735", "1"].abstract
+    assert read["10.1101/2022.11.18.516120", "1"].abstract.startswith("Background: Drug-resistant focal epilepsy")
+
+
+def test_only_real_markup_is_taken_out_of_a_record() -> None:
+    """The issue's sentence in a real record: the old stripper took "<65 years (p<0.05) than in those aged >" for a
+    tag and left "aged =65"."""
+    from digest.sources.rxiv import Record
+
+    real = MEDRXIV_PAGE["collection"][0]
+    sentence = "Mortality was higher in those aged <65 years (p<0.05) than in those aged >=65."
+    record = Record.model_validate(
+        {
+            **real,
+            "title": "<i>Plasmodium</i> in CO<sub>2</sub>-rich air, and <s> tokens",
+            "abstract": f"{sentence}<br/>Second paragraph &amp; a <b>bold</b> claim.",
+        }
+    )
+    assert record.abstract == f"{sentence} Second paragraph & a bold claim."
+    assert record.title == "Plasmodium in CO2-rich air, and <s> tokens"
+
+
+def test_real_pages_as_the_api_serves_them_every_record_read_and_the_digest_in_plain_words(
+    tmp_path, feed_server, fake_llm, write_config
+):
+    """Two real pages of /details: all 15 keys, `funder` in `messages`, versions up to 13, and bioRxiv's page all
+    replacements."""
+    (_, llm) = fake_llm
+    biorxiv, medrxiv = list(BIORXIV_PAGE["collection"]), list(MEDRXIV_PAGE["collection"])
+    api = RxivAPI(records={"biorxiv": biorxiv, "medrxiv": medrxiv})
+    with serve_asgi(api) as url:
+        config = configure(tmp_path, feed_server, fake_llm, url)
+        llm.judge = lambda title, abstract: (
+            (True, 9) if re.search(r"Cochrane|pathogens encounter", abstract) else (False, 2)
+        )
+        del config["arxiv"]
+        config["biorxiv"] = {"categories": _subjects(biorxiv), "announce_types": ["new", "replace"], "api_url": url}
+        config["medrxiv"] = {"categories": _subjects(medrxiv), "announce_types": ["new", "replace"], "api_url": url}
+        path = write_config(config)
+        replacements = run_cli("run", "--dry-run", "--config", str(path))
+        config["biorxiv"]["announce_types"] = config["medrxiv"]["announce_types"] = ["new"]
+        only_new = run_cli("run", "--dry-run", "--config", str(write_config(config)))
+        config["biorxiv"]["announce_types"] = config["medrxiv"]["announce_types"] = ["new", "replace"]
+        run = run_cli("run", "--config", str(write_config(config)))
+    assert replacements.returncode == 0, replacements.stdout + replacements.stderr
+    dois = {"biorxiv": len({r["doi"] for r in biorxiv}), "medrxiv": len({r["doi"] for r in medrxiv})}
+    assert dois == {"biorxiv": 40, "medrxiv": 49}
+    assert "fetched      89 papers (56 replace, 33 new)" in replacements.stdout  # bioRxiv's 40 are all replace
+    assert "    bioRxiv    40 papers, 2 requests" in replacements.stdout
+    assert "    bioRxiv    0 papers, 2 requests" in only_new.stdout  # a page of replacements only
+    assert "left out     56 replace" in only_new.stdout
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "could not be read" not in run.stdout
+    stored = _stored(tmp_path)
+    assert len(stored) == dois["biorxiv"] + dois["medrxiv"]
+    assert stored["10.1101/006965v13"]["announce_type"] == "replace"
+    assert not any(MARKUP.search(p["abstract"]) for p in stored.values())
+    text = _digest_text(tmp_path)
+    assert "Objectives: To evaluate whether or not systematic reviewers can use Cochrane Central Register" in text
+    assert "When emerging pathogens encounter new host species" in text and "SCPLOW" not in text

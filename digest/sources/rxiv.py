@@ -5,19 +5,20 @@ servers.
 What the API really does, as its users found it (see tests/fixtures/SOURCES.md): a page is 30 records (its help
 page says 100), `cursor` is a record offset, so the next page starts where this one's records end; each record is
 one version of a paper, its `version` a string, its `date` the day that version was posted, its `published` a
-journal DOI or "NA"; an empty interval is `"status": "no posts found"`, and a broken one can be a 200 with an empty
-body. Nothing it sends is trusted: each record is checked on its own and one that does not read costs itself only.
+journal DOI or "NA"; its text is flattened JATS (digest/sources/rxiv_text.py); an empty interval is `"status": "no
+posts found"`, and a broken one can be a 200 with an empty body. Nothing it sends is trusted: each record is
+checked on its own and one that does not read costs itself only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import html
 import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
 import httpx
@@ -30,8 +31,8 @@ from digest.net.http import capped_client
 from digest.net.pacing import RateLimiter, Sleep
 from digest.sources.base import USER_AGENT, FeedState
 from digest.sources.retrying import get_with_retries
+from digest.sources.rxiv_text import plain_abstract, plain_text
 from digest.taxonomy import normalise_subject
-from digest.wording import UNSAFE_CHARACTERS
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +41,11 @@ CATCH_UP_DAYS = 30  # after a longer gap, the last 30 days are read and the rest
 MAX_PAGES = 500  # 15,000 records at 30 a page, a month of bioRxiv; a longer listing is cut, and said so
 MAX_RECORDS_SHOWN = 5
 DOI = re.compile(r"10\.\d{4,9}/[0-9A-Za-z.\-_/]{1,100}")
-TAG = re.compile(r"<[^>]{0,200}>")
 
 
-def _text(limit: int) -> BeforeValidator:
-    """Untrusted text as plain text: markup and control characters out, whitespace collapsed, cut to `limit`."""
-
-    def clean(value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        plain = html.unescape(TAG.sub(" ", UNSAFE_CHARACTERS.sub("", value)))
-        return " ".join(plain.split())[:limit]
-
-    return BeforeValidator(clean)
+def _text(clean: Callable[[str], str], limit: int) -> BeforeValidator:
+    """Untrusted text made plain by `clean` and cut to `limit`."""
+    return BeforeValidator(lambda value: clean(value)[:limit] if isinstance(value, str) else value)
 
 
 class Record(BaseModel):
@@ -60,13 +53,13 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    doi: Annotated[str, _text(200), Field(pattern=DOI.pattern)]
+    doi: Annotated[str, _text(plain_text, 200), Field(pattern=DOI.pattern)]
     version: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")]
     date: dt.date
-    title: Annotated[str, _text(1000), Field(min_length=1)]
-    authors: Annotated[str, _text(20_000)] = ""
-    abstract: Annotated[str, _text(20_000)] = ""
-    category: Annotated[str, _text(200), Field(min_length=1)]
+    title: Annotated[str, _text(plain_text, 1000), Field(min_length=1)]
+    authors: Annotated[str, _text(plain_text, 20_000)] = ""
+    abstract: Annotated[str, _text(plain_abstract, 20_000)] = ""
+    category: Annotated[str, _text(plain_text, 200), Field(min_length=1)]
 
 
 # medRxiv's DOIs end in eight digits after the date, bioRxiv's in six (10.1101/2020.09.09.20191205, a medRxiv one).
