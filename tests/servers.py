@@ -780,11 +780,15 @@ class RxivAPI:
     """api.biorxiv.org's /details: an interval's records page by page (`page_size` a page, the cursor an offset,
     `total` a string, `funder` "all", as the real API), a DOI's versions, "no posts found" for an empty interval;
     `broken` maps cursors to what a page there answers instead ("empty": a 200 with an empty body, "html": a proxy's
-    page)."""
+    page); `no_records` maps cursors to how many times a page there answers with no records before it has them.
+    `lie` is how a misbehaving API lies: "repeats" (a total of "10000" on every page, and the first page's records
+    whatever the cursor), "no total" (`total: null`), "cursor" (every answer says it is the page at cursor 0)."""
 
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # server -> its records
     page_size: int = 30
     broken: dict[int, str] = field(default_factory=dict)
+    no_records: dict[int, int] = field(default_factory=dict)
+    lie: str | None = None
     requests: list[tuple[float, str]] = field(default_factory=list)  # (when, path) of every request
 
     def asked(self, server: str) -> list[str]:
@@ -813,16 +817,25 @@ class RxivAPI:
             body = {"messages": [{"status": "no posts found"}], "collection": []}
             await _respond(send, 200, json.dumps(body).encode(), _json)
             return
-        page = records[cursor : cursor + self.page_size]
+        first = 0 if self.lie == "repeats" else cursor
+        page = records[first : first + self.page_size]
+        if self.no_records.get(cursor, 0) > 0:
+            self.no_records[cursor] -= 1
+            page = []
+        total: str | None = str(len(records))
+        if self.lie == "repeats":
+            total = "10000"
+        elif self.lie == "no total":
+            total = None
         message = {
             "status": "ok",
             "category": "all",
             "interval": f"{start}:{end}",
             "funder": "all",
-            "cursor": cursor,
+            "cursor": 0 if self.lie == "cursor" else cursor,
             "count": len(page),
             "count_new_papers": str(sum(1 for r in records if isinstance(r, dict) and r.get("version") == "1")),
-            "total": str(len(records)),
+            "total": total,
         }
         await _respond(send, 200, json.dumps({"messages": [message], "collection": page}).encode(), _json)
 

@@ -3,6 +3,7 @@ serving the real records of tests/fixtures/rxiv/), and digest run as a user runs
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import re
@@ -306,6 +307,12 @@ def _stored(tmp_path: Path, state: str = "state.sqlite3") -> dict[str, dict[str,
         return {key: json.loads(data) for key, data in db.execute("SELECT key, data FROM papers")}
 
 
+def _last_read(tmp_path: Path, server: str, state: str = "state.sqlite3") -> str | None:
+    with sqlite3.connect(tmp_path / state) as db:
+        row = db.execute("SELECT last_announced FROM feeds WHERE url LIKE ?", (f"%/details/{server}",)).fetchone()
+    return row[0] if row else None
+
+
 def _subjects(records: list[dict[str, Any]]) -> list[str]:
     return sorted({record["category"] for record in records})
 
@@ -389,14 +396,17 @@ def test_real_pages_as_the_api_serves_them_every_record_read_and_the_digest_in_p
     tmp_path, feed_server, fake_llm, write_config
 ):
     """Two real pages of /details: all 15 keys, `funder` in `messages`, versions up to 13, and bioRxiv's page all
-    replacements."""
+    replacements; a record with no abstract or authors (null: made here on a real record) is still a paper."""
     (_, llm) = fake_llm
     biorxiv, medrxiv = list(BIORXIV_PAGE["collection"]), list(MEDRXIV_PAGE["collection"])
+    medrxiv[-1] = {**medrxiv[-1], "abstract": None, "authors": None}  # judged on its title
     api = RxivAPI(records={"biorxiv": biorxiv, "medrxiv": medrxiv})
     with serve_asgi(api) as url:
         config = configure(tmp_path, feed_server, fake_llm, url)
         llm.judge = lambda title, abstract: (
-            (True, 9) if re.search(r"Cochrane|pathogens encounter", abstract) else (False, 2)
+            (True, 9)
+            if re.search(r"Cochrane|pathogens encounter", abstract) or title == medrxiv[-1]["title"]
+            else (False, 2)
         )
         del config["arxiv"]
         config["biorxiv"] = {"categories": _subjects(biorxiv), "announce_types": ["new", "replace"], "api_url": url}
@@ -420,6 +430,127 @@ def test_real_pages_as_the_api_serves_them_every_record_read_and_the_digest_in_p
     assert len(stored) == dois["biorxiv"] + dois["medrxiv"]
     assert stored["10.1101/006965v13"]["announce_type"] == "replace"
     assert not any(MARKUP.search(p["abstract"]) for p in stored.values())
+    untold = stored[f"{medrxiv[-1]['doi']}v{medrxiv[-1]['version']}"]
+    assert untold["abstract"] == "" and untold["authors"] == []
     text = _digest_text(tmp_path)
     assert "Objectives: To evaluate whether or not systematic reviewers can use Cochrane Central Register" in text
     assert "When emerging pathogens encounter new host species" in text and "SCPLOW" not in text
+    assert medrxiv[-1]["title"] in text
+
+
+def test_a_withdrawn_version_is_no_paper_to_read_and_a_digested_paper_withdrawn_is_not_sent_again(
+    tmp_path, feed_server, fake_llm, rxiv, write_config
+):
+    """No real withdrawn record is public: the `type` of real records is set here as the API writes a withdrawal,
+    "withdrawn" on bioRxiv and "WITHDRAWN" on medRxiv."""
+    (rxiv_url, api), (_, llm) = rxiv, fake_llm
+    api.page_size = 30
+    api.records = {"medrxiv": [MEDRXIV[0]], "biorxiv": [{**BIORXIV[1], "type": "withdrawn"}]}
+    config = configure(tmp_path, feed_server, fake_llm, rxiv_url)
+    config["medrxiv"]["announce_types"] = ["new", "replace"]
+    path = write_config(config)
+    first = run_cli("run", "--config", str(path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"warning: bioRxiv: 1 paper withdrawn by the authors, left out: {KCNQ}" in first.stdout
+    assert f"{KCNQ}v1" not in _stored(tmp_path) and f"{IMMUNITY}v1" in _stored(tmp_path)
+    assert "Evolution of immunity to SARS-CoV-2" in _digest_text(tmp_path)
+    judged = llm.requests
+
+    api.records["medrxiv"] = [MEDRXIV[0], {**MEDRXIV[1], "type": "WITHDRAWN"}]  # its second version withdraws it
+    second = run_cli("run", "--config", str(path))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"warning: medRxiv: 1 paper withdrawn by the authors, left out: {IMMUNITY}" in second.stdout
+    assert f"{IMMUNITY}v2" not in _stored(tmp_path) and llm.requests == judged  # neither judged nor sent
+
+
+def test_an_empty_page_before_the_total_is_asked_again_and_if_it_stays_empty_said(
+    tmp_path, feed_server, fake_llm, rxiv, write_config
+):
+    rxiv_url, api = rxiv
+    api.records["biorxiv"] = [BIORXIV[1], BIORXIV[0]]
+    api.no_records = {1: 1}  # the page at record 1 comes back empty once, then with its record
+    config = configure(tmp_path, feed_server, fake_llm, rxiv_url)
+    del config["medrxiv"]
+    run = run_cli("run", "--config", str(write_config(config)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    pages = api.asked("biorxiv")
+    assert len(pages) == 3 and pages[1] == pages[2] and pages[1].endswith("/1/json")  # asked again
+    assert {f"{KCNQ}v1", f"{MACAQUES}v1"} <= set(_stored(tmp_path)) and "ended early" not in run.stdout
+
+    api.no_records = {1: 99}  # and now for good
+    config["state"] = "again.sqlite3"
+    again = run_cli("run", "--config", str(write_config(config)))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert re.search(
+        r"warning: bioRxiv: the listing from (\S+) to \S+ ended early, at record 1 of 2: the page at record 1 had no "
+        r"records, 3 times; the next run reads it again",
+        again.stdout,
+    )
+    stored = _stored(tmp_path, "again.sqlite3")
+    assert f"{KCNQ}v1" in stored and f"{MACAQUES}v1" not in stored
+    assert _last_read(tmp_path, "biorxiv", "again.sqlite3") == str(dt.date.today() - dt.timedelta(days=1))
+
+
+def test_a_page_with_no_total_reads_on_while_pages_are_full(tmp_path, feed_server, fake_llm, rxiv, write_config):
+    rxiv_url, api = rxiv
+    api.records["biorxiv"] = [BIORXIV[1], BIORXIV[0], {**MEDRXIV_PAGE["collection"][0], "category": "neuroscience"}]
+    api.lie = "no total"  # `total: null` on every page
+    config = configure(tmp_path, feed_server, fake_llm, rxiv_url)
+    del config["medrxiv"]
+    run = run_cli("run", "--config", str(write_config(config)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "    bioRxiv    3 papers (3 new), 4 requests" in run.stdout  # three full pages, then an empty one
+    assert "ended early" not in run.stdout
+
+
+def test_an_api_that_lies_ends_its_listing_at_once_and_holds_up_no_other_source(
+    tmp_path, feed_server, fake_llm, write_config
+):
+    """The issue's API: a total of "10000" on every page and the same three records whatever the cursor. It cost 300
+    requests in 300 s before, and the day's arXiv papers were stored and never judged nor sent."""
+    (_, llm), records = fake_llm, BIORXIV_PAGE["collection"][:3]
+    api = RxivAPI(records={"biorxiv": records}, lie="repeats")
+    with serve_asgi(api) as url:
+        config = configure(tmp_path, feed_server, fake_llm, url, max_run_minutes=1)
+        del config["medrxiv"]
+        config["biorxiv"] = {"categories": _subjects(records), "announce_types": ["new", "replace"], "api_url": url}
+        run = run_cli("run", "--config", str(write_config(config)))
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert len(api.requests) == 2
+        assert re.search(
+            r"warning: bioRxiv: the listing from \S+ to \S+ ended early, at record 3 of 10,000: the page at record 3 "
+            r"brought only records of the pages before it; the next run reads it again",
+            run.stdout,
+        )
+        assert llm.requests == ARXIV_DAY + 3 and "Traceback" not in run.stderr
+        assert "Generating in the Limit" in _digest_text(tmp_path)  # the arXiv papers went out
+
+        api.lie, api.page_size = "cursor", 1  # every page says it is the one at cursor 0
+        api.requests.clear()
+        config["state"] = "again.sqlite3"
+        again = run_cli("run", "--config", str(write_config(config)))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(api.requests) == 2
+    assert (
+        "ended early, at record 1 of 3: the API answered the page at record 1 with the one at record 0" in again.stdout
+    )
+
+
+def test_a_listing_takes_at_most_a_quarter_of_the_run(tmp_path, feed_server, fake_llm, write_config):
+    """A listing that goes on (a record a page, a request a second): cut after a quarter of max_run_minutes (here
+    0.25 minutes, so 3.75 s), said, and the arXiv papers judged and sent in the time left."""
+    records = BIORXIV_PAGE["collection"]
+    api = RxivAPI(records={"biorxiv": records}, page_size=1)
+    with serve_asgi(api) as url:
+        config = configure(tmp_path, feed_server, fake_llm, url, max_run_minutes=0.25)
+        del config["medrxiv"]
+        config["biorxiv"] = {"categories": _subjects(records), "announce_types": ["new", "replace"], "api_url": url}
+        run = run_cli("run", "--config", str(write_config(config)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(
+        r"warning: bioRxiv: the listing from \S+ to \S+ ended early, at record \d+ of 50: reading it took longer than "
+        r"4 s, a quarter of max_run_minutes; the next run reads it again",
+        run.stdout,
+    )
+    assert len(api.requests) < len(records)
+    assert "Generating in the Limit" in _digest_text(tmp_path)
