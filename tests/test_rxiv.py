@@ -223,7 +223,7 @@ def test_rate_import_and_the_web_links_take_dois(tmp_path, feed_server, fake_llm
     rated = run_cli("rate", f"https://www.medrxiv.org/content/{IMMUNITY}v2.full.pdf", "up", "--config", str(path))
     assert rated.returncode == 0, rated.stderr
     assert f"more like this: {IMMUNITY} 'Evolution of immunity to SARS-CoV-2'" in rated.stdout
-    assert api.asked("biorxiv") == [f"/details/biorxiv/{IMMUNITY}/na/json"]  # not bioRxiv's: asked medRxiv next
+    assert api.asked("biorxiv") == []  # a medrxiv.org link names its server: bioRxiv is not asked
     assert api.asked("medrxiv") == [f"/details/medrxiv/{IMMUNITY}/na/json"]
     unknown = run_cli("rate", "10.1101/2099.01.01.000001", "down", "--config", str(path))
     assert unknown.returncode == 2 and "bioRxiv nor medRxiv does not know the paper" in unknown.stderr
@@ -278,10 +278,10 @@ def test_a_state_from_before_sources_keeps_every_arxiv_paper_and_rating(tmp_path
 def test_a_rating_link_names_a_doi_and_reads_back_as_it() -> None:
     from digest.links import Links
     from digest.models import Paper
-    from digest.sources.rxiv import pages_of
+    from digest.sources.medrxiv import MedrxivSource
 
-    source, pages = pages_of(IMMUNITY, 2)
-    assert source == "medRxiv" and pages.abstract == f"https://www.medrxiv.org/content/{IMMUNITY}v2"
+    source, pages = MedrxivSource.label, MedrxivSource.pages(IMMUNITY, 2)
+    assert pages.abstract == f"https://www.medrxiv.org/content/{IMMUNITY}v2"
     paper = Paper.model_validate(
         {
             **MEDRXIV[1],
@@ -436,6 +436,46 @@ def test_real_pages_as_the_api_serves_them_every_record_read_and_the_digest_in_p
     assert "Objectives: To evaluate whether or not systematic reviewers can use Cochrane Central Register" in text
     assert "When emerging pathogens encounter new host species" in text and "SCPLOW" not in text
     assert medrxiv[-1]["title"] in text
+
+
+# A medRxiv paper under the prefix both servers have used since December 2025: the issue's example DOI, on the real
+# record of another medRxiv paper (no real API record with that prefix is public).
+NEW_MEDRXIV = "10.64898/2026.03.15.26348338"
+
+
+def test_a_doi_alone_names_no_server_its_page_the_state_or_the_api_does(
+    tmp_path, feed_server, fake_llm, rxiv, write_config
+):
+    rxiv_url, api = rxiv
+    paper = {**MEDRXIV_PAGE["collection"][0], "doi": NEW_MEDRXIV, "version": "1"}  # its "server" is "medRxiv"
+    # Listed under both servers' paths, as by an API that looks a DOI up whatever server the path names: the
+    # record's own "server" decides.
+    api.records["medrxiv"].append(paper)
+    api.records["biorxiv"].append(paper)
+    path = write_config(configure(tmp_path, feed_server, fake_llm, rxiv_url))
+    library = tmp_path / "library.bib"
+    library.write_text(
+        f"@article{{new, title = {{A new medRxiv paper}}, abstract = {{Its abstract.}}, doi = {{{NEW_MEDRXIV}}}}}\n"
+        f"@article{{paged, title = {{KCNQ2/3}}, abstract = {{Its abstract.}}, doi = {{{KCNQ}}},\n"
+        f"  url = {{https://www.biorxiv.org/content/{KCNQ}v1}}}}\n"
+    )
+    imported = run_cli("import", str(library), "--config", str(path))
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert "2 entries, 2 papers rated (2 new" in imported.stdout
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        rated = {r[0]: json.loads(r[1]) for r in db.execute("SELECT paper_id, paper FROM ratings")}
+    assert rated[NEW_MEDRXIV]["source"] == "medRxiv"
+    assert rated[NEW_MEDRXIV]["links"]["abstract"] == f"https://www.medrxiv.org/content/{NEW_MEDRXIV}v1"
+    assert rated[KCNQ]["source"] == "bioRxiv" and rated[KCNQ]["links"]["abstract"].startswith("https://www.biorxiv")
+    # The DOI alone was asked of both servers, bioRxiv first; the entry with its biorxiv.org page of neither.
+    assert api.asked("biorxiv") == [f"/details/biorxiv/{NEW_MEDRXIV}/na/json"]
+    assert api.asked("medrxiv") == [f"/details/medrxiv/{NEW_MEDRXIV}/na/json"]
+
+    again = run_cli("rate", NEW_MEDRXIV, "down", "--config", str(path))  # pasted alone: the state knows it now
+    assert again.returncode == 0, again.stderr
+    assert len(api.requests) == 2
+    pasted = run_cli("rate", f"https://www.medrxiv.org/content/{NEW_MEDRXIV}v1", "up", "--config", str(path))
+    assert pasted.returncode == 0 and len(api.requests) == 2
 
 
 def test_a_withdrawn_version_is_no_paper_to_read_and_a_digested_paper_withdrawn_is_not_sent_again(

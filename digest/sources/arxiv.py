@@ -17,10 +17,10 @@ import httpx
 
 from digest.config import ArxivConfig, Config
 from digest.errors import FetchError
-from digest.models import AnnounceType, Feed, Paper
+from digest.models import AnnounceType, Feed, Paper, PaperLinks
 from digest.net.http import capped_client
 from digest.net.pacing import RateLimiter, Sleep
-from digest.sources.base import USER_AGENT, FeedState
+from digest.sources.base import USER_AGENT, FeedState, PaperRef
 from digest.sources.retrying import get_with_retries
 from digest.wording import UNSAFE_CHARACTERS
 
@@ -349,6 +349,23 @@ def _clean(text: str) -> str:
 
 
 ARXIV_ID = re.compile(rf"{NEW_STYLE_ID}|{OLD_STYLE_ID}")
+VERSIONED_ID = rf"(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})(?:v(?P<version>\d+))?"
+# What a reader pastes: an id, arXiv:id, or an abs, pdf or html link.
+PASTED = re.compile(
+    rf"(?:arxiv:\s*|https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/)?{VERSIONED_ID}(?:\.pdf)?/?", re.IGNORECASE
+)
+# An id inside a longer text (a BibTeX note or journal, a URL, a DOI): only where it says it is arXiv's.
+MENTIONED = re.compile(
+    rf"(?:arxiv[:\s]\s*|arxiv\.org/(?:abs|pdf|html)/|10\.48550/arxiv\.){VERSIONED_ID}(?![\d.])", re.IGNORECASE
+)
+
+
+def _ref(match: re.Match[str]) -> PaperRef:
+    paper_id = match["id"]
+    if "/" in paper_id:  # old style: the canonical id names the archive only (math/0601001, not math.AP/0601001)
+        archive, number = paper_id.split("/")
+        paper_id = f"{archive.split('.')[0].lower()}/{number}"
+    return PaperRef(paper_id, int(match["version"]) if match["version"] else None)
 
 
 class ArxivSource:
@@ -357,6 +374,11 @@ class ArxivSource:
 
     name: ClassVar[str] = "arxiv"
     label: ClassVar[str] = "arXiv"
+    service: ClassVar[str] = "arXiv feed"
+    pasted_forms: ClassVar[str] = (
+        "an arXiv id like 2606.29563 (or 2606.29563v2, arXiv:2606.29563, hep-th/9901001) or a link like "
+        "https://arxiv.org/abs/2606.29563"
+    )
 
     def __init__(self, config: ArxivConfig) -> None:
         self._config = config
@@ -365,11 +387,30 @@ class ArxivSource:
     def from_config(cls, config: Config) -> ArxivSource | None:
         return cls(config.fetched) if config.arxiv is not None else None
 
+    @classmethod
+    def pasted(cls, text: str) -> PaperRef | None:
+        match = PASTED.fullmatch(text.strip())
+        return _ref(match) if match else None
+
+    @classmethod
+    def mentioned(cls, text: str) -> tuple[int, PaperRef] | None:
+        match = MENTIONED.search(text)
+        return (match.start(), _ref(match)) if match else None
+
+    @classmethod
+    def knows(cls, paper_id: str) -> bool:
+        return ARXIV_ID.fullmatch(paper_id) is not None
+
+    @classmethod
+    def pages(cls, paper_id: str, version: int) -> PaperLinks:
+        return PaperLinks(
+            abstract=f"https://arxiv.org/abs/{paper_id}",
+            pdf=f"https://arxiv.org/pdf/{paper_id}v{version}",
+            html=f"https://arxiv.org/html/{paper_id}v{version}",
+        )
+
     def state_key(self) -> str:
         return feed_url(self._config)
-
-    def knows(self, paper_id: str) -> bool:
-        return ARXIV_ID.fullmatch(paper_id) is not None
 
     async def fetch(self, state: FeedState | None) -> Feed:
         etag, last_modified, last_announced = state or FeedState(None, None, None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import itertools
 import json
 import logging
@@ -23,6 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -32,7 +34,7 @@ from digest.errors import FetchError
 from digest.models import Feed, Paper, PaperLinks
 from digest.net.http import capped_client
 from digest.net.pacing import RateLimiter, Sleep
-from digest.sources.base import USER_AGENT, FeedState
+from digest.sources.base import USER_AGENT, FeedState, PaperRef
 from digest.sources.retrying import get_with_retries
 from digest.sources.rxiv_text import plain_abstract, plain_text
 from digest.taxonomy import normalise_subject
@@ -50,6 +52,13 @@ EMPTY_PAGE_ASKS = 3  # a page with no records before the listing's total is aske
 EMPTY_PAGE_WAIT_SECONDS = 2.0
 WITHDRAWN_SHOWN = 5
 DOI = re.compile(r"10\.\d{4,9}/[0-9A-Za-z.\-_/]{1,100}")
+# bioRxiv's and medRxiv's DOIs, under Cold Spring Harbor's prefix 10.1101 and, since December 2025, 10.64898:
+# 10.1101/2026.06.30.612345, and 10.1101/833400 of the first years. Both servers give out DOIs of one shape, so a
+# DOI alone does not say which server has the paper.
+RXIV_DOI = re.compile(r"10\.(?:1101|64898)/(?:\d{4}\.\d{2}\.\d{2}\.)?\d{6,8}")
+VERSIONED_DOI = rf"(?P<doi>{RXIV_DOI.pattern})(?:v(?P<version>\d+))?"
+DOI_LINK = r"(?:doi:\s*|https?://(?:dx\.)?doi\.org/)"
+PAGE_SUFFIX = r"(?:\.full|\.full\.pdf|\.abstract|\.full-text)?/?"
 
 
 def _text(clean: Callable[[str], str], limit: int) -> BeforeValidator:
@@ -77,30 +86,12 @@ class Record(BaseModel):
     abstract: Annotated[str, _text(plain_abstract, 20_000)] = ""
     category: Annotated[str, _text(plain_text, 200), Field(min_length=1)]
     type: Annotated[str, _text(plain_text, 100)] = ""  # "new results", "PUBLISHAHEADOFPRINT"; or withdrawn
+    server: Annotated[str, _text(plain_text, 100)] = ""  # "bioRxiv", "medRxiv"
 
     @property
     def withdrawn(self) -> bool:
         """The version that withdraws the paper: `withdrawn` on bioRxiv, `WITHDRAWN` on medRxiv."""
         return self.type.strip().lower() == "withdrawn"
-
-
-# medRxiv's DOIs end in eight digits after the date, bioRxiv's in six (10.1101/2020.09.09.20191205, a medRxiv one).
-MEDRXIV_DOI = re.compile(r"10\.1101/\d{4}\.\d{2}\.\d{2}\.\d{8}")
-
-
-def pages_of(doi: str, version: int) -> tuple[str, PaperLinks]:
-    """The server and the pages of a DOI's paper, from the DOI's shape alone: for a paper read from the reader's
-    library, not from the API."""
-    label, site = ("medRxiv", "https://www.medrxiv.org") if MEDRXIV_DOI.fullmatch(doi) else ("bioRxiv", BIORXIV_SITE)
-    return label, _links(site, doi, version)
-
-
-def _links(site: str, doi: str, version: int) -> PaperLinks:
-    page = f"{site}/content/{doi}v{version}"
-    return PaperLinks(abstract=page, pdf=f"{page}.full.pdf", html=f"{page}.full")
-
-
-BIORXIV_SITE = "https://www.biorxiv.org"
 
 
 def rxiv_pacer(*, sleep: Sleep = asyncio.sleep) -> RateLimiter:
@@ -114,12 +105,32 @@ def _author(name: str) -> str:
     return f"{given.strip()} {family.strip()}".strip() if given.strip() else family.strip()
 
 
+@functools.cache
+def _forms(site: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """What names a paper of the server at `site`: pasted whole (a DOI, a doi.org link, a page of the site, with a
+    version as the pages write it), and inside a longer text (a DOI, or a page of the site)."""
+    host = re.escape((urlsplit(site).hostname or "").removeprefix("www."))
+    page = rf"https?://(?:www\.)?{host}/content/(?:early/\d{{4}}/\d{{2}}/\d{{2}}/)?"
+    pasted = re.compile(rf"(?:(?P<page>{page})|{DOI_LINK})?{VERSIONED_DOI}{PAGE_SUFFIX}", re.IGNORECASE)
+    mentioned = re.compile(rf"(?P<page>{page})?{VERSIONED_DOI}(?![\d.])", re.IGNORECASE)
+    return pasted, mentioned
+
+
 class PreprintServer:
     """One of the API's servers. `name` is its config section and its name in the API's paths."""
 
     name: ClassVar[str]
     label: ClassVar[str]
     site: ClassVar[str]  # where its papers' pages are: https://www.biorxiv.org
+    doi_example: ClassVar[str]  # one of its DOIs, for messages
+    service: ClassVar[str]
+    pasted_forms: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.service = f"{cls.label} API"
+        host = (urlsplit(cls.site).hostname or "").removeprefix("www.")
+        cls.pasted_forms = f"a {cls.label} DOI like {cls.doi_example} or its page on {host}"
 
     def __init__(
         self, config: PreprintServerConfig, pacer: RateLimiter, *, listing_seconds: float, sleep: Sleep = asyncio.sleep
@@ -139,11 +150,33 @@ class PreprintServer:
             config.fetched_from(section), pacer, listing_seconds=config.max_run_minutes * 60 * LISTING_SHARE_OF_RUN
         )
 
+    @classmethod
+    def pasted(cls, text: str) -> PaperRef | None:
+        match = _forms(cls.site)[0].fullmatch(text.strip())
+        return cls._ref(match) if match else None
+
+    @classmethod
+    def mentioned(cls, text: str) -> tuple[int, PaperRef] | None:
+        match = _forms(cls.site)[1].search(text)
+        return (match.start(), cls._ref(match)) if match else None
+
+    @classmethod
+    def _ref(cls, match: re.Match[str]) -> PaperRef:
+        """A page of this server's site names it; a DOI alone names either server."""
+        version = int(match["version"]) if match["version"] else None
+        return PaperRef(match["doi"], version, cls.name if match["page"] else None)
+
+    @classmethod
+    def knows(cls, paper_id: str) -> bool:
+        return RXIV_DOI.fullmatch(paper_id) is not None
+
+    @classmethod
+    def pages(cls, paper_id: str, version: int) -> PaperLinks:
+        page = f"{cls.site}/content/{paper_id}v{version}"
+        return PaperLinks(abstract=page, pdf=f"{page}.full.pdf", html=f"{page}.full")
+
     def state_key(self) -> str:
         return f"{self._config.api_url}/details/{self.name}"
-
-    def knows(self, paper_id: str) -> bool:
-        return DOI.fullmatch(paper_id) is not None
 
     async def fetch(self, state: FeedState | None) -> Feed:
         """The papers posted since the last fetch (that day included: the API lists a day's papers into the next
@@ -168,12 +201,15 @@ class PreprintServer:
         return f"{url}: {_total(page) or 0} papers posted yesterday and today"
 
     async def lookup(self, paper_ids: list[str]) -> dict[str, Paper]:
-        """The newest version of each DOI this server has; the others are missing."""
+        """The newest version of each DOI this server has; the others are missing. A record the API says is the
+        other server's is not this server's paper."""
         found: dict[str, Paper] = {}
         async with self._client() as http:
             for doi in dict.fromkeys(paper_ids):
                 page = await self._page(http, f"{self._config.api_url}/details/{self.name}/{doi}/na/json")
-                versions = [r for r in _records(page, self.label, []) if r.doi == doi]
+                versions = [
+                    r for r in _records(page, self.label, []) if r.doi == doi and r.server.lower() in ("", self.name)
+                ]
                 if versions:
                     found[doi] = self._paper(max(versions, key=lambda r: int(r.version)), first=False)
         return found
@@ -352,7 +388,7 @@ class PreprintServer:
             announce_type="new" if first else "replace",
             announced=record.date,
             source=self.label,
-            links=_links(self.site, record.doi, version),
+            links=self.pages(record.doi, version),
         )
 
 
