@@ -12,6 +12,7 @@ from digest.config import ArxivConfig
 from digest.errors import FetchError
 from digest.sources.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
 from digest.sources.retrying import FIRST_BACKOFF_SECONDS
+from digest.taste.rules import Rules
 from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED, FakeClock
 from tests.servers import ApiServer, FeedServer, serve_asgi
 
@@ -225,3 +226,22 @@ def test_what_xml_forbids_never_reaches_a_model_from_the_llm_or_arxiv():
 
     said = Judgement.model_validate({"reason": "ok\uffff\ufffe\ud800 \x1b[2Jdone", "score": 7, "matched_interests": []})
     assert said.reason == "ok [2Jdone"
+
+
+def test_authors_with_affiliations_are_their_names_and_a_followed_one_matches():
+    """arXiv's feed writes each author as `First Last[ Suffix][ (Aff1, Aff2)]`, joined by ", " (arXiv/arxiv-feed's
+    serializer, quoted in fixtures/real/SOURCES.md). The second item's creators are arxiv-feed's own expected output;
+    the first item's are its real authors written in that form, with affiliations made up for them."""
+    day = CL_FEED.read_bytes()
+    creators = [part.split(b"</dc:creator>")[0] for part in day.split(b"<dc:creator>")[1:3]]
+    written = [
+        b"Irene Strauss (ETH Zurich, Department of Computer Science), Alexandra Butoi (ETH Zurich), Ryan Cotterell",
+        b"Very Real Sr. (Cornell University), L Emeno",
+    ]
+    for real, with_affiliations in zip(creators, written, strict=True):
+        day = day.replace(b"<dc:creator>" + real + b"<", b"<dc:creator>" + with_affiliations + b"<", 1)
+    papers = parse_feed(day, url="test", categories=["cs.CL"], announce_types=ALL_TYPES).papers
+    assert papers[0].authors == ["Irene Strauss", "Alexandra Butoi", "Ryan Cotterell"]
+    assert papers[1].authors == ["Very Real Sr.", "L Emeno"]
+    verdict = Rules(["Alexandra Butoi"], [], []).decide(papers[0])
+    assert verdict is not None and verdict.rule == "author"

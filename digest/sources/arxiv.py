@@ -31,6 +31,7 @@ NEW_STYLE_ID = r"\d{4}\.\d{4,5}"
 OLD_STYLE_ID = r"[a-z]+(?:-[a-z]+)*(?:\.[A-Za-z]{2})?/\d{7}"  # hep-th/9901001, math.AP/0601001
 # An item's guid: a well-formed id with its version. Nothing else may become a file name or a link.
 GUID = re.compile(rf"^(?:oai:arXiv\.org:)?(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})v(?P<version>\d+)$")
+AFFILIATION = re.compile(r"\s*\(.*\)\s*$", re.DOTALL)  # "Jane Doe (MIT, CSAIL)": what follows the name
 ABSTRACT_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*Abstract:\s*", re.IGNORECASE)
 API_REQUESTS_PER_MINUTE = 20  # the export API's terms: one request every three seconds
 SETTINGS = "arxiv.feed_url, arxiv.api_url and arxiv.categories"
@@ -211,12 +212,33 @@ def _paper(entry: Any, announced: dt.date, feed_category: str) -> Paper:
         id=match["id"],
         version=int(match["version"]),
         title=_clean(entry.get("title", "")),
-        authors=[a.strip() for a in creators.split(",") if a.strip()],
+        authors=authors_of(creators),
         abstract=_clean(ABSTRACT_PREFIX.sub("", str(entry.get("summary", "")))),
         categories=categories or [feed_category],
         announce_type=announce_type,  # type: ignore[arg-type]  # checked against ANNOUNCE_TYPES above
         announced=announced,
     )
+
+
+def authors_of(creators: str) -> list[str]:
+    """The names in an item's dc:creator, without their affiliations. arXiv's feed writes each author as
+    `First Last[ Suffix][ (Aff1, Aff2)]`, joined by ", " (arXiv/arxiv-feed, feed/serializers/extensions.py), so a
+    comma inside parentheses is an affiliation's, not a new author's. Unbalanced parentheses (a cut or odd name) are
+    read as plain commas."""
+    names: list[str] = []
+    depth, start = 0, 0
+    for index, character in enumerate(creators):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if depth < 0:
+            break
+        if character == "," and depth == 0:
+            names.append(creators[start:index])
+            start = index + 1
+    if depth != 0:
+        names = [part.split("(")[0].replace(")", "") for part in creators.split(",")]
+    else:
+        names.append(creators[start:])
+    return [name for part in names if (name := _clean(AFFILIATION.sub("", part)))]
 
 
 def api_pacer(*, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep) -> RateLimiter:
