@@ -260,7 +260,9 @@ async def fetch_since(
     """
     pacer = pacer or api_pacer(sleep=sleep)
     categories = " OR ".join(f"cat:{c}" for c in config.categories)
-    query = f"({categories}) AND submittedDate:[{since:%Y%m%d}0000 TO 999912312359]"
+    # The API checks the range's bounds: the end is a real one, the end of tomorrow (UTC, as the API reckons).
+    until = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    query = f"({categories}) AND submittedDate:[{since:%Y%m%d}0000 TO {until:%Y%m%d}2359]"
     papers: dict[str, Paper] = {}
     skipped: dict[str, int] = {}
     start, total = 0, None
