@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 from collections import Counter
 
 import pytest
@@ -13,7 +14,18 @@ from digest.errors import FetchError
 from digest.sources.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
 from digest.sources.retrying import FIRST_BACKOFF_SECONDS
 from digest.taste.rules import Rules
-from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED, FakeClock
+from tests.conftest import (
+    API_PAGE,
+    CL_AI_FEED,
+    CL_FEED,
+    CV_FEED,
+    EMPTY_FEED,
+    FakeClock,
+    base_config,
+    day_feeds,
+    first_items,
+    run_cli,
+)
 from tests.servers import ApiServer, FeedServer, serve_asgi
 
 ALL_TYPES = ["new", "cross", "replace", "replace-cross"]
@@ -248,3 +260,35 @@ def test_authors_with_affiliations_are_their_names_and_a_followed_one_matches():
     assert papers[1].authors == ["Very Real Sr.", "L Emeno"]
     verdict = Rules(["Alexandra Butoi"], [], []).decide(papers[0])
     assert verdict is not None and verdict.rule == "author"
+
+
+def test_an_earlier_batch_under_a_new_date_is_said_and_read_again_not_taken_as_the_day(
+    tmp_path, feed_server, fake_llm, write_config
+):
+    """A category's feed served Monday's items again, dated Tuesday: nothing new was stored, the day moved on, and
+    nothing said so."""
+    (feed_url, feed), (llm_url, _) = feed_server, fake_llm
+    small = tmp_path / "day.xml"
+    small.write_bytes(first_items(CL_FEED.read_bytes(), 12))
+    monday, tuesday = dt.date(2026, 6, 29), dt.date(2026, 6, 30)
+    mondays, tuesdays = day_feeds([monday, tuesday], small)
+    path = write_config(base_config(tmp_path, feed_url, llm_url))
+
+    feed.feeds["/rss/cs.CL"] = mondays
+    first = run_cli("run", "--config", str(path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    feed.feeds["/rss/cs.CL"] = day_feeds([tuesday, monday], small)[0]  # Monday's items, dated Tuesday
+    repeated = run_cli("run", "--config", str(path))
+    assert repeated.returncode == 0, repeated.stdout + repeated.stderr
+    assert (
+        "warning: the feed is dated 2026-06-30, but its new papers in cs.CL were all seen before: an earlier "
+        "announcement under a new date; it is read again on the next run" in repeated.stdout
+    )
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        assert db.execute("SELECT last_announced, etag FROM feeds").fetchall() == [("2026-06-29", None)]
+
+    feed.feeds["/rss/cs.CL"] = tuesdays  # arXiv's feed put right
+    tuesday_run = run_cli("run", "--config", str(path))
+    assert tuesday_run.returncode == 0, tuesday_run.stdout + tuesday_run.stderr
+    assert "warning" not in tuesday_run.stdout and "6 not seen before" in tuesday_run.stdout
+    assert (tmp_path / "outbox" / "me" / "2026-06-30.eml").exists()

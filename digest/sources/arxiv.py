@@ -138,7 +138,14 @@ def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_typ
         known = papers.get(paper.key)
         if known is None or (paper.announce_type == "new" and known.announce_type != "new"):
             papers[paper.key] = paper
-    return Feed(url=url, announced=announced, papers=list(papers.values()), skipped=skipped, unreadable=unreadable)
+    return Feed(
+        url=url,
+        announced=announced,
+        papers=list(papers.values()),
+        skipped=skipped,
+        unreadable=unreadable,
+        one_day=True,
+    )
 
 
 # Characters XML 1.0 forbids, raw (C0 controls but tab, newline and return; U+FFFE and U+FFFF in UTF-8) or as a
