@@ -91,6 +91,10 @@ class Feed(Frozen):
     requests: int = 0  # made to the source for it, retries included
     notes: list[str] = []  # what the reader should know of this fetch: an empty day, a gap
     stale: bool = False  # dated no later than the last fetch: nothing announced since
+    # One day's announcement (arXiv's feed): a paper announced new in it was never announced before, so a feed whose
+    # new papers were all seen before is an earlier day's under a new date. A listing read again from its last day
+    # (bioRxiv's) is not.
+    one_day: bool = False
 
     def count_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -15,6 +15,11 @@ def counted(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
+def either(things: list[str]) -> str:
+    """ "arXiv, bioRxiv or medRxiv"."""
+    return " or ".join(filter(None, [", ".join(things[:-1]), *things[-1:]]))
+
+
 def paper_count(count: int) -> str:
     return counted(count, "paper")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import datetime as dt
 import hashlib
 import html
 import json
@@ -135,7 +136,10 @@ class FeedServer:
 
 @dataclass
 class ApiServer:
-    """The export API: pages of an Atom result, sliced from a real API page by `start` and `max_results`."""
+    """The export API: pages of an Atom result, sliced from a real API page by `start` and `max_results`. As the
+    API has since its renewal (ropensci/aRxiv#67), it checks a submittedDate range, `[YYYYMMDDTTTT TO
+    YYYYMMDDTTTT]`, and refuses one whose bounds are not real dates and times of this age (reported for an end of
+    999912312359 in issue 33; the wording of the real refusal is not known, so this one's is made up)."""
 
     page: bytes
     clock: Callable[[], float] = time.monotonic
@@ -156,6 +160,14 @@ class ApiServer:
         if self.failures:
             await _respond(send, self.failures.pop(0), b"busy", {"content-type": "text/plain", "retry-after": "0"})
             return
+        if (refused := _refused_dates(query.get("search_query", ""))) is not None:
+            error = (
+                "<entry><id>http://arxiv.org/api/errors#invalid_submittedDate</id><title>Error</title>"
+                f"<summary>{html.escape(refused)}</summary></entry>"
+            )
+            head = re.sub(r"<opensearch:totalResults>\d+<", "<opensearch:totalResults>1<", self._head)
+            await _respond(send, 200, (head + error + self._tail).encode(), {"content-type": "application/atom+xml"})
+            return
         start, size = int(query.get("start", 0)), int(query.get("max_results", 10))
         entries = self.entries
         if "id_list" in query:  # as arXiv answers: the newest version of each id it knows; unknown ids are absent
@@ -166,6 +178,21 @@ class ApiServer:
         head = re.sub(r"<opensearch:itemsPerPage>\d+<", f"<opensearch:itemsPerPage>{size}<", head)
         body = head + "".join(entries[start : start + size]) + self._tail
         await _respond(send, 200, body.encode(), {"content-type": "application/atom+xml; charset=utf-8"})
+
+
+def _refused_dates(search_query: str) -> str | None:
+    """What is wrong with the query's submittedDate range, if anything."""
+    match = re.search(r"submittedDate:\[(\S+) TO (\S+)\]", search_query)
+    if match is None:
+        return None
+    for bound in match.groups():
+        try:
+            when = dt.datetime.strptime(bound, "%Y%m%d%H%M")
+        except ValueError:
+            return f"submittedDate bound {bound} is not YYYYMMDDTTTT"
+        if not 1991 <= when.year <= dt.date.today().year + 1:
+            return f"submittedDate bound {bound} is out of range"
+    return None
 
 
 # LLM
@@ -778,12 +805,17 @@ _limits = {  # an account with generous limits (OpenAI's tier 5 for gpt-4o-mini)
 @dataclass
 class RxivAPI:
     """api.biorxiv.org's /details: an interval's records page by page (`page_size` a page, the cursor an offset,
-    `total` a string, as the real API), a DOI's versions, "no posts found" for an empty interval; `broken` maps
-    cursors to what a page there answers instead ("empty": a 200 with an empty body, "html": a proxy's page)."""
+    `total` a string, `funder` "all", as the real API), a DOI's versions, "no posts found" for an empty interval;
+    `broken` maps cursors to what a page there answers instead ("empty": a 200 with an empty body, "html": a proxy's
+    page); `no_records` maps cursors to how many times a page there answers with no records before it has them.
+    `lie` is how a misbehaving API lies: "repeats" (a total of "10000" on every page, and the first page's records
+    whatever the cursor), "no total" (`total: null`), "cursor" (every answer says it is the page at cursor 0)."""
 
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # server -> its records
     page_size: int = 30
     broken: dict[int, str] = field(default_factory=dict)
+    no_records: dict[int, int] = field(default_factory=dict)
+    lie: str | None = None
     requests: list[tuple[float, str]] = field(default_factory=list)  # (when, path) of every request
 
     def asked(self, server: str) -> list[str]:
@@ -812,15 +844,25 @@ class RxivAPI:
             body = {"messages": [{"status": "no posts found"}], "collection": []}
             await _respond(send, 200, json.dumps(body).encode(), _json)
             return
-        page = records[cursor : cursor + self.page_size]
+        first = 0 if self.lie == "repeats" else cursor
+        page = records[first : first + self.page_size]
+        if self.no_records.get(cursor, 0) > 0:
+            self.no_records[cursor] -= 1
+            page = []
+        total: str | None = str(len(records))
+        if self.lie == "repeats":
+            total = "10000"
+        elif self.lie == "no total":
+            total = None
         message = {
             "status": "ok",
             "category": "all",
             "interval": f"{start}:{end}",
-            "cursor": cursor,
+            "funder": "all",
+            "cursor": 0 if self.lie == "cursor" else cursor,
             "count": len(page),
             "count_new_papers": str(sum(1 for r in records if isinstance(r, dict) and r.get("version") == "1")),
-            "total": str(len(records)),
+            "total": total,
         }
         await _respond(send, 200, json.dumps({"messages": [message], "collection": page}).encode(), _json)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 from collections import Counter
 
 import pytest
@@ -12,7 +13,19 @@ from digest.config import ArxivConfig
 from digest.errors import FetchError
 from digest.sources.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
 from digest.sources.retrying import FIRST_BACKOFF_SECONDS
-from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED, FakeClock
+from digest.taste.rules import Rules
+from tests.conftest import (
+    API_PAGE,
+    CL_AI_FEED,
+    CL_FEED,
+    CV_FEED,
+    EMPTY_FEED,
+    FakeClock,
+    base_config,
+    day_feeds,
+    first_items,
+    run_cli,
+)
 from tests.servers import ApiServer, FeedServer, serve_asgi
 
 ALL_TYPES = ["new", "cross", "replace", "replace-cross"]
@@ -183,16 +196,19 @@ def test_an_unreachable_server_is_a_clear_error():
 def test_backfill_pages_through_the_export_api_three_seconds_apart():
     clock = FakeClock(1000.0)
     api = ApiServer(page=API_PAGE.read_bytes(), clock=clock, failures=[503])
+    today = dt.datetime.now(dt.UTC).date()
     with serve_asgi(api) as url:
         config = ArxivConfig(categories=["cs.CL", "cs.LG"], api_url=f"{url}/api/query", api_page_size=20)
         pacer = api_pacer(clock=clock, sleep=clock.sleep)
         feed = asyncio.run(fetch_since(config, dt.date(2026, 6, 25), pacer=pacer, sleep=clock.sleep))
+    ends = {f"{day + dt.timedelta(days=1):%Y%m%d}2359" for day in (today, dt.datetime.now(dt.UTC).date())}
     assert len(api.entries) == 50
     assert [r["start"] for r in api.requests] == ["0", "0", "20", "40"]  # a 503, retried, then three pages
     assert all(r["max_results"] == "20" for r in api.requests)
-    assert (
-        api.requests[0]["search_query"] == "(cat:cs.CL OR cat:cs.LG) AND submittedDate:[202606250000 TO 999912312359]"
-    )
+    # The end of the range is a real one, the end of tomorrow (the API refuses 999912312359).
+    assert api.requests[0]["search_query"] in {
+        f"(cat:cs.CL OR cat:cs.LG) AND submittedDate:[202606250000 TO {end}]" for end in ends
+    }
     gaps = [b - a for a, b in zip(api.arrivals, api.arrivals[1:], strict=False)]
     assert all(gap >= 3.0 for gap in gaps), gaps
     kinds = Counter(p.announce_type for p in feed.papers)
@@ -225,3 +241,54 @@ def test_what_xml_forbids_never_reaches_a_model_from_the_llm_or_arxiv():
 
     said = Judgement.model_validate({"reason": "ok\uffff\ufffe\ud800 \x1b[2Jdone", "score": 7, "matched_interests": []})
     assert said.reason == "ok [2Jdone"
+
+
+def test_authors_with_affiliations_are_their_names_and_a_followed_one_matches():
+    """arXiv's feed writes each author as `First Last[ Suffix][ (Aff1, Aff2)]`, joined by ", " (arXiv/arxiv-feed's
+    serializer, quoted in fixtures/real/SOURCES.md). The second item's creators are arxiv-feed's own expected output;
+    the first item's are its real authors written in that form, with affiliations made up for them."""
+    day = CL_FEED.read_bytes()
+    creators = [part.split(b"</dc:creator>")[0] for part in day.split(b"<dc:creator>")[1:3]]
+    written = [
+        b"Irene Strauss (ETH Zurich, Department of Computer Science), Alexandra Butoi (ETH Zurich), Ryan Cotterell",
+        b"Very Real Sr. (Cornell University), L Emeno",
+    ]
+    for real, with_affiliations in zip(creators, written, strict=True):
+        day = day.replace(b"<dc:creator>" + real + b"<", b"<dc:creator>" + with_affiliations + b"<", 1)
+    papers = parse_feed(day, url="test", categories=["cs.CL"], announce_types=ALL_TYPES).papers
+    assert papers[0].authors == ["Irene Strauss", "Alexandra Butoi", "Ryan Cotterell"]
+    assert papers[1].authors == ["Very Real Sr.", "L Emeno"]
+    verdict = Rules(["Alexandra Butoi"], [], []).decide(papers[0])
+    assert verdict is not None and verdict.rule == "author"
+
+
+def test_an_earlier_batch_under_a_new_date_is_said_and_read_again_not_taken_as_the_day(
+    tmp_path, feed_server, fake_llm, write_config
+):
+    """A category's feed served Monday's items again, dated Tuesday: nothing new was stored, the day moved on, and
+    nothing said so."""
+    (feed_url, feed), (llm_url, _) = feed_server, fake_llm
+    small = tmp_path / "day.xml"
+    small.write_bytes(first_items(CL_FEED.read_bytes(), 12))
+    monday, tuesday = dt.date(2026, 6, 29), dt.date(2026, 6, 30)
+    mondays, tuesdays = day_feeds([monday, tuesday], small)
+    path = write_config(base_config(tmp_path, feed_url, llm_url))
+
+    feed.feeds["/rss/cs.CL"] = mondays
+    first = run_cli("run", "--config", str(path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    feed.feeds["/rss/cs.CL"] = day_feeds([tuesday, monday], small)[0]  # Monday's items, dated Tuesday
+    repeated = run_cli("run", "--config", str(path))
+    assert repeated.returncode == 0, repeated.stdout + repeated.stderr
+    assert (
+        "warning: the feed is dated 2026-06-30, but its new papers in cs.CL were all seen before: an earlier "
+        "announcement under a new date; it is read again on the next run" in repeated.stdout
+    )
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        assert db.execute("SELECT last_announced, etag FROM feeds").fetchall() == [("2026-06-29", None)]
+
+    feed.feeds["/rss/cs.CL"] = tuesdays  # arXiv's feed put right
+    tuesday_run = run_cli("run", "--config", str(path))
+    assert tuesday_run.returncode == 0, tuesday_run.stdout + tuesday_run.stderr
+    assert "warning" not in tuesday_run.stdout and "6 not seen before" in tuesday_run.stdout
+    assert (tmp_path / "outbox" / "me" / "2026-06-30.eml").exists()

@@ -186,7 +186,10 @@ def test_a_paper_the_llm_always_refuses_is_shown_unjudged_after_three_runs_and_r
     with serve_asgi(feeds) as feed_url:
         config = write_config(base_config(tmp_path, feed_url, llm_url))
         for n, date in enumerate(["Tue, 30 Jun 2026", "Wed, 01 Jul 2026", "Thu, 02 Jul 2026", "Fri, 03 Jul 2026"]):
-            feeds.feeds["/rss/cs.CL"] = day.replace(b"Tue, 30 Jun 2026", date.encode())
+            # Each day new papers (other ids, the refused one's title another): a day's feed of papers all seen
+            # before is an earlier day's, and not taken as a new day.
+            later = day.replace(b"2606.", f"260{6 + n}.".encode()).replace(TITLES[0].encode(), b"Another paper")
+            feeds.feeds["/rss/cs.CL"] = (later if n else day).replace(b"Tue, 30 Jun 2026", date.encode())
             run = run_cli("run", "--config", str(config))
             assert run.returncode == 0, run.stdout + run.stderr
             if n < 2:

@@ -3,6 +3,7 @@ serving the real records of tests/fixtures/rxiv/), and digest run as a user runs
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import re
@@ -24,6 +25,15 @@ from tests.servers import RxivAPI, serve_asgi
 RXIV = FIXTURES / "rxiv"
 BIORXIV = json.loads((RXIV / "biorxiv_details_page.json").read_text())["collection"]
 MEDRXIV = json.loads((RXIV / "medrxiv_10.1101_2020.09.09.20191205.json").read_text())["collection"]
+# Whole real pages of /details (see fixtures/SOURCES.md): 50 records each, every key the API writes.
+BIORXIV_PAGE = json.loads((RXIV / "biorxiv_details_2020-01-01_2022-12-31_cursor0.json").read_text())
+MEDRXIV_PAGE = json.loads((RXIV / "medrxiv_details_2020-01-01_2022-12-31_cursor0.json").read_text())
+LOOKUPS = [
+    record
+    for name in ("findpapers_biorxiv_doi_lookups.json", "findpapers_medrxiv_doi_lookups.json")
+    for lookup in json.loads((RXIV / name).read_text())
+    for record in lookup["raw_response"]["collection"]
+]
 KCNQ = "10.1101/2023.12.30.573731"
 MACAQUES = "10.64898/2026.07.31.741992"
 IMMUNITY = "10.1101/2020.09.09.20191205"
@@ -213,7 +223,7 @@ def test_rate_import_and_the_web_links_take_dois(tmp_path, feed_server, fake_llm
     rated = run_cli("rate", f"https://www.medrxiv.org/content/{IMMUNITY}v2.full.pdf", "up", "--config", str(path))
     assert rated.returncode == 0, rated.stderr
     assert f"more like this: {IMMUNITY} 'Evolution of immunity to SARS-CoV-2'" in rated.stdout
-    assert api.asked("biorxiv") == [f"/details/biorxiv/{IMMUNITY}/na/json"]  # not bioRxiv's: asked medRxiv next
+    assert api.asked("biorxiv") == []  # a medrxiv.org link names its server: bioRxiv is not asked
     assert api.asked("medrxiv") == [f"/details/medrxiv/{IMMUNITY}/na/json"]
     unknown = run_cli("rate", "10.1101/2099.01.01.000001", "down", "--config", str(path))
     assert unknown.returncode == 2 and "bioRxiv nor medRxiv does not know the paper" in unknown.stderr
@@ -268,10 +278,10 @@ def test_a_state_from_before_sources_keeps_every_arxiv_paper_and_rating(tmp_path
 def test_a_rating_link_names_a_doi_and_reads_back_as_it() -> None:
     from digest.links import Links
     from digest.models import Paper
-    from digest.sources.rxiv import pages_of
+    from digest.sources.medrxiv import MedrxivSource
 
-    source, pages = pages_of(IMMUNITY, 2)
-    assert source == "medRxiv" and pages.abstract == f"https://www.medrxiv.org/content/{IMMUNITY}v2"
+    source, pages = MedrxivSource.label, MedrxivSource.pages(IMMUNITY, 2)
+    assert pages.abstract == f"https://www.medrxiv.org/content/{IMMUNITY}v2"
     paper = Paper.model_validate(
         {
             **MEDRXIV[1],
@@ -289,3 +299,298 @@ def test_a_rating_link_names_a_doi_and_reads_back_as_it() -> None:
     token = links.read(links.rate("me", paper, 1).rsplit("/", 1)[1])
     assert token is not None and (token.a, token.v, token.r) == (IMMUNITY, 2, 1)
     assert paper.anchor == "p-10.1101-2020.09.09.20191205"
+
+
+def _stored(tmp_path: Path, state: str = "state.sqlite3") -> dict[str, dict[str, Any]]:
+    """The papers the state holds, by key."""
+    with sqlite3.connect(tmp_path / state) as db:
+        return {key: json.loads(data) for key, data in db.execute("SELECT key, data FROM papers")}
+
+
+def _last_read(tmp_path: Path, server: str, state: str = "state.sqlite3") -> str | None:
+    with sqlite3.connect(tmp_path / state) as db:
+        row = db.execute("SELECT last_announced FROM feeds WHERE url LIKE ?", (f"%/details/{server}",)).fetchone()
+    return row[0] if row else None
+
+
+def _subjects(records: list[dict[str, Any]]) -> list[str]:
+    return sorted({record["category"] for record in records})
+
+
+def _digest_text(tmp_path: Path) -> str:
+    [eml] = (tmp_path / "outbox" / "me").glob("*.eml")
+    email = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert isinstance(email, EmailMessage)
+    body = email.get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+MARKUP = re.compile(r"O_LI|C_LI|SCPLOW|O_ST_ABS|C_ST_ABS|TEXTBOX|\{beta\}|\{\+/-\}|\{middle dot\}|\[&[gl]e;\]")
+
+
+def test_real_records_read_as_plain_text_and_keep_every_sign_that_is_text() -> None:
+    from digest.sources.rxiv import Record
+
+    records = [*BIORXIV_PAGE["collection"], *MEDRXIV_PAGE["collection"], *LOOKUPS]
+    assert len(records) == 116 and all(len(r) == 15 and r["funder"] == "NA" for r in records)
+    read = {(r["doi"], r["version"]): Record.model_validate(r) for r in records}
+    for raw in records:
+        record = read[raw["doi"], raw["version"]]
+        assert not MARKUP.search(record.abstract + record.title), record.doi
+        # "p<.001", ">35kg/m2", ">900 datasets": what is not markup stays, every sign of it.
+        assert (record.abstract.count("<"), record.abstract.count(">")) == (
+            raw["abstract"].count("<"),
+            raw["abstract"].count(">"),
+        )
+    assert read["10.1101/2019.12.26.19014274", "1"].abstract.startswith("Objectives: To evaluate whether")
+    assert (
+        "Methods: This will be a diagnostic accuracy test study." in read["10.1101/2019.12.26.19014274", "1"].abstract
+    )
+    assert read["10.1101/19004184", "3"].abstract.startswith("BACKGROUND: Analysis of sequenced genomes")
+    assert read["10.1101/066688", "5"].abstract.startswith("When emerging pathogens")  # its heading "ABSTRACT" gone
+    assert "(age: 67±8, 57% male, MMSE: 21±5)" in read["10.1101/19005512", "2"].abstract
+    assert "25·8% were mixed infections" in read["10.1101/2019.12.28.19015941", "1"].abstract
+    assert "blood pressure of ≥ 140/90 mmHg" in read["10.1101/2019.12.28.19015628", "1"].abstract
+    assert "(BMD T-score≤-2.5)" in read["10.1101/2019.12.30.19016154", "1"].abstract
+    assert "(boys: β=0.83, 95%CI:0.65, 1.02;" in read["10.1101/19003665", "2"].abstract
+    assert "Treg includes DCreg, ILCreg, TGFβ CD4 T cell" in read["10.1101/006965", "13"].abstract
+    assert read["10.1101/2019.12.29.19016113", "1"].abstract.endswith(
+        "Highlights: Speech-sound changes elicit comparable mismatch fields in dyslexics and controls. Mismatch fields "
+        "(MMFs) to vowel identity and duration changes are left-lateralized. Stronger left MMFs are associated with "
+        "better verbal working memory across groups. Stronger right MMFs are associated with better technical reading "
+        "in dyslexics. Low-level neural speech discrimination is associated with reading-related skills."
+    )
+    assert (
+        "What this paper adds. What is already known: Like simulation, intuitively we know"
+        in read["10.1101/2019.12.31.19016170", "1"].abstract
+    )
+    assert "Key points. Question: How did the separate mechanisms" in read["10.1101/2020.01.02.20016329", "1"].abstract
+    assert (
+        "Research in context. Evidence before this study: We searched PubMed"
+        in read["10.1101/2019.12.31.19016220", "1"].abstract
+    )
+    assert "Results: 3131 respondents were included" in read["10.1101/2020.01.06.19015735", "1"].abstract
+    assert read["10.1101/2022.11.18.516120", "1"].abstract.startswith("Background: Drug-resistant focal epilepsy")
+
+
+def test_only_real_markup_is_taken_out_of_a_record() -> None:
+    """The issue's sentence in a real record: the old stripper took "<65 years (p<0.05) than in those aged >" for a
+    tag and left "aged =65"."""
+    from digest.sources.rxiv import Record
+
+    real = MEDRXIV_PAGE["collection"][0]
+    sentence = "Mortality was higher in those aged <65 years (p<0.05) than in those aged >=65."
+    record = Record.model_validate(
+        {
+            **real,
+            "title": "<i>Plasmodium</i> in CO<sub>2</sub>-rich air, and <s> tokens",
+            "abstract": f"{sentence}<br/>Second paragraph &amp; a <b>bold</b> claim.",
+        }
+    )
+    assert record.abstract == f"{sentence} Second paragraph & a bold claim."
+    assert record.title == "Plasmodium in CO2-rich air, and <s> tokens"
+
+
+def test_real_pages_as_the_api_serves_them_every_record_read_and_the_digest_in_plain_words(
+    tmp_path, feed_server, fake_llm, write_config
+):
+    """Two real pages of /details: all 15 keys, `funder` in `messages`, versions up to 13, and bioRxiv's page all
+    replacements; a record with no abstract or authors (null: made here on a real record) is still a paper."""
+    (_, llm) = fake_llm
+    biorxiv, medrxiv = list(BIORXIV_PAGE["collection"]), list(MEDRXIV_PAGE["collection"])
+    medrxiv[-1] = {**medrxiv[-1], "abstract": None, "authors": None}  # judged on its title
+    api = RxivAPI(records={"biorxiv": biorxiv, "medrxiv": medrxiv})
+    with serve_asgi(api) as url:
+        config = configure(tmp_path, feed_server, fake_llm, url)
+        llm.judge = lambda title, abstract: (
+            (True, 9)
+            if re.search(r"Cochrane|pathogens encounter", abstract) or title == medrxiv[-1]["title"]
+            else (False, 2)
+        )
+        del config["arxiv"]
+        config["biorxiv"] = {"categories": _subjects(biorxiv), "announce_types": ["new", "replace"], "api_url": url}
+        config["medrxiv"] = {"categories": _subjects(medrxiv), "announce_types": ["new", "replace"], "api_url": url}
+        path = write_config(config)
+        replacements = run_cli("run", "--dry-run", "--config", str(path))
+        config["biorxiv"]["announce_types"] = config["medrxiv"]["announce_types"] = ["new"]
+        only_new = run_cli("run", "--dry-run", "--config", str(write_config(config)))
+        config["biorxiv"]["announce_types"] = config["medrxiv"]["announce_types"] = ["new", "replace"]
+        run = run_cli("run", "--config", str(write_config(config)))
+    assert replacements.returncode == 0, replacements.stdout + replacements.stderr
+    dois = {"biorxiv": len({r["doi"] for r in biorxiv}), "medrxiv": len({r["doi"] for r in medrxiv})}
+    assert dois == {"biorxiv": 40, "medrxiv": 49}
+    assert "fetched      89 papers (56 replace, 33 new)" in replacements.stdout  # bioRxiv's 40 are all replace
+    assert "    bioRxiv    40 papers, 2 requests" in replacements.stdout
+    assert "    bioRxiv    0 papers, 2 requests" in only_new.stdout  # a page of replacements only
+    assert "left out     56 replace" in only_new.stdout
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "could not be read" not in run.stdout
+    stored = _stored(tmp_path)
+    assert len(stored) == dois["biorxiv"] + dois["medrxiv"]
+    assert stored["10.1101/006965v13"]["announce_type"] == "replace"
+    assert not any(MARKUP.search(p["abstract"]) for p in stored.values())
+    untold = stored[f"{medrxiv[-1]['doi']}v{medrxiv[-1]['version']}"]
+    assert untold["abstract"] == "" and untold["authors"] == []
+    text = _digest_text(tmp_path)
+    assert "Objectives: To evaluate whether or not systematic reviewers can use Cochrane Central Register" in text
+    assert "When emerging pathogens encounter new host species" in text and "SCPLOW" not in text
+    assert medrxiv[-1]["title"] in text
+
+
+# A medRxiv paper under the prefix both servers have used since December 2025: the issue's example DOI, on the real
+# record of another medRxiv paper (no real API record with that prefix is public).
+NEW_MEDRXIV = "10.64898/2026.03.15.26348338"
+
+
+def test_a_doi_alone_names_no_server_its_page_the_state_or_the_api_does(
+    tmp_path, feed_server, fake_llm, rxiv, write_config
+):
+    rxiv_url, api = rxiv
+    paper = {**MEDRXIV_PAGE["collection"][0], "doi": NEW_MEDRXIV, "version": "1"}  # its "server" is "medRxiv"
+    # Listed under both servers' paths, as by an API that looks a DOI up whatever server the path names: the
+    # record's own "server" decides.
+    api.records["medrxiv"].append(paper)
+    api.records["biorxiv"].append(paper)
+    path = write_config(configure(tmp_path, feed_server, fake_llm, rxiv_url))
+    library = tmp_path / "library.bib"
+    library.write_text(
+        f"@article{{new, title = {{A new medRxiv paper}}, abstract = {{Its abstract.}}, doi = {{{NEW_MEDRXIV}}}}}\n"
+        f"@article{{paged, title = {{KCNQ2/3}}, abstract = {{Its abstract.}}, doi = {{{KCNQ}}},\n"
+        f"  url = {{https://www.biorxiv.org/content/{KCNQ}v1}}}}\n"
+    )
+    imported = run_cli("import", str(library), "--config", str(path))
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert "2 entries, 2 papers rated (2 new" in imported.stdout
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        rated = {r[0]: json.loads(r[1]) for r in db.execute("SELECT paper_id, paper FROM ratings")}
+    assert rated[NEW_MEDRXIV]["source"] == "medRxiv"
+    assert rated[NEW_MEDRXIV]["links"]["abstract"] == f"https://www.medrxiv.org/content/{NEW_MEDRXIV}v1"
+    assert rated[KCNQ]["source"] == "bioRxiv" and rated[KCNQ]["links"]["abstract"].startswith("https://www.biorxiv")
+    # The DOI alone was asked of both servers, bioRxiv first; the entry with its biorxiv.org page of neither.
+    assert api.asked("biorxiv") == [f"/details/biorxiv/{NEW_MEDRXIV}/na/json"]
+    assert api.asked("medrxiv") == [f"/details/medrxiv/{NEW_MEDRXIV}/na/json"]
+
+    again = run_cli("rate", NEW_MEDRXIV, "down", "--config", str(path))  # pasted alone: the state knows it now
+    assert again.returncode == 0, again.stderr
+    assert len(api.requests) == 2
+    pasted = run_cli("rate", f"https://www.medrxiv.org/content/{NEW_MEDRXIV}v1", "up", "--config", str(path))
+    assert pasted.returncode == 0 and len(api.requests) == 2
+
+
+def test_a_withdrawn_version_is_no_paper_to_read_and_a_digested_paper_withdrawn_is_not_sent_again(
+    tmp_path, feed_server, fake_llm, rxiv, write_config
+):
+    """No real withdrawn record is public: the `type` of real records is set here as the API writes a withdrawal,
+    "withdrawn" on bioRxiv and "WITHDRAWN" on medRxiv."""
+    (rxiv_url, api), (_, llm) = rxiv, fake_llm
+    api.page_size = 30
+    api.records = {"medrxiv": [MEDRXIV[0]], "biorxiv": [{**BIORXIV[1], "type": "withdrawn"}]}
+    config = configure(tmp_path, feed_server, fake_llm, rxiv_url)
+    config["medrxiv"]["announce_types"] = ["new", "replace"]
+    path = write_config(config)
+    first = run_cli("run", "--config", str(path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"warning: bioRxiv: 1 paper withdrawn by the authors, left out: {KCNQ}" in first.stdout
+    assert f"{KCNQ}v1" not in _stored(tmp_path) and f"{IMMUNITY}v1" in _stored(tmp_path)
+    assert "Evolution of immunity to SARS-CoV-2" in _digest_text(tmp_path)
+    judged = llm.requests
+
+    api.records["medrxiv"] = [MEDRXIV[0], {**MEDRXIV[1], "type": "WITHDRAWN"}]  # its second version withdraws it
+    second = run_cli("run", "--config", str(path))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"warning: medRxiv: 1 paper withdrawn by the authors, left out: {IMMUNITY}" in second.stdout
+    assert f"{IMMUNITY}v2" not in _stored(tmp_path) and llm.requests == judged  # neither judged nor sent
+
+
+def test_an_empty_page_before_the_total_is_asked_again_and_if_it_stays_empty_said(
+    tmp_path, feed_server, fake_llm, rxiv, write_config
+):
+    rxiv_url, api = rxiv
+    api.records["biorxiv"] = [BIORXIV[1], BIORXIV[0]]
+    api.no_records = {1: 1}  # the page at record 1 comes back empty once, then with its record
+    config = configure(tmp_path, feed_server, fake_llm, rxiv_url)
+    del config["medrxiv"]
+    run = run_cli("run", "--config", str(write_config(config)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    pages = api.asked("biorxiv")
+    assert len(pages) == 3 and pages[1] == pages[2] and pages[1].endswith("/1/json")  # asked again
+    assert {f"{KCNQ}v1", f"{MACAQUES}v1"} <= set(_stored(tmp_path)) and "ended early" not in run.stdout
+
+    api.no_records = {1: 99}  # and now for good
+    config["state"] = "again.sqlite3"
+    again = run_cli("run", "--config", str(write_config(config)))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert re.search(
+        r"warning: bioRxiv: the listing from (\S+) to \S+ ended early, at record 1 of 2: the page at record 1 had no "
+        r"records, 3 times; the next run reads it again",
+        again.stdout,
+    )
+    stored = _stored(tmp_path, "again.sqlite3")
+    assert f"{KCNQ}v1" in stored and f"{MACAQUES}v1" not in stored
+    assert _last_read(tmp_path, "biorxiv", "again.sqlite3") == str(dt.date.today() - dt.timedelta(days=1))
+
+
+def test_a_page_with_no_total_reads_on_while_pages_are_full(tmp_path, feed_server, fake_llm, rxiv, write_config):
+    rxiv_url, api = rxiv
+    api.records["biorxiv"] = [BIORXIV[1], BIORXIV[0], {**MEDRXIV_PAGE["collection"][0], "category": "neuroscience"}]
+    api.lie = "no total"  # `total: null` on every page
+    config = configure(tmp_path, feed_server, fake_llm, rxiv_url)
+    del config["medrxiv"]
+    run = run_cli("run", "--config", str(write_config(config)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "    bioRxiv    3 papers (3 new), 4 requests" in run.stdout  # three full pages, then an empty one
+    assert "ended early" not in run.stdout
+
+
+def test_an_api_that_lies_ends_its_listing_at_once_and_holds_up_no_other_source(
+    tmp_path, feed_server, fake_llm, write_config
+):
+    """The issue's API: a total of "10000" on every page and the same three records whatever the cursor. It cost 300
+    requests in 300 s before, and the day's arXiv papers were stored and never judged nor sent."""
+    (_, llm), records = fake_llm, BIORXIV_PAGE["collection"][:3]
+    api = RxivAPI(records={"biorxiv": records}, lie="repeats")
+    with serve_asgi(api) as url:
+        config = configure(tmp_path, feed_server, fake_llm, url, max_run_minutes=1)
+        del config["medrxiv"]
+        config["biorxiv"] = {"categories": _subjects(records), "announce_types": ["new", "replace"], "api_url": url}
+        run = run_cli("run", "--config", str(write_config(config)))
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert len(api.requests) == 2
+        assert re.search(
+            r"warning: bioRxiv: the listing from \S+ to \S+ ended early, at record 3 of 10,000: the page at record 3 "
+            r"brought only records of the pages before it; the next run reads it again",
+            run.stdout,
+        )
+        assert llm.requests == ARXIV_DAY + 3 and "Traceback" not in run.stderr
+        assert "Generating in the Limit" in _digest_text(tmp_path)  # the arXiv papers went out
+
+        api.lie, api.page_size = "cursor", 1  # every page says it is the one at cursor 0
+        api.requests.clear()
+        config["state"] = "again.sqlite3"
+        again = run_cli("run", "--config", str(write_config(config)))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(api.requests) == 2
+    assert (
+        "ended early, at record 1 of 3: the API answered the page at record 1 with the one at record 0" in again.stdout
+    )
+
+
+def test_a_listing_takes_at_most_a_quarter_of_the_run(tmp_path, feed_server, fake_llm, write_config):
+    """A listing that goes on (a record a page, a request a second): cut after a quarter of max_run_minutes (here
+    0.25 minutes, so 3.75 s), said, and the arXiv papers judged and sent in the time left."""
+    records = BIORXIV_PAGE["collection"]
+    api = RxivAPI(records={"biorxiv": records}, page_size=1)
+    with serve_asgi(api) as url:
+        config = configure(tmp_path, feed_server, fake_llm, url, max_run_minutes=0.25)
+        del config["medrxiv"]
+        config["biorxiv"] = {"categories": _subjects(records), "announce_types": ["new", "replace"], "api_url": url}
+        run = run_cli("run", "--config", str(write_config(config)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(
+        r"warning: bioRxiv: the listing from \S+ to \S+ ended early, at record \d+ of 50: reading it took longer than "
+        r"4 s, a quarter of max_run_minutes; the next run reads it again",
+        run.stdout,
+    )
+    assert len(api.requests) < len(records)
+    assert "Generating in the Limit" in _digest_text(tmp_path)

@@ -26,11 +26,10 @@ async def check(config: Config) -> list[CheckResult]:
     """Reach the feed, the LLM server and the delivery channel without classifying or sending anything."""
     results: list[CheckResult] = []
     for source in configured_sources(config):
-        what = "arXiv feed" if source.name == "arxiv" else f"{source.label} API"
         try:
-            results.append(CheckResult(what=what, ok=True, detail=await source.check()))
+            results.append(CheckResult(what=source.service, ok=True, detail=await source.check()))
         except DigestError as error:
-            results.append(CheckResult(what=what, ok=False, detail=str(error)))
+            results.append(CheckResult(what=source.service, ok=False, detail=str(error)))
     results.append(await _check_llm(config))
     email = configured_channel(config)
     notifies = any(p.notify for p in config.profiles)

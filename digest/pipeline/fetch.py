@@ -35,12 +35,22 @@ async def fetch_new(config: Config, store: Store, summary: RunSummary, *, warn_s
             failed.append(error)
             summary.sources[source.label] = SourceFetch(failed=True)
             continue
+        # With one source, "the feed"; with several, which one.
+        named = f"the {feed.source} feed" if len(sources) > 1 else "the feed"
+        if repeated := _repeated_categories(store, feed, state.last_announced):
+            # Kept without its validators, so that the next run reads it whole again; and not taken as the day
+            # when nothing in it is new.
+            summary.warnings.append(
+                f"{named} is dated {feed.announced}, but its new papers in {', '.join(repeated)} were all seen "
+                "before: an earlier announcement under a new date; it is read again on the next run"
+            )
+            fresh = {p.primary_category for p in feed.papers if p.announce_type == "new"} - set(repeated)
+            update = {"etag": None, "last_modified": None} | ({} if fresh else {"announced": None})
+            feed = feed.model_copy(update=update)
         day = feed.announced or state.last_announced
         announced = announced or day
         # A dated feed no newer than what was processed is stale, unless the run that processed it did not end
         # well (stopped, failed): then this run is finishing its work.
-        # With one source, "the feed"; with several, which one.
-        named = f"the {feed.source} feed" if len(sources) > 1 else "the feed"
         if warn_stale and feed.stale:
             summary.warnings.append(
                 f"{named} is stale: it is dated {feed.announced}, and {state.last_announced} was already processed"
@@ -91,6 +101,18 @@ async def fetch_without_state(config: Config, since: dt.date | None) -> tuple[li
         extra = (await source.since(since)).papers if since is not None else []
         papers.update({p.key: p for p in [*extra, *feed.papers]})
     return feeds, list(papers.values())
+
+
+def _repeated_categories(store: Store, feed: Feed, last_announced: dt.date | None) -> list[str]:
+    """The categories of a day's announcement, newer than the last one read, whose new papers were all seen before."""
+    if not feed.one_day or feed.stale or last_announced is None:
+        return []
+    new: dict[str, list[str]] = {}
+    for paper in feed.papers:
+        if paper.announce_type == "new":
+            new.setdefault(paper.primary_category, []).append(paper.key)
+    seen = store.stored(key for keys in new.values() for key in keys)
+    return [category for category, keys in new.items() if seen.issuperset(keys)]
 
 
 def _record(config: Config, store: Store, summary: RunSummary, feed: Feed, named: str) -> int:

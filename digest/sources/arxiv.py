@@ -17,10 +17,10 @@ import httpx
 
 from digest.config import ArxivConfig, Config
 from digest.errors import FetchError
-from digest.models import AnnounceType, Feed, Paper
+from digest.models import AnnounceType, Feed, Paper, PaperLinks
 from digest.net.http import capped_client
 from digest.net.pacing import RateLimiter, Sleep
-from digest.sources.base import USER_AGENT, FeedState
+from digest.sources.base import USER_AGENT, FeedState, PaperRef
 from digest.sources.retrying import get_with_retries
 from digest.wording import UNSAFE_CHARACTERS
 
@@ -31,6 +31,7 @@ NEW_STYLE_ID = r"\d{4}\.\d{4,5}"
 OLD_STYLE_ID = r"[a-z]+(?:-[a-z]+)*(?:\.[A-Za-z]{2})?/\d{7}"  # hep-th/9901001, math.AP/0601001
 # An item's guid: a well-formed id with its version. Nothing else may become a file name or a link.
 GUID = re.compile(rf"^(?:oai:arXiv\.org:)?(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})v(?P<version>\d+)$")
+AFFILIATION = re.compile(r"\s*\(.*\)\s*$", re.DOTALL)  # "Jane Doe (MIT, CSAIL)": what follows the name
 ABSTRACT_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*Abstract:\s*", re.IGNORECASE)
 API_REQUESTS_PER_MINUTE = 20  # the export API's terms: one request every three seconds
 SETTINGS = "arxiv.feed_url, arxiv.api_url and arxiv.categories"
@@ -137,7 +138,14 @@ def parse_feed(data: bytes, *, url: str, categories: Iterable[str], announce_typ
         known = papers.get(paper.key)
         if known is None or (paper.announce_type == "new" and known.announce_type != "new"):
             papers[paper.key] = paper
-    return Feed(url=url, announced=announced, papers=list(papers.values()), skipped=skipped, unreadable=unreadable)
+    return Feed(
+        url=url,
+        announced=announced,
+        papers=list(papers.values()),
+        skipped=skipped,
+        unreadable=unreadable,
+        one_day=True,
+    )
 
 
 # Characters XML 1.0 forbids, raw (C0 controls but tab, newline and return; U+FFFE and U+FFFF in UTF-8) or as a
@@ -211,12 +219,33 @@ def _paper(entry: Any, announced: dt.date, feed_category: str) -> Paper:
         id=match["id"],
         version=int(match["version"]),
         title=_clean(entry.get("title", "")),
-        authors=[a.strip() for a in creators.split(",") if a.strip()],
+        authors=authors_of(creators),
         abstract=_clean(ABSTRACT_PREFIX.sub("", str(entry.get("summary", "")))),
         categories=categories or [feed_category],
         announce_type=announce_type,  # type: ignore[arg-type]  # checked against ANNOUNCE_TYPES above
         announced=announced,
     )
+
+
+def authors_of(creators: str) -> list[str]:
+    """The names in an item's dc:creator, without their affiliations. arXiv's feed writes each author as
+    `First Last[ Suffix][ (Aff1, Aff2)]`, joined by ", " (arXiv/arxiv-feed, feed/serializers/extensions.py), so a
+    comma inside parentheses is an affiliation's, not a new author's. Unbalanced parentheses (a cut or odd name) are
+    read as plain commas."""
+    names: list[str] = []
+    depth, start = 0, 0
+    for index, character in enumerate(creators):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if depth < 0:
+            break
+        if character == "," and depth == 0:
+            names.append(creators[start:index])
+            start = index + 1
+    if depth != 0:
+        names = [part.split("(")[0].replace(")", "") for part in creators.split(",")]
+    else:
+        names.append(creators[start:])
+    return [name for part in names if (name := _clean(AFFILIATION.sub("", part)))]
 
 
 def api_pacer(*, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep) -> RateLimiter:
@@ -238,7 +267,9 @@ async def fetch_since(
     """
     pacer = pacer or api_pacer(sleep=sleep)
     categories = " OR ".join(f"cat:{c}" for c in config.categories)
-    query = f"({categories}) AND submittedDate:[{since:%Y%m%d}0000 TO 999912312359]"
+    # The API checks the range's bounds: the end is a real one, the end of tomorrow (UTC, as the API reckons).
+    until = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    query = f"({categories}) AND submittedDate:[{since:%Y%m%d}0000 TO {until:%Y%m%d}2359]"
     papers: dict[str, Paper] = {}
     skipped: dict[str, int] = {}
     start, total = 0, None
@@ -349,6 +380,23 @@ def _clean(text: str) -> str:
 
 
 ARXIV_ID = re.compile(rf"{NEW_STYLE_ID}|{OLD_STYLE_ID}")
+VERSIONED_ID = rf"(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})(?:v(?P<version>\d+))?"
+# What a reader pastes: an id, arXiv:id, or an abs, pdf or html link.
+PASTED = re.compile(
+    rf"(?:arxiv:\s*|https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/)?{VERSIONED_ID}(?:\.pdf)?/?", re.IGNORECASE
+)
+# An id inside a longer text (a BibTeX note or journal, a URL, a DOI): only where it says it is arXiv's.
+MENTIONED = re.compile(
+    rf"(?:arxiv[:\s]\s*|arxiv\.org/(?:abs|pdf|html)/|10\.48550/arxiv\.){VERSIONED_ID}(?![\d.])", re.IGNORECASE
+)
+
+
+def _ref(match: re.Match[str]) -> PaperRef:
+    paper_id = match["id"]
+    if "/" in paper_id:  # old style: the canonical id names the archive only (math/0601001, not math.AP/0601001)
+        archive, number = paper_id.split("/")
+        paper_id = f"{archive.split('.')[0].lower()}/{number}"
+    return PaperRef(paper_id, int(match["version"]) if match["version"] else None)
 
 
 class ArxivSource:
@@ -357,6 +405,11 @@ class ArxivSource:
 
     name: ClassVar[str] = "arxiv"
     label: ClassVar[str] = "arXiv"
+    service: ClassVar[str] = "arXiv feed"
+    pasted_forms: ClassVar[str] = (
+        "an arXiv id like 2606.29563 (or 2606.29563v2, arXiv:2606.29563, hep-th/9901001) or a link like "
+        "https://arxiv.org/abs/2606.29563"
+    )
 
     def __init__(self, config: ArxivConfig) -> None:
         self._config = config
@@ -365,11 +418,30 @@ class ArxivSource:
     def from_config(cls, config: Config) -> ArxivSource | None:
         return cls(config.fetched) if config.arxiv is not None else None
 
+    @classmethod
+    def pasted(cls, text: str) -> PaperRef | None:
+        match = PASTED.fullmatch(text.strip())
+        return _ref(match) if match else None
+
+    @classmethod
+    def mentioned(cls, text: str) -> tuple[int, PaperRef] | None:
+        match = MENTIONED.search(text)
+        return (match.start(), _ref(match)) if match else None
+
+    @classmethod
+    def knows(cls, paper_id: str) -> bool:
+        return ARXIV_ID.fullmatch(paper_id) is not None
+
+    @classmethod
+    def pages(cls, paper_id: str, version: int) -> PaperLinks:
+        return PaperLinks(
+            abstract=f"https://arxiv.org/abs/{paper_id}",
+            pdf=f"https://arxiv.org/pdf/{paper_id}v{version}",
+            html=f"https://arxiv.org/html/{paper_id}v{version}",
+        )
+
     def state_key(self) -> str:
         return feed_url(self._config)
-
-    def knows(self, paper_id: str) -> bool:
-        return ARXIV_ID.fullmatch(paper_id) is not None
 
     async def fetch(self, state: FeedState | None) -> Feed:
         etag, last_modified, last_announced = state or FeedState(None, None, None)

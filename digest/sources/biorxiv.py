@@ -11,3 +11,4 @@ class BiorxivSource(PreprintServer):
     name: ClassVar[str] = "biorxiv"
     label: ClassVar[str] = "bioRxiv"
     site: ClassVar[str] = "https://www.biorxiv.org"
+    doi_example: ClassVar[str] = "10.1101/2026.06.30.612345"

@@ -12,3 +12,4 @@ class MedrxivSource(PreprintServer):
     name: ClassVar[str] = "medrxiv"
     label: ClassVar[str] = "medRxiv"
     site: ClassVar[str] = "https://www.medrxiv.org"
+    doi_example: ClassVar[str] = "10.1101/2020.09.09.20191205"

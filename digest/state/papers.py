@@ -43,6 +43,16 @@ class Papers(Tables):
             )
         return added
 
+    def stored(self, keys: Iterable[str]) -> set[str]:
+        """Which of these papers, by key (id and version), the state holds."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):  # in chunks under SQLite's limit on parameters (999 in old builds)
+            chunk = wanted[start : start + 500]
+            rows = self._db.execute(f"SELECT key FROM papers WHERE key IN ({', '.join('?' * len(chunk))})", chunk)
+            found.update(row[0] for row in rows)
+        return found
+
     def undigested_papers(self, profile: str) -> list[Paper]:
         """Papers fetched since the profile was added that are in none of its digests yet."""
         rows = self._db.execute(

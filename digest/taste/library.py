@@ -1,9 +1,11 @@
 """Seeds from the reader's own library: BibTeX or BibLaTeX (as Zotero, Mendeley, JabRef and Google Scholar export
 it), Zotero's CSL JSON, or plain text with one arXiv id, DOI or link per line.
 
-Only entries that say they are arXiv, bioRxiv or medRxiv papers are taken (an eprint with an arXiv archive, an
-arxiv.org link, arXiv's DOI 10.48550/arXiv.*, "arXiv:ID" in a note or journal; a bioRxiv or medRxiv DOI, 10.1101/*,
-or a link to their pages); every other entry is counted and reported, never guessed.
+Only entries that say they are a source's papers are taken, as each source reads them (an eprint with an arXiv
+archive, an arxiv.org link, arXiv's DOI 10.48550/arXiv.*, "arXiv:ID" in a note or journal; a bioRxiv or medRxiv
+DOI, or a link to their pages); every other entry is counted and reported, never guessed. Nor is the server of a
+bioRxiv or medRxiv DOI guessed: the two give out DOIs of one shape, so a page's link in the entry says which, or
+else the state, or else their API.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pylatexenc.latex2text import LatexNodes2Text
 from digest.config import Config, Profile
 from digest.errors import UsageError
 from digest.models import Paper
-from digest.sources.rxiv import DOI, pages_of
+from digest.sources import Source, sources_for
 from digest.state.store import Store
 from digest.taste.ratings import PaperRef, find_paper, parse_paper, record, resolve
 
@@ -84,7 +86,7 @@ class ImportReport(BaseModel):
     changed: int
     unchanged: int
     not_arxiv: list[str]
-    unknown: list[str]  # ids arXiv does not know
+    unknown: list[str]  # ids no configured source knows (nor, for a DOI alone, says which server has it)
 
 
 def library_parts(path: Path, on_progress: OnCount | None = None) -> Iterator[Library]:
@@ -229,13 +231,15 @@ def _plain(text: str) -> Library:
 
 
 def _ref_in(fields: dict[str, str], *, eprint_is_arxiv: bool) -> PaperRef | None:
-    """The paper the entry names, in the most explicit field; its version from a later field (bioRxiv's citation
-    export gives the DOI without one and the page's URL with it) when the first says none."""
+    """The paper the entry names, in the most explicit field; its version and its server from later fields when
+    the first says neither (bioRxiv's citation export gives the DOI alone, and the page's URL with its version)."""
     found = [ref for name in ID_FIELDS if (ref := _ref_in_field(name, fields, eprint_is_arxiv)) is not None]
     if not found:
         return None
-    versioned = next((ref for ref in found if ref.id == found[0].id and ref.version is not None), None)
-    return versioned or found[0]
+    same = [ref for ref in found if ref.id == found[0].id]
+    version = next((ref.version for ref in same if ref.version is not None), None)
+    source = next((ref.source for ref in same if ref.source is not None), None)
+    return PaperRef(found[0].id, version, source)
 
 
 def _ref_in_field(name: str, fields: dict[str, str], eprint_is_arxiv: bool) -> PaperRef | None:
@@ -255,8 +259,9 @@ def _ref_in_field(name: str, fields: dict[str, str], eprint_is_arxiv: bool) -> P
 async def import_library(
     config: Config, store: Store, profile: Profile, path: Path, rating: int, on_progress: OnCount | None = None
 ) -> ImportReport:
-    """`digest import`: rate every arXiv paper of a library file, a part at a time. Entries without a title or
-    abstract are completed from the state or the export API; importing the same file again changes nothing."""
+    """`digest import`: rate every paper of a library file, a part at a time. Entries without a title or abstract,
+    and DOIs that do not say their server, are completed from the state or their sources; importing the same file
+    again changes nothing."""
     seen: set[PaperRef] = set()  # a paper listed twice is one paper
     counts = {"added": 0, "changed": 0, "unchanged": 0}
     entries = 0
@@ -267,15 +272,18 @@ async def import_library(
         not_arxiv += part.not_arxiv
         seeds = {seed.ref: seed for seed in part.seeds if seed.ref not in seen}
         seen.update(seeds)
-        incomplete = [ref for ref, seed in seeds.items() if not (seed.title and seed.abstract)]
+        named = {ref: _source_of(ref) for ref in seeds}
+        # Looked up: what the entry says too little of, and a DOI whose server the entry does not say.
+        incomplete = [ref for ref, seed in seeds.items() if not (seed.title and seed.abstract) or named[ref] is None]
         looked_up = await resolve(config, store, incomplete) if incomplete else {}
         papers: list[Paper] = []
         for ref, seed in seeds.items():
-            paper = looked_up.get(ref)
-            if paper is None and ref in incomplete:
+            source = named[ref]
+            paper = looked_up.get(ref) if source is None or ref in incomplete else _paper_of(seed, source)
+            if paper is None:
                 unknown.append(ref.id)
                 continue
-            papers.append(paper or _paper_of(seed))
+            papers.append(paper)
         for kind, count in record(store, profile, papers, rating, "import").items():
             counts[kind] += count
     return ImportReport(
@@ -283,15 +291,20 @@ async def import_library(
     )
 
 
-def _paper_of(seed: Seed) -> Paper:
+def _source_of(ref: PaperRef) -> type[Source] | None:
+    """The one source the entry names, if it names one for certain."""
+    sources = sources_for(ref)
+    return sources[0] if len(sources) == 1 else None
+
+
+def _paper_of(seed: Seed, source: type[Source]) -> Paper:
     """A paper from what the library says of it; the version the reader saved, else the first."""
     version = seed.ref.version or 1
-    source, links = pages_of(seed.ref.id, version) if DOI.fullmatch(seed.ref.id) else ("arXiv", None)
     return Paper(
         id=seed.ref.id,
         version=version,
-        source=source,
-        links=links,
+        source=source.label,
+        links=source.pages(seed.ref.id, version),
         title=" ".join((seed.title or "").replace("{", "").replace("}", "").split()),
         authors=[a for a in seed.authors if a],
         abstract=" ".join((seed.abstract or "").split()),

@@ -7,70 +7,39 @@ reader liked may be, marked as such. The ratings, newest first, are the examples
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from digest.config import Config, Profile
 from digest.errors import UsageError
 from digest.models import RATING_WORDS, Paper, Rating, RatingSource, Verdict
-from digest.sources import configured_sources
-from digest.sources.arxiv import NEW_STYLE_ID, OLD_STYLE_ID
+from digest.sources import SOURCES, PaperRef, configured_sources, sources_for
 from digest.state.store import Store
+from digest.wording import either
 
-ARXIV_ID = rf"(?P<id>{NEW_STYLE_ID}|{OLD_STYLE_ID})(?:v(?P<version>\d+))?"
-# bioRxiv's and medRxiv's DOIs (Cold Spring Harbor's prefixes): 10.1101/2026.06.30.612345, and 10.1101/833400 of
-# the first years; a version as their pages write it, 10.1101/2026.06.30.612345v2.
-RXIV_DOI = r"(?P<doi>10\.(?:1101|64898)/(?:\d{4}\.\d{2}\.\d{2}\.)?\d{6,8})(?:v(?P<doi_version>\d+))?"
-RXIV_PAGE = r"https?://(?:www\.)?(?:bio|med)rxiv\.org/content/(?:early/\d{4}/\d{2}/\d{2}/)?"
-DOI_LINK = r"(?:doi:\s*|https?://(?:dx\.)?doi\.org/)"
-# What a reader pastes: an id, arXiv:id, or an abs, pdf or html link; a DOI, or a bioRxiv or medRxiv page.
-PASTED = re.compile(
-    rf"(?:arxiv:\s*|https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/)?{ARXIV_ID}(?:\.pdf)?/?"
-    rf"|(?:{DOI_LINK}|{RXIV_PAGE})?{RXIV_DOI}(?:\.full|\.full\.pdf|\.abstract|\.full-text)?/?",
-    re.IGNORECASE,
-)
-# An id inside a longer text (a BibTeX note or journal, a URL, a DOI): only where it says it is arXiv's, or where
-# it is a bioRxiv or medRxiv DOI (a journal's DOI is not a preprint's).
-MENTIONED = re.compile(
-    rf"(?:arxiv[:\s]\s*|arxiv\.org/(?:abs|pdf|html)/|10\.48550/arxiv\.){ARXIV_ID}(?![\d.])|{RXIV_DOI}(?![\d.])",
-    re.IGNORECASE,
-)
+__all__ = ["PaperRef", "Taste", "find_paper", "parse_paper", "parse_word", "pick_profile", "rate", "record", "resolve"]
+
 WORDS = {"up": 1, "down": -1, "clear": 0}
 
 
-class PaperRef(NamedTuple):
-    id: str  # without version, in its source's canonical form (arXiv's, or a DOI)
-    version: int | None
-
-
-def _ref(match: re.Match[str]) -> PaperRef:
-    if match["doi"]:
-        return PaperRef(match["doi"], int(match["doi_version"]) if match["doi_version"] else None)
-    paper_id = match["id"]
-    if "/" in paper_id:  # old style: the canonical id names the archive only (math/0601001, not math.AP/0601001)
-        archive, number = paper_id.split("/")
-        paper_id = f"{archive.split('.')[0].lower()}/{number}"
-    return PaperRef(paper_id, int(match["version"]) if match["version"] else None)
-
-
 def parse_paper(text: str) -> PaperRef:
-    """A paper as a reader pastes it: 2606.29563, 2606.29563v2, arXiv:2606.29563, an arxiv.org link, hep-th/9901001;
-    a bioRxiv or medRxiv DOI (10.1101/2026.06.30.612345), or a link to its page."""
-    match = PASTED.fullmatch(text.strip())
-    if match is None:
-        raise UsageError(
-            f"'{text}' is not an arXiv, bioRxiv or medRxiv paper",
-            hint="give an id like 2606.29563 (or 2606.29563v2, arXiv:2606.29563, hep-th/9901001), a link like "
-            "https://arxiv.org/abs/2606.29563, or a DOI like 10.1101/2026.06.30.612345 (or its biorxiv.org page)",
-        )
-    return _ref(match)
+    """A paper as a reader pastes it, in any of the forms its source takes: 2606.29563, arXiv:2606.29563v2, an
+    arxiv.org link; a bioRxiv or medRxiv DOI (10.1101/2026.06.30.612345), or a link to its page."""
+    for source in SOURCES:
+        if (ref := source.pasted(text)) is not None:
+            return ref
+    labels = either([source.label for source in SOURCES])
+    raise UsageError(
+        f"'{text}' is not {'an' if labels[0].lower() in 'aeiou' else 'a'} {labels} paper",
+        hint="give " + "; or ".join(source.pasted_forms for source in SOURCES),
+    )
 
 
 def find_paper(text: str) -> PaperRef | None:
-    """The paper a longer text names as arXiv's, or by its bioRxiv or medRxiv DOI, if any."""
-    match = MENTIONED.search(text)
-    return _ref(match) if match else None
+    """The paper a longer text names where it says whose it is (an arXiv id after "arXiv:", a bioRxiv or medRxiv
+    DOI, a link to a paper's page), if any: the one named first, and named most exactly there (a medrxiv.org link
+    before the DOI it holds)."""
+    found = [where for source in SOURCES if (where := source.mentioned(text)) is not None]
+    return min(found, key=lambda where: (where[0], where[1].source is None))[1] if found else None
 
 
 def parse_word(word: str) -> int:
@@ -106,7 +75,7 @@ async def resolve(config: Config, store: Store, refs: Iterable[PaperRef]) -> dic
     wanted = list(dict.fromkeys(refs))
     known = store.latest_papers(r.id for r in wanted)
     for source in configured_sources(config):
-        missing = [r.id for r in wanted if r.id not in known and source.knows(r.id)]
+        missing = [r.id for r in wanted if r.id not in known and type(source) in sources_for(r)]
         if missing:
             known.update(await source.lookup(missing))
     found: dict[PaperRef, Paper] = {}
@@ -126,12 +95,13 @@ async def rate(config: Config, store: Store, text: str, word: str, profile_name:
         return f"{ref.id} had no rating for profile {profile.name}; nothing to clear"
     paper = (await resolve(config, store, [ref])).get(ref)
     if paper is None:
-        asked = [source.label for source in configured_sources(config) if source.knows(ref.id)]
+        candidates = sources_for(ref)
+        asked = [source.label for source in configured_sources(config) if type(source) in candidates]
         if not asked:
+            sections = " or ".join(f"{source.name}:" for source in candidates)
             raise UsageError(
                 f"no source in the config takes {ref.id}",
-                hint="a bioRxiv or medRxiv DOI needs a biorxiv: or medrxiv: section in config.yaml, an arXiv id an "
-                "arxiv: one",
+                hint=f"it needs a {sections} section in config.yaml",
             )
         raise UsageError(
             f"{' nor '.join(asked)} does not know the paper {ref.id}",
