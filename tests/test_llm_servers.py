@@ -172,6 +172,20 @@ def test_ollamas_busy_503_is_back_pressure_not_a_failed_attempt(fake_llm) -> Non
     assert classifier.capacity.sent_at.most_common(1)[0][0] <= 4
 
 
+def test_after_a_busy_spell_the_limit_grows_again_once_the_server_answers_fast(fake_llm) -> None:
+    """Ollama busy for two minutes left a run at one request in flight, though it answered in 0.02 s again."""
+    url, app = fake_llm
+    app.latency, app.limit_headers = 0.1, "none"
+    app.script = ["busy"] * 12  # the first requests all 503 "server busy": the limit halves, down to one
+    papers = PAPERS[:20]
+    outcomes, classifier = _classify(_local_config(url, model="qwen2.5:0.5b", max_concurrency=16), papers)
+    assert _all_verdicts(outcomes, papers) and classifier.usage.busy == 12
+    capacity = classifier.capacity
+    assert capacity.sent_at[1] >= 4  # a round of answers at one in flight: as fast as the fastest
+    # and the growth resumed: more in flight than the four it started with (before the 503s, none went beyond)
+    assert max(capacity.sent_at) > 4
+
+
 def test_a_server_without_json_schema_is_asked_in_json_mode_and_that_is_remembered(fake_llm) -> None:
     url, app = fake_llm
     app.structured = {"json_object"}  # DeepSeek: text and json_object only
