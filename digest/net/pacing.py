@@ -284,6 +284,10 @@ class RateLimiter:
         now = self._clock()
         self._paused_until = max(self._paused_until, now + retry_after)
         if step_down:
+            if not (counted or self._judging) and math.isinf(self.rate):
+                # Unpaced, the rates noted so far climbed with the first second and the in-flight limit: the rate
+                # the first step is taken from is the one to weigh the answers before it at.
+                self._tally = deque(((at, slot.rate, limited) for at, _, limited in self._tally), self._tally.maxlen)
             floor = self._max_rate / 100 if math.isfinite(self._max_rate) else SLOWEST
             self.rate = max(min(self.rate, slot.rate) * SLOW_DOWN, floor)
             self._slowed_at = self._rate_changed_at = max(now, self._paused_until)
