@@ -7,6 +7,7 @@ asserts nothing.
     .venv/bin/python benchmarks/classify.py --quick               # 300 papers, no 10,000-paper memory run
     .venv/bin/python benchmarks/classify.py --only 3 --repeat 5   # one scenario's spread, every header mode
     .venv/bin/python benchmarks/classify.py --only 4              # the gateway: 60 a minute, over two minutes
+    .venv/bin/python benchmarks/classify.py --only 5 --repeat 3   # a server that charges nothing: medians
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ PROFILE = Profile(name="bench", interests="Language models: training, inference,
 LATENCY = 0.5
 SERVER_RPM = 6000
 CONCURRENCY = 64
+PRICED, UNPRICED = "gpt-4o-mini", "fake-model"  # on loopback, the second is "local, no charge"
 
 
 def _serve(port: int, settings: dict[str, Any]) -> None:
@@ -103,16 +105,17 @@ def papers(count: int) -> list[Paper]:
     ]
 
 
-def config(url: str, **overrides: Any) -> LLMConfig:
+def config(url: str, *, told: bool = True, **overrides: Any) -> LLMConfig:
+    """The client's settings; `told`: with the reader's rate limits (else the defaults, as config.yaml leaves them)."""
     settings: dict[str, Any] = {
         "base_url": url,
         "api_key": "test-key",
         "max_concurrency": CONCURRENCY,
-        "requests_per_minute": SERVER_RPM,
-        "tokens_per_minute": 1_000_000_000,
         "timeout_seconds": 30,
         "max_attempts": 10,
     }
+    if told:
+        settings |= {"requests_per_minute": SERVER_RPM, "tokens_per_minute": 1_000_000_000}
     return LLMConfig.model_validate(settings | overrides)
 
 
@@ -249,11 +252,48 @@ def gateway(repeat: int) -> None:
         )
 
 
+def free_server(count: int, repeat: int, mode: str) -> None:
+    """5. A server that charges nothing (issue 33): the same server under an unpriced model name is paced as under a
+    priced one, by the rates the reader set and by what its 429s teach. Last, the unpriced model told no rate at all
+    (a paid account's defaults are not a free server's): paced by its 429s alone."""
+    batch = papers(count)
+    bound = max(count / (SERVER_RPM / 60), count * LATENCY / CONCURRENCY)
+    cases: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("told 12,000 RPM, 5% random 500", {"random_failures": {"500": 0.05}}, {"requests_per_minute": 2 * SERVER_RPM}),
+        ("20% random 429 and 5% random 500", {"random_failures": {"429": 0.2, "500": 0.05}}, {}),
+    ]
+    print(f"5. a server that charges nothing, headers: {mode}; medians of {repeat}, the models' runs taken in turn")
+    print("| case | model | requests | over the limit | 429s | time | classified |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    variants = ((PRICED, True), (UNPRICED, True), (UNPRICED, False))
+    for name, server_settings, client_settings in cases:
+        figures: dict[tuple[str, bool], list[tuple[int, int, int, float, int]]] = {v: [] for v in variants}
+        for _ in range(repeat):  # in turn, so that the machine's load weighs on every model alike
+            for model, told in variants:
+                settings = {"latency": LATENCY, "requests_per_minute": SERVER_RPM, "limit_headers": mode}
+                with Server(**settings, **server_settings) as server:
+                    llm = config(server.url, told=told, model=model, **(client_settings if told else {}))
+                    run = asyncio.run(classify(llm, batch))
+                    stats = server.stats()
+                    limited = int(stats["statuses"].get("429", 0))
+                    figures[model, told].append(
+                        (stats["requests"], stats["over_limit"], limited, run.elapsed, run.done)
+                    )
+        for (model, told), runs in figures.items():
+            requests, over, refused, elapsed, done = (statistics.median(c) for c in zip(*runs, strict=True))
+            label = model if told else f"{model}, told no rate"
+            print(
+                f"| {name} | {label} | {requests:,.0f} | {over:,.0f} | {refused:,.0f} | "
+                f"{elapsed:.1f} s ({elapsed / bound:.2f} x bound) | {done:,.0f}/{count} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="run each digest scenario N times")
-    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run only this digest scenario")
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5), help="run only this digest scenario")
     parser.add_argument("--mode", choices=("both", "requests", "none"), help="only this family of limit headers")
     args = parser.parse_args()
     count = 300 if args.quick else 1000
@@ -291,6 +331,8 @@ def main() -> None:
                 )
     if args.only in (None, 4):
         gateway(args.repeat)
+    if args.only in (None, 5):
+        free_server(count, args.repeat, args.mode or "none")
     if args.only is not None:
         return
 

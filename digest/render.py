@@ -181,8 +181,8 @@ class Renderer:
 
     def html(self, digest: Digest, budget: int = HTML_BUDGET) -> str:
         """The HTML part, in at most `budget` bytes: every paper in full if they fit; else the best in full and the
-        next by title alone, each in its group; and only if even the titles do not fit, the rest counted, with a
-        link to them."""
+        next by title alone (with compact rating links, under a web side: every paper shown can be rated), each in
+        its group; and only if even the titles do not fit, the rest counted, with a link to them."""
         ranked = [e.paper.key for e in sorted(digest.entries, key=best_first)]
 
         def render(full: int, shown: int) -> str:

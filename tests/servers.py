@@ -219,7 +219,8 @@ class FakeLLM:
     latency: float = 0.0
     api_key: str = "test-key"
     models: list[str] = field(default_factory=lambda: ["gpt-4o-mini"])
-    # Scripted answers for the first requests: "429", "500", "hang", "malformed", "schema", "quota", "401".
+    # Scripted answers for the first requests: "429", "500", "hang", "malformed", "schema", "quota", "401", "busy"
+    # (Ollama's 503 when its queue is full, at once).
     script: list[str] = field(default_factory=list)
     random_failures: dict[str, float] = field(default_factory=dict)  # e.g. {"429": 0.2, "500": 0.05}
     invalid_for: set[str] = field(default_factory=set)  # titles always answered with a schema-violating verdict
@@ -345,7 +346,7 @@ class FakeLLM:
                 await self._rate_limited(send, wait)
             elif behaviour == "429":  # rate-limit answers come at once, without the model's latency
                 await self._error(send, 429, "Rate limit reached for requests", "requests", "rate_limit_exceeded")
-            elif self.max_pending is not None and self.in_flight > self.max_pending:
+            elif behaviour == "busy" or (self.max_pending is not None and self.in_flight > self.max_pending):
                 # Ollama's words (server/sched.go, ErrMaxQueue), with its status
                 message = "server busy, please try again.  maximum pending requests exceeded"
                 await self._error(send, 503, message, "server_error", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -451,6 +452,62 @@ def test_without_headers_a_limit_is_told_from_noise_and_respected():
     _simulate(limiter, clock, refused, seconds=20)
     assert limiter.noise is None  # slowing down lowered the share of 429s: the limit's
     assert 30 < limiter.rate < 60  # about the limit, not back at the configured 99 a second
+
+
+def _simulate_unpaced(
+    limiter: RateLimiter, clock: FakeClock, refused: Callable[[float], bool], seconds: float, latency: float = 0.5
+) -> list[tuple[float, bool]]:
+    """As _simulate, through acquire, for a limiter with no limit known: the client then sends as fast as its
+    in-flight limit and the model's latency allow, 60 a second. Returns when each request went, and if refused."""
+    due: list[tuple[float, Slot]] = []
+    sent: list[tuple[float, bool]] = []
+
+    async def main() -> None:
+        last = -1.0
+        while clock.now < seconds:
+            clock.now = max(clock.now, last + 1 / 60)
+            slot = await limiter.acquire(100)
+            last = clock.now
+            sent.append((clock.now, refused(clock.now)))
+            if sent[-1][1]:
+                limiter.rate_limited(0.05, {}, slot)
+            else:
+                due.append((clock.now + latency, slot))
+            while due and due[0][0] <= clock.now:
+                limiter.succeeded({}, due.pop(0)[1])
+
+    asyncio.run(main())
+    return sent
+
+
+@pytest.mark.parametrize("latency", [0.5, 0.05])
+def test_with_no_limit_known_random_429s_are_learned_as_noise_and_nothing_is_paced(latency: float):
+    """With a fast model, the first step comes within the first second, while the rate sent still climbs: it
+    used to be judged against that climb, and stood for the rest of the run."""
+    clock, draws = FakeClock(), random.Random(11)
+    limiter = RateLimiter(None, None, clock=clock, sleep=clock.sleep)
+    _simulate_unpaced(limiter, clock, lambda now: draws.random() < 0.2, seconds=20, latency=latency)
+    assert limiter.noise == pytest.approx(0.2, abs=0.1)
+    assert limiter.rate == math.inf  # the steps taken to tell noise from a limit are undone
+
+
+def test_with_no_limit_known_an_unannounced_limit_is_learned_from_the_429s():
+    clock = FakeClock()
+    limiter = RateLimiter(None, None, clock=clock, sleep=clock.sleep)
+    bucket = {"tokens": 30.0, "at": 0.0}  # the server allows 30 a second, and says nothing of it
+
+    def refused(now: float) -> bool:
+        bucket["tokens"] = min(30.0, bucket["tokens"] + (now - bucket["at"]) * 30)
+        bucket["at"] = now
+        if bucket["tokens"] >= 1:
+            bucket["tokens"] -= 1
+            return False
+        return True
+
+    sent = _simulate_unpaced(limiter, clock, refused, seconds=20)
+    assert limiter.noise is None  # slowing down lowered the share of 429s: the limit's
+    late = [was_refused for at, was_refused in sent if at >= 10]
+    assert len(late) < 36 * 10 and sum(late) < 0.2 * len(late)  # about the limit, not the 60 a second it could
 
 
 def test_a_gateways_own_retry_header_and_counter_resets_are_waits_the_server_asked_for():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ PAPERS = parse_feed(CL_FEED.read_bytes(), url="t", categories=["cs.CL"], announc
 def _config(url: str, **overrides: Any) -> LLMConfig:
     return LLMConfig.model_validate(
         {"base_url": url, "api_key": "test-key", "timeout_seconds": 5, "requests_per_minute": 30_000, **overrides}
+    )
+
+
+def _local_config(url: str, **overrides: Any) -> LLMConfig:
+    """A local model as its reader sets it up: a model name no price table knows, and no rate limits set."""
+    return LLMConfig.model_validate(
+        {"base_url": url, "api_key": "test-key", "timeout_seconds": 5, "model": "smollm2", **overrides}
     )
 
 
@@ -136,7 +144,7 @@ def test_a_cpu_bound_local_server_is_never_queued_into_timeouts(fake_llm) -> Non
     # configuration allows, each would wait 3.2 s for its answer, past the 2 s timeout.
     app.slots, app.cores, app.service_seconds, app.limit_headers = 4, 1, 0.05, "none"
     papers = PAPERS[:120]
-    outcomes, classifier = _classify(_config(url, model="smollm2", max_concurrency=64, timeout_seconds=2), papers)
+    outcomes, classifier = _classify(_local_config(url, max_concurrency=64, timeout_seconds=2), papers)
     assert _all_verdicts(outcomes, papers)
     assert classifier.usage.timed_out == 0
     assert app.max_in_flight <= 16  # a growth that ends within a service time of the first queued request
@@ -156,10 +164,26 @@ def test_ollamas_busy_503_is_back_pressure_not_a_failed_attempt(fake_llm) -> Non
     app.slots, app.cores, app.service_seconds, app.max_pending, app.limit_headers = 2, 2, 0.05, 4, "none"
     papers = PAPERS[:60]
     # A local model: no pacing, four in flight to start with; the 503s start at five.
-    outcomes, classifier = _classify(_config(url, model="qwen2.5:0.5b", max_concurrency=16, max_attempts=2), papers)
+    outcomes, classifier = _classify(
+        _local_config(url, model="qwen2.5:0.5b", max_concurrency=16, max_attempts=2), papers
+    )
     assert _all_verdicts(outcomes, papers)  # two attempts each would not do if a 503 were a failed attempt
     assert classifier.usage.busy > 0
     assert classifier.capacity.sent_at.most_common(1)[0][0] <= 4
+
+
+def test_after_a_busy_spell_the_limit_grows_again_once_the_server_answers_fast(fake_llm) -> None:
+    """Ollama busy for two minutes left a run at one request in flight, though it answered in 0.02 s again."""
+    url, app = fake_llm
+    app.latency, app.limit_headers = 0.1, "none"
+    app.script = ["busy"] * 12  # the first requests all 503 "server busy": the limit halves, down to one
+    papers = PAPERS[:20]
+    outcomes, classifier = _classify(_local_config(url, model="qwen2.5:0.5b", max_concurrency=16), papers)
+    assert _all_verdicts(outcomes, papers) and classifier.usage.busy == 12
+    capacity = classifier.capacity
+    assert capacity.sent_at[1] >= 4  # a round of answers at one in flight: as fast as the fastest
+    # and the growth resumed: more in flight than the four it started with (before the 503s, none went beyond)
+    assert max(capacity.sent_at) > 4
 
 
 def test_a_server_without_json_schema_is_asked_in_json_mode_and_that_is_remembered(fake_llm) -> None:
@@ -359,12 +383,25 @@ def test_an_answer_in_prose_is_unwrapped_and_a_broken_one_is_retried_not_a_crash
         outcome_of(answer("Sure, here it is: {"), PAPERS[0], PROFILE)
 
 
-def test_a_local_server_is_bounded_by_its_compute_not_by_an_accounts_rate_limits() -> None:
-    local = Classifier(
-        LLMConfig.model_validate({"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2", "api_key": "k"})
-    )
-    assert local._limiter.rate > 10_000 and local.capacity.limit == 4  # unpaced; four in flight to start with
+def test_an_accounts_default_limits_do_not_pace_a_free_server_and_the_readers_own_limits_pace_any() -> None:
+    local = {"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2", "api_key": "k"}
+    free = Classifier(LLMConfig.model_validate(local))
+    assert free._limiter.rate == math.inf and free.capacity.limit == 4  # unpaced; four in flight to start with
+    # A gateway or a shared GPU behind a free address: the rate the reader set is honoured, whatever the price.
+    gateway = Classifier(LLMConfig.model_validate({**local, "requests_per_minute": 600}))
+    assert gateway._limiter.rate == pytest.approx(600 / 60.5) and gateway.capacity.limit == 4
     cloud = Classifier(LLMConfig.model_validate({"api_key": "k"}))  # gpt-4o-mini at OpenAI, 500 a minute
     assert cloud._limiter.rate == pytest.approx(500 / 60.5) and cloud.capacity.limit == 4
-    asyncio.run(local.close())
-    asyncio.run(cloud.close())
+    for classifier in (free, gateway, cloud):
+        asyncio.run(classifier.close())
+
+
+@pytest.mark.parametrize("headers", ["none", "both"])
+def test_a_free_server_told_no_rate_learns_its_limit_from_its_answers(fake_llm, headers: str) -> None:
+    """LiteLLM on localhost in front of a cloud API, under an alias no price table knows: free, and rate-limited.
+    What its headers say, or else its 429s, is learned as from any server's (it used to be a storm)."""
+    url, app = fake_llm
+    app.limit_headers, app.requests_per_minute, app.latency = headers, 3000, 0.02
+    outcomes, _ = _classify(_local_config(url, model="claude-via-gateway", max_concurrency=16), PAPERS)
+    assert _all_verdicts(outcomes, PAPERS)
+    assert app.over_limit < 0.25 * app.requests  # as when told the limit (test_classify), not one in two

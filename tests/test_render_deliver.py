@@ -25,7 +25,7 @@ from digest.models import Delivery, Digest, Usage, Verdict, best_first
 from digest.pipeline.select import build_digest
 from digest.render import HTML_BUDGET, Renderer, short_authors
 from digest.sources.arxiv import parse_feed
-from tests.conftest import CL_FEED
+from tests.conftest import CL_FEED, CV_FEED
 from tests.servers import html_titles, make_tls, smtp_server
 
 REPO = Path(__file__).parent.parent
@@ -266,22 +266,21 @@ def test_a_refused_recipient_is_reported_and_the_others_are_delivered(tmp_path):
     assert [m[1] for m in inbox.messages] == [["me@example.org"]]
 
 
-def _long_day() -> Digest:
+def _long_day(papers=PAPERS, profile=PROFILE) -> Digest:
     """Every paper of the real day relevant, each with a reason of a realistic length."""
     reason = "Directly relevant to your evaluation methodology interest: it shows how benchmark scores mislead."
     verdicts = {
         p.key: Verdict(paper_key=p.key, score=6 + i % 5, reason=reason, matched_interests=[f"interest {i % 3}"])
-        for i, p in enumerate(PAPERS)
+        for i, p in enumerate(papers)
     }
-    return build_digest(PROFILE, DAY, ["cs.CL"], PAPERS, verdicts, 0, Usage(requests=137), 0.0137)
+    return build_digest(profile, DAY, ["cs.CL"], papers, verdicts, 0, Usage(requests=len(papers)), 0.0137)
 
 
 def test_a_long_digest_stays_under_the_size_at_which_gmail_cuts_it_and_names_every_paper():
     """Gmail clips a message's HTML past about 102 kB, footer and archive link with it. 137 papers in full are
     about 290 kB: the best go in full, the others by title, each in its group, and the top says so."""
-    links = Links("https://digest.example.org", "s" * 32)
     digest = _long_day()
-    html = Renderer(OutputConfig(), links).render(digest).html
+    html = Renderer(OutputConfig()).render(digest).html
     assert html is not None and len(html.encode()) <= HTML_BUDGET
     titles = [unescape(t) for t in re.findall(r'<a href="https://arxiv.org/abs/[^"]+"[^>]*>(.*?)</a>', html, re.S)]
     assert sorted(titles) == sorted(p.title for p in PAPERS)  # every paper once, in full or by title
@@ -289,18 +288,53 @@ def test_a_long_digest_stays_under_the_size_at_which_gmail_cuts_it_and_names_eve
     assert full is not None and int(full[1]) + int(full[2]) == 137 and int(full[1]) >= 15, html[:3000]
     best = sorted(digest.entries, key=best_first)[: int(full[1])]
     assert all(f'id="{e.paper.anchor}"' in html for e in best)  # the best are the ones in full
-    assert html.index(links.archive("me")) < html.index('class="paper"')  # the archive link is at the top
-    assert html.index("Past digests, and a feed for your feed reader") > html.rindex("class=")  # the footer too
 
     short = Renderer(OutputConfig()).render(_digest()).html  # a short one is all in full, as before
     assert short is not None and "A long day" not in short and short.count('class="paper"') == 4
+
+
+def test_on_a_long_day_every_paper_the_email_lists_can_be_rated_and_it_stays_under_the_budget():
+    """The papers listed by title carried no rating links: the reader could rate only those in full. Now each
+    listed paper has both, compact ones by title; a rating link is some 130 bytes, so fewer fit by title, and the
+    rest are counted, in the archive (where each can be rated too)."""
+    links = Links("https://digest.example.org", "s" * 32)
+    papers = parse_feed(CV_FEED.read_bytes(), url="t", categories=["cs.CV"], announce_types=["new", "cross"]).papers
+    assert len(papers) == 301
+    digest = _long_day(papers, PROFILE.model_copy(update={"min_score": 1}))
+    html = Renderer(OutputConfig(), links).render(digest).html
+    assert html is not None and len(html.encode()) <= HTML_BUDGET
+    rows = [row for row in html.split("<tr>") if 'class="title"' in row or 'class="brief"' in row]
+    for row in rows:  # a paper's own row: in full, or by title
+        paper_id = re.search(r'href="https://arxiv.org/abs/([^"]+)"', row)
+        said = [links.read(token) for token in re.findall(r'href="https://digest\.example\.org/r/([^"]+)"', row)]
+        assert paper_id is not None and [(t.a, t.r) for t in said if t] == [(paper_id[1], 1), (paper_id[1], -1)], row
+    counted = re.search(
+        r"A long day: the best (\d+) (?:in full, the next (\d+) )?by title; (\d+) papers more in the archive", html
+    )
+    assert counted is not None, html[:3000]
+    shown = int(counted[1]) + int(counted[2] or 0)
+    assert shown == len(rows) >= 100 and shown + int(counted[3]) == 301  # the rest counted, not lost
+    assert html.index(links.archive("me")) < html.index('class="brief"')  # the archive link is at the top
+    assert html.index("Past digests, and a feed for your feed reader") > html.rindex("class=")  # the footer too
+
+
+def test_the_papers_the_llm_could_not_judge_can_be_rated_too():
+    links = Links("https://digest.example.org", "s" * 32)
+    unjudged = PAPERS[10:12]
+    digest = _digest().model_copy(update={"unclassifiable": unjudged})
+    for output in ("html", "markdown"):
+        rendered = Renderer(OutputConfig(format=output), links).render(digest)  # type: ignore[arg-type]
+        for part in (rendered.text, rendered.html or rendered.markdown or ""):
+            tokens = re.findall(r"https://digest\.example\.org/r/([A-Za-z0-9_.-]+)", part)
+            said = {(t.a, t.r) for t in map(links.read, tokens) if t is not None}
+            assert {(p.id, r) for p in unjudged for r in (1, -1)} <= said, output
 
 
 def test_when_even_the_titles_do_not_fit_the_rest_is_counted_and_linked():
     links = Links("https://digest.example.org", "s" * 32)
     html = Renderer(OutputConfig(), links).html(_long_day(), budget=30_000)
     assert len(html.encode()) <= 30_000
-    cut = re.search(r"the next (\d+) by title; (\d+) papers more in the archive", html)
+    cut = re.search(r"the (?:best|next) (\d+) by title; (\d+) papers more in the archive", html)
     assert cut is not None and int(cut[1]) + int(cut[2]) == 137, html[:3000]
     without_web = Renderer(OutputConfig()).html(_long_day(), budget=30_000)
     assert "more in this email's plain-text part" in without_web

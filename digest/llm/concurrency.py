@@ -16,7 +16,9 @@ it loses less than a quarter of its share; one after which answers still come as
 spare, and the growth resumes. A request still out longer than a slow answer takes stops the growth before its
 answer comes. So on a CPU-bound server it settles where more requests no longer bring more answers, and near the
 server's slot count on a GPU. Every so often it tries the next level again, since servers change. A timeout or a
-server saying it is busy is overload: the limit halves at once.
+server saying it is busy is overload: the limit halves at once, and measures again from there. Overload passes (an
+Ollama busy for minutes answers in milliseconds again): once a round of answers at the halved limit comes back as
+fast as the fastest, the server has recovered, and the growth resumes as at first.
 
 No Python library of this kind is well kept (Netflix's concurrency-limits is Java; the PyPI ports are young and
 unmaintained), and its rule needs no more than this file.
@@ -70,6 +72,7 @@ class AdaptiveConcurrency:
         self._moved = 0  # +1 or -1: the last step, judged after the round at the new level; 0 settled
         self._held = 0  # rounds at the settled level
         self._probe_up = True  # the direction of the next probe from a settled level
+        self._recovering = False  # since an overload: a round as fast as the fastest resumes the growth
         self.sent_at: Counter[int] = Counter()  # requests sent under each limit
 
     async def acquire(self) -> Ticket:
@@ -136,9 +139,15 @@ class AdaptiveConcurrency:
         """A timeout, or a server saying it is busy: halve at once, and measure again from there."""
         if not self.adaptive:
             return
-        self._growing, self._moved, self._held = False, 0, 0
+        self._growing, self._moved, self._held, self._recovering = False, 0, 0, True
         self._throughput.clear()  # measured under other conditions
         self._set(max(1, self.limit // 2))
+
+    def _grow_again(self) -> None:
+        """Slow start once more: one more per answer as fast as the fastest, until answers slow down."""
+        self._growing, self._recovering = True, False
+        self._recent.clear()
+        self._set(self.limit + 1)
 
     def _judge(self) -> None:
         level = self.limit
@@ -151,9 +160,7 @@ class AdaptiveConcurrency:
             # Up from previous: kept if the added requests brought at least SHARE of their ideal share. If answers
             # still come about as fast as the fastest, the server has room to spare: the limit grows as at first.
             if self._fastest is not None and latency <= SLOWER * self._fastest and measured > before:
-                self._growing = True
-                self._recent.clear()
-                self._set(level + 1)
+                self._grow_again()
             elif measured >= before * (1 + SHARE * (level / previous - 1)):
                 self._step(+1)
             else:
@@ -164,6 +171,9 @@ class AdaptiveConcurrency:
                 self._step(-1)
             else:
                 self._settle(previous)
+        elif self._recovering and self._fastest is not None and latency <= SLOWER * self._fastest:
+            # The server that was overloaded answers as fast as it ever did: it has recovered, and has room again.
+            self._grow_again()
         else:
             self._held += 1
             if self._held >= HOLD_ROUNDS:

@@ -50,7 +50,6 @@ FIRST_UNNAMED_WAIT_SECONDS = 1.0  # after a 429 that names no wait
 LONGEST_WAIT_SECONDS = 120.0  # a server that asks for longer is asked again after this
 MAX_ANSWER_BYTES = 1_000_000  # an answer is a few kB; a server sending more is broken or hostile
 SAME_ERROR_LIMIT = 3  # the same 4xx this many times in a row, with no success between: it is every request's
-UNLIMITED = 10**12  # requests or tokens a minute: no pacing
 # Stalled: over stall_seconds, no more than one attempt in STALL_SUCCESS_SHARE succeeded (of at least STALL_ATTEMPTS).
 STALL_ATTEMPTS = 5
 STALL_SUCCESS_SHARE = 20
@@ -92,6 +91,18 @@ class _Retry(Exception):
         self.adjusted = adjusted
 
 
+def _rate_limits(config: LLMConfig) -> tuple[int | None, int | None]:
+    """The requests and tokens a minute to pace at; None: no limit known. A rate the reader set is honoured
+    whatever the price: a free server may stand behind a gateway or share a lab's GPU. Unset, the defaults are a
+    paid account's first tier, which a server that charges nothing does not have: its 429s teach its limit, as
+    any server's do, and its compute bounds it (the in-flight limit, measured)."""
+    free = charges_nothing(config)
+    return (
+        None if free and "requests_per_minute" not in config.model_fields_set else config.requests_per_minute,
+        None if free and "tokens_per_minute" not in config.model_fields_set else config.tokens_per_minute,
+    )
+
+
 class Classifier:
     def __init__(
         self,
@@ -104,18 +115,11 @@ class Classifier:
     ) -> None:
         self._config = config
         self.facts = facts or ServerFacts()  # what the server takes, as learned: updated as this run learns more
-        # requests_per_minute and tokens_per_minute are an account's limits at a paid API: a local server has
-        # none, and is bounded by its compute alone (the in-flight limit, measured).
-        local = charges_nothing(config)
-        self._limiter = limiter or RateLimiter(
-            UNLIMITED if local else config.requests_per_minute,
-            UNLIMITED if local else config.tokens_per_minute,
-            sleep=sleep,
-        )
+        self._limiter = limiter or RateLimiter(*_rate_limits(config), sleep=sleep)
         # Before the first answer shows whether the server reports rate limits, as many go as the limiter's
-        # opening share (4 at the default 500 requests a minute); to a local server, a usual slot count.
-        start = START if local else self._limiter.opening_share or START
-        self.capacity = AdaptiveConcurrency(config.max_concurrency, start=start)
+        # opening share (4 at the default 500 requests a minute); with no rate to take a share of, a local
+        # server's usual slot count.
+        self.capacity = AdaptiveConcurrency(config.max_concurrency, start=self._limiter.opening_share or START)
         self._client = client or openai_client(config, max_answer_bytes=MAX_ANSWER_BYTES)
         self._sleep = sleep
         self._reached_server = False

@@ -34,6 +34,7 @@ MOST_NOISE = 0.5  # 429s refusing more than half at the slower rate are taken fo
 VERDICT_ODDS = 99  # how much likelier one kind must be than the other for a verdict
 MOST_ANSWERS = 100  # answers since a step after which the likelier kind is the verdict, however close
 RECENT_ANSWERS = 100  # the window in which the share of 429s is compared with the noise learned
+SLOWEST = 1 / 60  # requests a second: the floor of the slow-downs when no limit is known (else 1% of the limit)
 
 
 # Hosts whose x-ratelimit-*-requests family counts a day, not a minute (Groq's documented RPD): it says nothing of
@@ -134,13 +135,18 @@ class RateLimiter:
     falls further. Over the limit, the steps stand and the next 429s step down again; noise undoes them, and from
     then on 429s up to about that share are transient; beyond it, they step down again and are weighed again.
     Successes raise the rate again gradually, never above the configured rate nor the limit the server announces;
-    slots booked at a rate that has since recovered are booked again.
+    slots booked at a rate that has since recovered are booked again. A step down is taken from the rate requests
+    were really sent at, where the pacing's is above it: a step from there would slow nothing.
+
+    With no limit known (None: a server that charges nothing, told none), nothing is paced and nothing held back
+    before the first answer, until the server's headers announce a limit or its 429s show one: they are read as
+    for any server, from the rate really sent.
     """
 
     def __init__(
         self,
-        requests_per_minute: int,
-        tokens_per_minute: int,
+        requests_per_minute: int | None,
+        tokens_per_minute: int | None,
         *,
         burst_seconds: float = BURST_SECONDS,
         opening_seconds: float = OPENING_SECONDS,
@@ -149,9 +155,9 @@ class RateLimiter:
     ) -> None:
         self._burst = burst_seconds
         window = 60.0 + burst_seconds  # a minute's slots plus one burst fit in one minute's limit
-        self._configured_rate = self._max_rate = requests_per_minute / window
+        self._configured_rate = self._max_rate = _per_second(requests_per_minute, window)
         self.rate = self._max_rate  # requests per second now in force
-        self._configured_tokens_per_second = self._tokens_per_second = tokens_per_minute / window
+        self._configured_tokens_per_second = self._tokens_per_second = _per_second(tokens_per_minute, window)
         self._window = window
         self._clock = clock
         self._sleep = sleep
@@ -163,7 +169,8 @@ class RateLimiter:
         self._paced_rate = self.rate  # the rate the reservations were booked at
         self._rate_changed_at = -math.inf
         self._slowed_at = -math.inf  # the slot time from which requests were sent at the lowered rate
-        self._opening = None if opening_seconds <= 0 else max(1, int(self._max_rate * opening_seconds))
+        unpaced = opening_seconds <= 0 or math.isinf(self._max_rate)
+        self._opening = None if unpaced else max(1, int(self._max_rate * opening_seconds))
         self.opening_share = self._opening  # what may go before the first answer: 4 at 500 requests a minute
         self._opened = 0  # requests sent before anything came back
         # Answers without counters, as (slot time, rate sent at, 429): the evidence of what the 429s depend on.
@@ -201,11 +208,14 @@ class RateLimiter:
 
     def _slot(self, at: float, opening: bool) -> Slot:
         """The slot, with the rate requests are really sent at: the pacing's, or less when the callers ask more
-        slowly (max_concurrency, the server's latency)."""
+        slowly (max_concurrency, the server's latency). In the first second fewer than a second's worth have gone:
+        the pacing's rate is the better guess, if there is one; unpaced, those that went are all there is (and a
+        server that refuses them within its first second has let a second's worth of its limit through)."""
         self._sent.append(at)
         while self._sent[0] < at - 1.0:
             self._sent.popleft()
-        sending = self.rate if at - self._first_sent < 1.0 else min(self.rate, float(len(self._sent)))
+        first_second = at - self._first_sent < 1.0
+        sending = self.rate if first_second and math.isfinite(self.rate) else min(self.rate, float(len(self._sent)))
         return Slot(at, sending, opening)
 
     async def _nap(self, seconds: float) -> None:
@@ -274,7 +284,12 @@ class RateLimiter:
         now = self._clock()
         self._paused_until = max(self._paused_until, now + retry_after)
         if step_down:
-            self.rate = max(self.rate * SLOW_DOWN, self._max_rate / 100)
+            if not (counted or self._judging) and math.isinf(self.rate):
+                # Unpaced, the rates noted so far climbed with the first second and the in-flight limit: the rate
+                # the first step is taken from is the one to weigh the answers before it at.
+                self._tally = deque(((at, slot.rate, limited) for at, _, limited in self._tally), self._tally.maxlen)
+            floor = self._max_rate / 100 if math.isfinite(self._max_rate) else SLOWEST
+            self.rate = max(min(self.rate, slot.rate) * SLOW_DOWN, floor)
             self._slowed_at = self._rate_changed_at = max(now, self._paused_until)
             if not (counted or self._judging):
                 self._judging, self._chain_top, self._chain_started = True, slot.rate, self._slowed_at
@@ -406,6 +421,10 @@ class RateLimiter:
 def reports_counters(headers: Mapping[str, str]) -> bool:
     """Whether the server reports a remaining-requests or remaining-tokens counter: a rate-limited API's."""
     return any(_number(headers.get(f"x-ratelimit-remaining-{kind}")) is not None for kind in FAMILIES)
+
+
+def _per_second(per_minute: int | None, window: float) -> float:
+    return math.inf if per_minute is None else per_minute / window
 
 
 def _number(value: str | None) -> float | None:
