@@ -6,8 +6,10 @@ limit with a link to the rest."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import re
 import sqlite3
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from digest.render import build_digest
 from digest.sources.arxiv import parse_feed
 from tests.conftest import CL_FEED, base_config, first_items, run_cli
 from tests.servers import ChatServer, keyword_judge, serve_asgi
+
+ROOT = Path(__file__).parent.parent
 
 TOKEN = "xoxTOKENabcdefghijklmnopqrstu"  # Mattermost's incoming-webhook key: a secret, never to be shown
 NTFY_PASSWORD = "ntfyPASSWORDsecret"
@@ -214,3 +218,17 @@ def test_each_service_gets_at_most_what_it_takes_in_its_own_format(url, limit):
     shown = body.count("\nhttps://arxiv.org/abs/")
     assert more is not None and shown + int(more[1]) == 137 and shown >= 1
     assert len(sent) > limit * 0.5 or limit > 30000  # cut to the limit, not far below it
+
+
+def test_the_apprise_floor_is_a_release_digest_works_with():
+    """apprise>=1.9 let pip install 1.13, whose notify() takes no timeout and returns a bool: every send crashed
+    (tests/fixtures/real/APPRISE.md). The floor is the first release with the API digest uses; the lock's pin is
+    what the tests run."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    floor = next(Requirement(r) for r in project["project"]["dependencies"] if r.startswith("apprise"))
+    assert "1.13.1" not in floor.specifier and "2.0.0" in floor.specifier
+    locked = re.search(r"^apprise==(\S+)", (ROOT / "requirements.lock").read_text(), re.M)
+    assert locked is not None and locked[1] in floor.specifier
+    assert importlib.metadata.version("apprise") == locked[1]
