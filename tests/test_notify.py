@@ -232,3 +232,18 @@ def test_the_apprise_floor_is_a_release_digest_works_with():
     locked = re.search(r"^apprise==(\S+)", (ROOT / "requirements.lock").read_text(), re.M)
     assert locked is not None and locked[1] in floor.specifier
     assert importlib.metadata.version("apprise") == locked[1]
+
+
+def test_every_service_the_readme_names_is_one_the_pinned_apprise_takes():
+    """The README's list of services, each with its URL scheme: Apprise retired msteams:// (in 1.11), which the list
+    promised as Microsoft Teams."""
+    import apprise
+
+    section = (ROOT / "README.md").read_text().split("### Chat and push")[1].split("\n### ")[0]
+    listing = next(s for s in re.split(r"(?<=\.)\s+", " ".join(section.split())) if "Slack" in s)
+    services = re.split(r",\s+(?:and\s+)?|\s+and\s+", listing.rpartition("one line: ")[2].rstrip("."))
+    schemes = [re.fullmatch(r".+ \(`([a-z]+)://`\)", service) for service in services]
+    assert len(services) >= 10 and all(schemes), f"each service with its scheme, as Name (`scheme://`): {listing}"
+    schemas = apprise.Apprise().details()["schemas"]
+    taken = {p for s in schemas for p in (*(s["protocols"] or ()), *(s["secure_protocols"] or ()))}
+    assert not [m[1] for m in schemes if m and m[1] not in taken]

@@ -1,6 +1,5 @@
-"""The notification channel: chat and push services through Apprise URLs (ntfy, Slack, Discord, Telegram, Matrix,
-Mattermost, Microsoft Teams, Gotify, Lark, a JSON webhook, ...), one short Markdown message per digest and
-destination, cut to what the service takes.
+"""The notification channel: chat and push services through Apprise URLs (those README.md's "Chat and push" names,
+and any other Apprise knows), one short Markdown message per digest and destination, cut to what the service takes.
 
 A destination is named by what Apprise shows of its URL (tokens masked) and a hash of the whole URL, so that the
 state, the summary and `digest status` can tell destinations apart without holding a token; a changed URL is a new
