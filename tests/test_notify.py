@@ -174,6 +174,23 @@ def test_a_digest_longer_than_the_service_takes_is_cut_with_a_link_to_the_rest(
     assert f"mmost://{host} (" in check.stdout and TOKEN not in check.stdout
 
 
+def test_a_cut_message_says_where_the_rest_is_only_where_it_is(tmp_path, feed_server, fake_llm, chat, write_config):
+    """Without the web side, the papers a cut message leaves out are in the email digest, if the profile has one;
+    a profile that only notifies is told how many are not shown."""
+    host, server = chat
+    _, llm = fake_llm
+    llm.judge = keyword_judge("the")
+    config = notify_config(tmp_path, feed_server, fake_llm, host, papers=30, notify=["${MATTERMOST_URL}"])
+    emailed = {"name": "lab", "email": ["lab@example.org"], "interests": "Language models.", "notify": ["${LAB_URL}"]}
+    config["profiles"].append(emailed)
+    lab = f"{TOKEN[:-3]}lab"
+    run = run_cli("run", "--config", str(write_config(config)), env=urls(host) | {"LAB_URL": f"mmost://{host}/{lab}"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    chat_only, with_email = server.of(MATTERMOST)[0]["text"], server.of(f"/hooks/{lab}")[0]["text"]
+    assert re.search(r"\n\nand \d+ more not shown$", chat_only) and "email" not in chat_only
+    assert re.search(r"\n\nand \d+ more: the email digest has them all$", with_email)
+
+
 def test_a_url_apprise_cannot_read_is_a_config_error_that_does_not_show_it(
     tmp_path, feed_server, fake_llm, write_config
 ):
@@ -210,7 +227,7 @@ def test_each_service_gets_at_most_what_it_takes_in_its_own_format(url, limit):
     plugin = _plugin(url)
     assert plugin is not None
     title = "arXiv digest - 30 Jun 2026 - 137 papers for you"
-    body = message_for(plugin, title, digest, Links("https://digest.example.org", "s" * 32))
+    body = message_for(plugin, title, digest, Links("https://digest.example.org", "s" * 32), emailed=False)
     native = _formats(plugin)[0]
     sent = body if native == "markdown" else convert_between("markdown", native, body)
     assert len(sent) + (len(title) + 2 if plugin.title_maxlen <= 0 else 0) <= limit

@@ -63,9 +63,12 @@ def _plugin(url: str) -> apprise.plugins.NotifyBase | None:
     return marked if marked is not None and "markdown" in _formats(marked) else plain
 
 
-def message_for(plugin: apprise.plugins.NotifyBase, title: str, digest: Digest | None, links: Links | None) -> str:
+def message_for(
+    plugin: apprise.plugins.NotifyBase, title: str, digest: Digest | None, links: Links | None, *, emailed: bool
+) -> str:
     """The chat message's body, in Markdown, in what the service takes once Apprise has converted it to the
-    service's own format; where the service has no title of its own, Apprise puts it on the body's first line."""
+    service's own format; where the service has no title of its own, Apprise puts it on the body's first line.
+    `emailed`: the profile's digest is emailed too, so the papers the message leaves out are there."""
     from apprise.conversion import convert_between
 
     if digest is None:  # a digest recorded before digests kept their content: its subject alone
@@ -77,7 +80,7 @@ def message_for(plugin: apprise.plugins.NotifyBase, title: str, digest: Digest |
         sent = body if native == "markdown" else convert_between("markdown", native, body)
         return len(sent) <= room
 
-    return chat_message(digest, links, fits)
+    return chat_message(digest, links, fits, emailed=emailed)
 
 
 def _formats(plugin: apprise.plugins.NotifyBase) -> tuple[str, ...]:
@@ -89,9 +92,10 @@ def _formats(plugin: apprise.plugins.NotifyBase) -> tuple[str, ...]:
 class NotifyChannel:
     kind: ClassVar[str] = "notify"
 
-    def __init__(self, urls: dict[tuple[str, str], str], links: Links | None) -> None:
+    def __init__(self, urls: dict[tuple[str, str], str], links: Links | None, emailed: set[str]) -> None:
         self._urls = urls  # (profile, destination name) -> URL
         self._links = links
+        self._emailed = emailed  # the profiles whose digests are emailed too
 
     @classmethod
     def from_config(cls, config: Config, links: Links | None = None) -> NotifyChannel:
@@ -100,7 +104,7 @@ class NotifyChannel:
             for p in config.profiles
             for u in p.notify
         }
-        return cls(urls, links)
+        return cls(urls, links, {p.name for p in config.profiles if p.email})
 
     async def deliver(self, deliveries: list[Delivery], on_result: OnResult, stop: asyncio.Event) -> None:
         for delivery in deliveries:
@@ -127,7 +131,8 @@ class NotifyChannel:
         plugin = _plugin(url)
         if plugin is None:  # read when the config was: only a changed Apprise could say otherwise
             return Result("failed", "Apprise can no longer read this URL", FIX)
-        body = message_for(plugin, delivery.subject, delivery.content, self._links)
+        emailed = delivery.profile in self._emailed
+        body = message_for(plugin, delivery.subject, delivery.content, self._links, emailed=emailed)
         notifier = apprise.Apprise()
         notifier.add(plugin)
         result = await notifier.async_notify(
