@@ -22,7 +22,7 @@ from digest.models import Usage, Verdict
 from digest.render import build_digest
 from digest.sources.arxiv import parse_feed
 from tests.conftest import CL_FEED, base_config, first_items, run_cli
-from tests.servers import ChatServer, keyword_judge, serve_asgi
+from tests.servers import ChatServer, chat_services, keyword_judge, serve_asgi, slow_greeting_server
 
 ROOT = Path(__file__).parent.parent
 
@@ -35,6 +35,15 @@ def chat() -> Iterator[tuple[str, ChatServer]]:
     app = ChatServer()
     with serve_asgi(app) as url:
         yield url.removeprefix("http://"), app
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[tuple[str, ChatServer, dict[str, str]]]:
+    """The chat server as itself and as the hosted services (Telegram, Slack, Lark, ...), with the environment that
+    takes a process's requests to them there."""
+    app = ChatServer()
+    with chat_services(app, tmp_path) as (host, environment):
+        yield host, app, environment
 
 
 def notify_config(
@@ -76,7 +85,7 @@ def test_each_destination_gets_each_digest_once_and_a_500_is_retried_next_run(
     assert first.returncode == 1, first.stdout + first.stderr  # one destination is still pending
     assert "Traceback" not in first.stderr
     assert len(server.of("/")) == 1 and len(server.of(MATTERMOST)) == 1 and not server.of("/digest-hook")
-    assert "pending (retried next run)" in first.stdout and "Internal server error., error=500" in first.stdout
+    assert "pending (retried next run)" in first.stdout and "HTTP 500 Internal Server Error" in first.stdout
     second = run_cli("run", "--config", str(path), env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert [len(server.of(p)) for p in ("/digest-hook", "/", MATTERMOST)] == [1, 1, 1]  # the others not again
@@ -120,9 +129,83 @@ def test_a_destination_refusing_for_good_fails_once_and_never_blocks_the_others(
     assert second.returncode == 0, second.stdout + second.stderr
     assert len(server.refused) == 2 and not server.of("/") and not server.of(MATTERMOST)  # never asked again
     status = run_cli("status", "--config", str(path))
-    assert status.stdout.count(" failed  1 tries ") == 2 and "unauthorized, error=40101" in status.stdout
+    assert status.stdout.count(" failed  1 tries ") == 2 and "HTTP 401 Unauthorized: unauthorized" in status.stdout
     assert TOKEN not in first.stdout + second.stdout + status.stdout
     assert NTFY_PASSWORD not in first.stdout + second.stdout + status.stdout
+
+
+TELEGRAM = "123456789:ABCdefGHIjklMNOpqrSTUvwxYZ"
+TELEGRAM_FOR_CONTENT = "987654321:ZYXwvuTSRqpoNMLkjiHGFedCBA"
+
+
+def test_what_a_service_answers_decides_not_its_plugins_log_lines(
+    tmp_path, feed_server, fake_llm, services, write_config
+):
+    """A 200 whose body refuses is no delivery (a JSON webhook's {"ok": false}; ntfy's and Mattermost's error
+    objects, whose status says for good). Telegram's owner detection refused (403) is a refusal of the URL; a
+    message too long (400) is a refusal of the message, and says so."""
+    host, server, environment = services
+    server.script = {
+        "/digest-hook": [(200, {"ok": False, "error": "no_such_channel"})],
+        "/": [(200, {"code": 40301, "http": 403, "error": "forbidden"})],
+        MATTERMOST: [(200, {"id": "api.webhook.incoming.text.app_error", "message": "No text", "status_code": 400})],
+        f"/bot{TELEGRAM}/getUpdates": [(403, {"ok": False, "error_code": 403, "description": "Forbidden"})],
+        f"/bot{TELEGRAM_FOR_CONTENT}/sendMessage": [
+            (400, {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"})
+        ],
+    }
+    notify = ["${JSON_HOOK}", "${NTFY_URL}", "${MATTERMOST_URL}", "${OWNER}", "${CONTENT}"]
+    path = write_config(notify_config(tmp_path, feed_server, fake_llm, host, notify=notify))
+    telegram = {"OWNER": f"tgram://{TELEGRAM}/", "CONTENT": f"tgram://{TELEGRAM_FOR_CONTENT}/12315544/"}
+    run = run_cli("run", "--config", str(path), env=urls(host) | telegram | environment)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert not server.received and len(server.refused) == 5  # every service was asked once, and none took it
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        said = db.execute("SELECT recipient, status || ': ' || last_error FROM deliveries").fetchall()
+
+    def of(scheme: str) -> list[str]:
+        return sorted(outcome for recipient, outcome in said if recipient.startswith(scheme))
+
+    assert of("json://") == ["pending: HTTP 200 OK, refused: no_such_channel"]
+    assert of("ntfy://") == ["failed: HTTP 200 OK, refused: forbidden"]
+    assert of("mmost://") == ["failed: HTTP 200 OK, refused: No text"]
+    assert of("tgram://") == [
+        "failed: HTTP 400 Bad Request: Bad Request: message is too long",
+        "failed: HTTP 403 Forbidden: Forbidden",
+    ]
+    refusals = [line for line in run.stdout.splitlines() if "could not be delivered to tgram://" in line]
+    owner = next(line for line in refusals if "HTTP 403 Forbidden" in line)
+    content = next(line for line in refusals if "message is too long" in line)
+    assert "check this notify URL" in owner and "check this notify URL" not in content
+    assert "the service refused this message, not the URL" in content
+
+
+@pytest.mark.long
+def test_a_service_that_never_finishes_answering_costs_its_deadline_and_gets_the_digest_once(
+    tmp_path, feed_server, fake_llm, chat, write_config
+):
+    """A JSON webhook that takes the POST and answers a byte every 3 s, for ever: the process sending to it is
+    killed at the deadline, the run ends on time and says the message may have arrived, and it is never sent again.
+    The destination after it gets its digest all the same."""
+    from digest.channels.notify import SEND_SECONDS
+
+    host, server = chat
+    taken: list[bytes] = []
+    with slow_greeting_server(3.0, requests=taken) as port:
+        notify = [f"json://127.0.0.1:{port}/stuck", "${JSON_HOOK}"]
+        path = write_config(notify_config(tmp_path, feed_server, fake_llm, host, notify=notify))
+        # Fetching, judging 12 papers and the other destination take a few seconds: the run ends long before this.
+        first = run_cli("run", "--config", str(path), env=urls(host), timeout=SEND_SECONDS + 20)
+        assert first.returncode == 1, first.stdout + first.stderr
+        assert "Traceback" not in first.stderr and len(taken) == 1 and b"POST /stuck" in taken[0]
+        assert f"may or may not have reached json://127.0.0.1:{port} (" in first.stdout
+        assert f"did not finish within {SEND_SECONDS:g} s, after its request went out" in first.stdout
+        assert "uncertain 1" in first.stdout and len(server.of("/digest-hook")) == 1
+        second = run_cli("run", "--config", str(path), env=urls(host), timeout=SEND_SECONDS)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert len(taken) == 1 and len(server.of("/digest-hook")) == 1  # neither is sent again
+    status = run_cli("status", "--config", str(path))
+    assert re.search(rf"json://127\.0\.0\.1:{port} \(\w+\) uncertain 1 tries  did not finish", status.stdout)
 
 
 HOSTILE = (

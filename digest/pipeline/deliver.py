@@ -40,12 +40,18 @@ async def deliver_pending(config: Config, store: Store, summary: RunSummary, sto
             summary.deliveries_sent += 1
             log.info("deliver: %s digest of %s to %s", delivery.profile, delivery.announced, delivery.recipient)
             return
-        store.mark_attempt(delivery.digest_id, delivery.recipient, result.reason, permanent=result.status == "failed")
+        store.mark_attempt(delivery.digest_id, delivery.recipient, result.reason, status=result.status)
         if result.status == "failed":
             summary.deliveries_failed += 1
             summary.errors.append(
                 f"the {delivery.profile} digest of {delivery.announced} could not be delivered to "
                 f"{delivery.recipient}, for good: {result.reason}; it is not tried again ({result.fix})"
+            )
+        elif result.status == "uncertain":
+            summary.deliveries_uncertain += 1
+            summary.errors.append(
+                f"the {delivery.profile} digest of {delivery.announced} may or may not have reached "
+                f"{delivery.recipient}: it {result.reason}; it is not sent again, so that it does not arrive twice"
             )
         else:
             problems.append(f"{delivery.recipient}: {result.reason}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from digest.models import Delivery, Digest
 from digest.state.tables import Tables, timestamp
@@ -110,14 +111,16 @@ class Digests(Tables):
                 (timestamp(), digest_id, recipient),
             )
 
-    def mark_attempt(self, digest_id: int, recipient: str, error: str, *, permanent: bool) -> None:
-        """An attempt that did not deliver: for good (`permanent`, never retried), or to be retried."""
+    def mark_attempt(
+        self, digest_id: int, recipient: str, error: str, *, status: Literal["pending", "failed", "uncertain"]
+    ) -> None:
+        """An attempt that did not deliver: to be retried (pending), refused for good (failed), or that may have
+        (uncertain); neither of the last two is tried again."""
         with self._transaction() as db:
             db.execute(
-                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?,
-                   status = CASE WHEN ? THEN 'failed' ELSE status END
+                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?, status = ?
                    WHERE digest_id = ? AND recipient = ?""",
-                (error, permanent, digest_id, recipient),
+                (error, status, digest_id, recipient),
             )
 
     def reconcile_recipients(
@@ -166,11 +169,12 @@ class Digests(Tables):
         return {r[0] for r in rows}
 
     def undone_deliveries(self, limit: int = 20) -> list[DeliveryState]:
-        """Pending and failed deliveries, newest digest first."""
+        """Pending, failed and uncertain deliveries, newest digest first."""
         rows = self._db.execute(
             """SELECT d.announced, d.profile, v.recipient, v.status, v.attempts, v.last_error
                FROM digests d JOIN deliveries v ON v.digest_id = d.id
-               WHERE v.status IN ('pending', 'failed') ORDER BY d.announced DESC, d.id DESC, v.recipient LIMIT ?""",
+               WHERE v.status IN ('pending', 'failed', 'uncertain')
+               ORDER BY d.announced DESC, d.id DESC, v.recipient LIMIT ?""",
             (limit,),
         ).fetchall()
         return [DeliveryState(dt.date.fromisoformat(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]

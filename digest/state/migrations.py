@@ -199,3 +199,25 @@ def m008_papers_of_any_source() -> str:
     return """
         ALTER TABLE ratings RENAME COLUMN arxiv_id TO paper_id;
     """
+
+
+@migration
+def m009_deliveries_that_may_have_arrived() -> str:
+    """A chat message whose request went out and was never answered (the service trickled its answer past the
+    deadline) may have reached the service: 'uncertain', never sent again, so that it does not arrive twice."""
+    return """
+        CREATE TABLE deliveries_9 (
+            digest_id INTEGER NOT NULL REFERENCES digests (id),
+            recipient TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'dropped', 'uncertain')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            sent_at TEXT,
+            message_id TEXT,
+            PRIMARY KEY (digest_id, recipient)
+        );
+        INSERT INTO deliveries_9 (digest_id, recipient, status, attempts, last_error, sent_at, message_id)
+            SELECT digest_id, recipient, status, attempts, last_error, sent_at, message_id FROM deliveries;
+        DROP TABLE deliveries;
+        ALTER TABLE deliveries_9 RENAME TO deliveries;
+    """
