@@ -178,12 +178,13 @@ class NotifyChannel:
                 await asyncio.wait({reading}, timeout=STOP_GRACE_SECONDS)
         finally:
             stopped.cancel()
-            if process.returncode is None:
+            if not reading.done():  # its output not ended: the process is still at it
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
             await process.wait()
             await reading
-        if (process.returncode or 0) > 0:  # not killed: a bug, whose last line says what (redacted on its way out)
+        if not any(event.kind == "done" for event in events) and (process.returncode or 0) > 0:
+            # Not killed, yet not done: a bug, whose last line says what (and is redacted on its way out).
             said = (await process.stderr.read()).decode(errors="replace").strip().splitlines()[-1:]
             log.warning("notify: sending to %s failed in its process: %s", delivery.recipient, " ".join(said))
         return outcome(events, "stopped" if stop.is_set() else f"did not finish within {SEND_SECONDS:g} s")
