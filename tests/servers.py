@@ -845,8 +845,8 @@ SERVICE_HOSTS = (
 )
 
 # A scripted answer: a status, answered with the service's own body for it; or a status and the body itself (a JSON
-# value, or bytes as they are).
-ChatAnswer = int | tuple[int, Any]
+# value, bytes as they are, or None for the service's own), and headers to send with it.
+ChatAnswer = int | tuple[int, Any] | tuple[int, Any, dict[str, str]]
 
 
 @dataclass
@@ -876,7 +876,7 @@ class ChatServer:
         record = {"host": headers.get("host", "").partition(":")[0], "path": path, "headers": headers, "body": parsed}
         scripted = self.script.get(path)
         answer = scripted.pop(0) if scripted else 200
-        status, content = answer if isinstance(answer, tuple) else (answer, None)
+        status, content, extra = (answer, None, {}) if isinstance(answer, int) else (*answer, {})[:3]
         (self.received if status < 300 and content is None else self.refused).append(record)
         if content is None:
             content = _service_answer(path, status)
@@ -885,7 +885,7 @@ class ChatServer:
             content = {"http": status, "error": f"{HTTPStatus(status).phrase}; the request was {said}"}
         raw = content if isinstance(content, bytes) else json.dumps(content).encode()
         kind = "application/json" if raw.startswith((b"{", b"[")) else "text/plain"
-        await _respond(send, status, raw, {"content-type": kind})
+        await _respond(send, status, raw, {"content-type": kind, **extra})
 
 
 def _service_answer(path: str, status: int) -> Any:

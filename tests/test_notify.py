@@ -180,6 +180,60 @@ def test_what_a_service_answers_decides_not_its_plugins_log_lines(
     assert "the service refused this message, not the URL" in content
 
 
+SLACK_BOT = "xoxb-1234-1234-abc123def456"
+LARK = "abcdef12-3456-7890-abcd-ef1234567890"
+
+
+@pytest.mark.long
+def test_refusals_no_answer_names_fail_after_three_runs_and_hold_up_no_one(
+    tmp_path, feed_server, fake_llm, services, write_config
+):
+    """Slack's Web API refuses with a 200 (channel_not_found), Lark with a 200 and a code of its own: nothing says
+    for good, so each is retried; on the third run in a row that takes nothing, its digest fails with the last
+    reason, digest status shows it, and it is not asked again. The JSON webhook beside them gets its digest at once."""
+    host, server, environment = services
+    slack, lark = "/api/chat.postMessage", f"/open-apis/bot/v2/hook/{LARK}"
+    lark_refusal = {"code": 19021, "msg": "sign match fail or timestamp is not within one hour from current time"}
+    server.script = {slack: [(200, {"ok": False, "error": "channel_not_found"})] * 3, lark: [(200, lark_refusal)] * 3}
+    notify = ["${JSON_HOOK}", "${SLACK}", "${LARK}"]
+    path = write_config(notify_config(tmp_path, feed_server, fake_llm, host, notify=notify))
+    env = urls(host) | {"SLACK": f"slack://{SLACK_BOT}/#papers", "LARK": f"lark://{LARK}"} | environment
+    runs = [run_cli("run", "--config", str(path), env=env) for _ in range(3)]
+    assert [r.returncode for r in runs] == [1, 1, 1], runs[-1].stdout + runs[-1].stderr
+    assert len(server.of("/digest-hook")) == 1 and len(server.refused) == 6
+    assert "pending (retried next run)" in runs[1].stdout and "refused for good" not in runs[1].stdout
+    given_up = [line for line in runs[2].stdout.splitlines() if "has taken no digest on 3 runs in a row" in line]
+    assert len(given_up) == 2, runs[2].stdout
+    assert any("HTTP 200 OK, refused: channel_not_found" in line for line in given_up)
+    assert any("HTTP 200 OK, refused: sign match fail" in line for line in given_up)
+    fourth = run_cli("run", "--config", str(path), env=env)
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    assert len(server.refused) == 6 and not server.script[slack] and not server.script[lark]  # not asked again
+    status = run_cli("status", "--config", str(path))
+    assert status.stdout.count(" failed  3 tries  HTTP 200 OK, refused: ") == 2, status.stdout
+
+
+def test_a_retry_after_is_remembered_and_nothing_is_asked_before_it(
+    tmp_path, feed_server, fake_llm, chat, write_config
+):
+    host, server = chat
+    server.script = {"/digest-hook": [(429, None, {"Retry-After": "3600"})]}
+    path = write_config(notify_config(tmp_path, feed_server, fake_llm, host, notify=["${JSON_HOOK}"]))
+    first = run_cli("run", "--config", str(path), env=urls(host))
+    assert first.returncode == 1 and "HTTP 429 Too Many Requests; it asks for nothing before " in first.stdout
+    second = run_cli("run", "--config", str(path), env=urls(host))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(server.refused) == 1 and not server.received  # not asked
+    assert re.search(r"json://\S+ \(\w+\) asked to be sent nothing before \S+ \S+ UTC \(Retry-After\)", second.stdout)
+    assert "still pending 1" in second.stdout
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:  # an hour later
+        db.execute(
+            "UPDATE destinations SET not_before = ?", ((dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat(),)
+        )
+    third = run_cli("run", "--config", str(path), env=urls(host))
+    assert third.returncode == 0 and len(server.of("/digest-hook")) == 1, third.stdout + third.stderr
+
+
 @pytest.mark.long
 def test_a_service_that_never_finishes_answering_costs_its_deadline_and_gets_the_digest_once(
     tmp_path, feed_server, fake_llm, chat, write_config

@@ -10,6 +10,7 @@ so that it does not arrive twice. What a channel did not report stays pending fo
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple, Protocol
 
@@ -28,6 +29,7 @@ class Result(NamedTuple):
     reason: str = ""
     # What to change, for a refusal for good: the address, unless the server said what else was wrong.
     fix: str = "check the address in config.yaml; a corrected address gets the digest on the next run"
+    not_before: dt.datetime | None = None  # of a passing failure: the service asked for nothing before then
 
 
 OnResult = Callable[[Delivery, Result], None]
@@ -35,6 +37,9 @@ OnResult = Callable[[Delivery, Result], None]
 
 class Channel(Protocol):
     kind: ClassVar[str]
+    # After this many runs in a row in which a destination took nothing, its pending deliveries fail with the last
+    # reason; None: they stay pending for as long as it takes (a mail server's 4xx is passing by definition).
+    gives_up_after_runs: ClassVar[int | None]
 
     @classmethod
     def from_config(cls, config: Config, links: Links | None = None) -> Channel:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -42,6 +43,10 @@ if TYPE_CHECKING:  # Apprise takes a tenth of a second to import: only runs that
 log = logging.getLogger(__name__)
 
 SEND_SECONDS = 30.0  # one message to one service, retries included; then the process sending it is killed
+# A refusal no answer names as one (Slack's 200 {"ok": false}, Lark's codes, a plugin that says nothing) looks
+# passing: after this many runs in a row that took nothing, the destination's digests fail with the last reason.
+GIVE_UP_AFTER_RUNS = 3
+LONGEST_WAIT = dt.timedelta(days=1)  # a Retry-After is kept up to this: no answer silences a destination for longer
 SENDER = (sys.executable, "-m", "digest.net.chat_send")
 # A 4xx is the service refusing this URL for good (a revoked token, a deleted channel); these are passing.
 PASSING_4XX = frozenset({408, 425, 429})
@@ -115,6 +120,7 @@ def _formats(plugin: apprise.plugins.NotifyBase) -> tuple[str, ...]:
 
 class NotifyChannel:
     kind: ClassVar[str] = "notify"
+    gives_up_after_runs: ClassVar[int | None] = GIVE_UP_AFTER_RUNS
 
     def __init__(
         self, urls: dict[tuple[str, str], str], links: Links | None, emailed: set[str], secrets: list[str]
@@ -200,7 +206,7 @@ def outcome(events: list[SendEvent], unfinished: str) -> Result:
     """What became of a message, from what its sending process saw: sent when Apprise counted it sent and the last
     answer does not refuse it; failed for good on a 4xx (or a 200 whose body names one, as ntfy's and Telegram's
     do); uncertain when a request went out and the process had to be ended before its answer (`unfinished` says
-    why); pending otherwise."""
+    why); pending otherwise, until the time a Retry-After asked for."""
     done = next((event for event in events if event.kind == "done"), None)
     answered = [event for event in events if event.kind in ("answer", "no answer")]
     last = answered[-1] if answered else None
@@ -212,15 +218,18 @@ def outcome(events: list[SendEvent], unfinished: str) -> Result:
         return Result("sent")
     failing = next((e for e in reversed(answered) if e.refused or e.kind == "no answer" or e.status >= 300), None)
     if failing is None:
-        return Result("pending", "Apprise did not send it")
+        return Result("pending", "Apprise did not send it", FIX)
     if failing.kind == "no answer":
-        return Result("pending", failing.words)
+        return Result("pending", failing.words, FIX)
     reason = _answer_reason(failing)
     status = failing.meant if failing.refused and failing.meant is not None else failing.status
     if 400 <= status < 500 and status not in PASSING_4XX:
         content = status == 413 or CONTENT_REFUSAL.search(failing.words) is not None
         return Result("failed", reason, CONTENT_FIX if content else FIX)
-    return Result("pending", reason)
+    if failing.retry_after is None:
+        return Result("pending", reason, FIX)
+    until = dt.datetime.now(dt.UTC) + min(dt.timedelta(seconds=failing.retry_after), LONGEST_WAIT)
+    return Result("pending", f"{reason}; it asks for nothing before {until:%Y-%m-%d %H:%M} UTC", FIX, until)
 
 
 def _answer_reason(answer: SendEvent) -> str:

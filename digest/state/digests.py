@@ -123,6 +123,36 @@ class Digests(Tables):
                 (error, status, digest_id, recipient),
             )
 
+    def destination_waits(self) -> dict[str, dt.datetime]:
+        """The destinations whose services asked to be sent nothing before a time still to come (Retry-After)."""
+        rows = self._db.execute(
+            "SELECT name, not_before FROM destinations WHERE not_before > ?", (timestamp(),)
+        ).fetchall()
+        return {r[0]: dt.datetime.fromisoformat(r[1]) for r in rows}
+
+    def count_run(self, destination: str, *, took: bool, not_before: dt.datetime | None) -> int:
+        """A run's outcome for a destination: it took a digest, or it took none (one more run in a row), and the time
+        its service asked to be sent nothing before. Returns the runs in a row it has taken nothing."""
+        until = None if not_before is None else not_before.astimezone(dt.UTC).isoformat(timespec="seconds")
+        with self._transaction() as db:
+            db.execute(
+                """INSERT INTO destinations (name, failed_runs, not_before) VALUES (?, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET not_before = excluded.not_before,
+                   failed_runs = CASE WHEN ? THEN 0 ELSE failed_runs + 1 END""",
+                (destination, 0 if took else 1, until, took),
+            )
+            row = db.execute("SELECT failed_runs FROM destinations WHERE name = ?", (destination,)).fetchone()
+        return int(row[0])
+
+    def fail_pending(self, destination: str, error: str) -> int:
+        """Every delivery still pending to `destination` refused for good, with `error`. Returns how many."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE deliveries SET status = 'failed', last_error = ? WHERE recipient = ? AND status = 'pending'",
+                (error, destination),
+            )
+        return int(cursor.rowcount)
+
     def reconcile_recipients(
         self, profile: str, recipients: list[str], message_id: Callable[[], str]
     ) -> tuple[list[tuple[dt.date, str]], list[tuple[dt.date, str]]]:

@@ -202,9 +202,12 @@ def m008_papers_of_any_source() -> str:
 
 
 @migration
-def m009_deliveries_that_may_have_arrived() -> str:
+def m009_chat_destinations_remembered() -> str:
     """A chat message whose request went out and was never answered (the service trickled its answer past the
-    deadline) may have reached the service: 'uncertain', never sent again, so that it does not arrive twice."""
+    deadline) may have reached the service: 'uncertain', never sent again, so that it does not arrive twice. And
+    each chat destination's record across runs: how many runs in a row it has taken nothing (at three its digests
+    fail: a refusal its answers do not name is not retried for ever), and the time its service asked to be sent
+    nothing before (Retry-After), so that the next run does not ask sooner."""
     return """
         CREATE TABLE deliveries_9 (
             digest_id INTEGER NOT NULL REFERENCES digests (id),
@@ -220,4 +223,9 @@ def m009_deliveries_that_may_have_arrived() -> str:
             SELECT digest_id, recipient, status, attempts, last_error, sent_at, message_id FROM deliveries;
         DROP TABLE deliveries;
         ALTER TABLE deliveries_9 RENAME TO deliveries;
+        CREATE TABLE destinations (
+            name TEXT PRIMARY KEY,         -- as deliveries name it: ntfy://ntfy.sh (3fa2c1d9)
+            failed_runs INTEGER NOT NULL DEFAULT 0,
+            not_before TEXT                -- UTC; NULL: whenever
+        );
     """
