@@ -880,8 +880,9 @@ class ChatServer:
         (self.received if status < 300 and content is None else self.refused).append(record)
         if content is None:
             content = _service_answer(path, status)
-        if self.echo_headers and status >= 300:
-            said = "; ".join(f"{name}: {value}" for name, value in headers.items())
+        if self.echo_headers and status >= 300:  # the credentials first, as "invalid credentials: ..." has them
+            shown = sorted(headers.items(), key=lambda header: header[0] != "authorization")
+            said = "; ".join(f"{name}: {value}" for name, value in shown)
             content = {"http": status, "error": f"{HTTPStatus(status).phrase}; the request was {said}"}
         raw = content if isinstance(content, bytes) else json.dumps(content).encode()
         kind = "application/json" if raw.startswith((b"{", b"[")) else "text/plain"

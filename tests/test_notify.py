@@ -262,6 +262,38 @@ def test_a_service_that_never_finishes_answering_costs_its_deadline_and_gets_the
     assert re.search(rf"json://127\.0\.0\.1:{port} \(\w+\) uncertain 1 tries  did not finish", status.stdout)
 
 
+def test_what_a_service_echoes_of_a_password_is_never_shown_or_stored(
+    tmp_path, feed_server, fake_llm, chat, write_config
+):
+    """A service that echoes the request's headers in its errors (a 401 and a 500 here) sends back the password in
+    base64 (Authorization: Basic), and the URL writes it percent-encoded: no form of it reaches the output, in
+    either log format, the state or digest status."""
+    import base64
+    from urllib.parse import quote
+
+    host, server = chat
+    server.echo_headers = True
+    server.script = {"/digest-hook": [401, 401], "/": [500, 500]}
+    password = "PASS/WORD+secret42"
+    written = quote(password, safe="")
+    env = {"JSON_HOOK": f"json://reader:{written}@{host}/digest-hook", "NTFY_URL": f"ntfy://reader:{written}@{host}/t"}
+    path = write_config(notify_config(tmp_path, feed_server, fake_llm, host, notify=["${JSON_HOOK}", "${NTFY_URL}"]))
+    said = []
+    for log_format in ("text", "json"):
+        (tmp_path / "state.sqlite3").unlink(missing_ok=True)
+        run = run_cli("-v", "run", "--config", str(path), env=env | {"DIGEST_LOG_FORMAT": log_format})
+        assert run.returncode == 1, run.stdout + run.stderr
+        said += [run.stdout, run.stderr]
+    credential = base64.b64encode(f"reader:{password}".encode()).decode()
+    assert {r["headers"]["authorization"] for r in server.refused} == {f"Basic {credential}"}
+    assert "[redacted]" in said[0]  # the 401's words were the echo: shown, redacted
+    said.append(run_cli("status", "--config", str(path)).stdout)
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        said.append("\n".join(db.iterdump()))
+    for form in (credential, password, written, "PASS/WORD", quote(credential, safe="")):
+        assert not [text for text in said if form in text], form
+
+
 HOSTILE = (
     "@channel @here <!channel> [click me](https://evil.example/x) ![pixel](https://evil.example/p.png) "
     "<b>bold</b> **loud** https://evil.example/bare"

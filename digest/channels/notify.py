@@ -33,7 +33,7 @@ from digest.errors import DeliveryError
 from digest.models import Delivery, Digest
 from digest.net.chat_send import SendEvent, SendRequest
 from digest.render import chat_message
-from digest.secrets import redact, token_parts
+from digest.secrets import redact
 
 if TYPE_CHECKING:  # Apprise takes a tenth of a second to import: only runs that notify anyone import it
     import apprise
@@ -128,7 +128,7 @@ class NotifyChannel:
         self._urls = urls  # (profile, destination name) -> URL
         self._links = links
         self._emailed = emailed  # the profiles whose digests are emailed too
-        self._secrets = secrets  # the config's: a service's answer may echo any of them
+        self._secrets = secrets  # the config's, encoded forms too: a service's answer may echo any of them
 
     @classmethod
     def from_config(cls, config: Config, links: Links | None = None) -> NotifyChannel:
@@ -150,7 +150,7 @@ class NotifyChannel:
             result = await self._send(url, delivery, stop)
             if result.status in ("pending", "uncertain"):
                 unwell.add(delivery.recipient)
-            on_result(delivery, result._replace(reason=redact(result.reason, [*self._secrets, *token_parts(url)])))
+            on_result(delivery, result._replace(reason=redact(result.reason, self._secrets)))
 
     async def _send(self, url: str, delivery: Delivery, stop: asyncio.Event) -> Result:
         plugin = _plugin(url)
