@@ -842,6 +842,7 @@ SERVICE_HOSTS = (
     "hooks.slack.com",
     "open.larksuite.com",
     "open.feishu.cn",
+    "prod-00.westeurope.logic.azure.com",  # a Power Automate workflow's host (Microsoft Teams)
 )
 
 # A scripted answer: a status, answered with the service's own body for it; or a status and the body itself (a JSON
@@ -860,7 +861,7 @@ class ChatServer:
 
     script: dict[str, list[ChatAnswer]] = field(default_factory=dict)  # path -> answers given first
     echo_headers: bool = False
-    received: list[dict[str, Any]] = field(default_factory=list)  # host, path, headers and JSON body of each taken
+    received: list[dict[str, Any]] = field(default_factory=list)  # host, path, headers, JSON body, size of each taken
     refused: list[dict[str, Any]] = field(default_factory=list)  # the same, of each request answered otherwise
 
     def of(self, path: str) -> list[dict[str, Any]]:
@@ -873,7 +874,8 @@ class ChatServer:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         path = scope["path"]
         parsed = json.loads(body) if body.strip().startswith((b"{", b"[")) else {}
-        record = {"host": headers.get("host", "").partition(":")[0], "path": path, "headers": headers, "body": parsed}
+        host = headers.get("host", "").partition(":")[0]
+        record = {"host": host, "path": path, "headers": headers, "body": parsed, "size": len(body)}
         scripted = self.script.get(path)
         answer = scripted.pop(0) if scripted else 200
         status, content, extra = (answer, None, {}) if isinstance(answer, int) else (*answer, {})[:3]

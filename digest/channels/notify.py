@@ -95,21 +95,30 @@ def _sending_url(url: str) -> str:
 def message_for(
     plugin: apprise.plugins.NotifyBase, title: str, digest: Digest | None, links: Links | None, *, emailed: bool
 ) -> str:
-    """The chat message's body, in Markdown, in what the service takes once Apprise has converted it to the
-    service's own format; where the service has no title of its own, Apprise puts it on the body's first line.
-    `emailed`: the profile's digest is emailed too, so the papers the message leaves out are there."""
-    from apprise.conversion import convert_between
-
+    """The chat message's body, in Markdown, as long as the service takes it (`_fits`). `emailed`: the profile's
+    digest is emailed too, so the papers the message leaves out are there."""
     if digest is None:  # a digest recorded before digests kept their content: its subject alone
         return title
-    room = plugin.body_maxlen - (len(title) + 2 if plugin.title_maxlen <= 0 else 0)
-    native = _formats(plugin)[0]
+    return chat_message(digest, links, lambda body: _fits(plugin, title, body), emailed=emailed)
 
-    def fits(body: str) -> bool:
-        sent = body if native == "markdown" else convert_between("markdown", native, body)
-        return len(sent) <= room
 
-    return chat_message(digest, links, fits, emailed=emailed)
+def _fits(plugin: apprise.plugins.NotifyBase, title: str, body: str) -> bool:
+    """Whether the service takes the message whole, measured on what Apprise sends, as Apprise itself prepares it
+    for sending (_build_send_calls, which its notify() calls, plugins' own preparations included): converted to the
+    service's format, the title put in front (`# title`) where the service has no title field, turned into the
+    service's dialect (Telegram's Markdown), against the service's limit as Apprise knows it (which counts the title
+    too, for Discord). Matrix reckons its limit from the message itself, by the bytes of the whole event (its HTML
+    included): that verdict is taken as it is."""
+    from apprise import NotifyFormat
+
+    usual = plugin.body_maxlen
+    for call in plugin._build_send_calls(body=body, title=title, body_format=NotifyFormat.MARKDOWN):
+        limit = plugin.body_maxlen  # read while Apprise prepares this message
+        if limit != usual:  # reckoned for this message: the most of it that fits, or all of it
+            return limit >= len(body)
+        sent = call["body"] + (call["title"] if plugin.overflow_amalgamate_title else "")
+        return len(sent) <= limit
+    return True
 
 
 def _formats(plugin: apprise.plugins.NotifyBase) -> tuple[str, ...]:
