@@ -112,13 +112,14 @@ def _fits(plugin: apprise.plugins.NotifyBase, title: str, body: str) -> bool:
     from apprise import NotifyFormat
 
     usual = plugin.body_maxlen
-    for call in plugin._build_send_calls(body=body, title=title, body_format=NotifyFormat.MARKDOWN):
+    preparing = plugin._build_send_calls(body=body, title=title, body_format=NotifyFormat.MARKDOWN)
+    with contextlib.closing(preparing):  # one call: Apprise sends a message as it is, unsplit
+        call = next(preparing)
         limit = plugin.body_maxlen  # read while Apprise prepares this message
-        if limit != usual:  # reckoned for this message: the most of it that fits, or all of it
-            return limit >= len(body)
-        sent = call["body"] + (call["title"] if plugin.overflow_amalgamate_title else "")
-        return len(sent) <= limit
-    return True
+    if limit != usual:  # reckoned for this message: the most of it that fits, or all of it
+        return limit >= len(body)
+    sent = call["body"] + (call["title"] if plugin.overflow_amalgamate_title else "")
+    return len(sent) <= limit
 
 
 def _formats(plugin: apprise.plugins.NotifyBase) -> tuple[str, ...]:
