@@ -203,7 +203,8 @@ class NotifyChannel:
             # Not killed, yet not done: a bug, whose last line says what (and is redacted on its way out).
             said = (await process.stderr.read()).decode(errors="replace").strip().splitlines()[-1:]
             log.warning("notify: sending to %s failed in its process: %s", delivery.recipient, " ".join(said))
-        return outcome(events, "stopped" if stop.is_set() else f"did not finish within {SEND_SECONDS:g} s")
+        unfinished = "was stopped by a signal" if stop.is_set() else f"did not finish within {SEND_SECONDS:g} s"
+        return outcome(events, unfinished)
 
     async def check(self) -> str:
         """Every URL was parsed by Apprise when the config was read; this names them, sending nothing."""
