@@ -355,8 +355,9 @@ class RunSummary(BaseModel):
     deliveries_sent: int = 0
     deliveries_pending: int = 0
     deliveries_failed: int = 0  # refused for good (5xx): reported by this run once, never retried
+    deliveries_uncertain: int = 0  # may have arrived (a request never answered): reported once, never sent again
     # Each destination tried in this run, by its name (never a token): how many digests it took (sent), refused
-    # for good (failed), or left for the next run (pending).
+    # for good (failed), left for the next run (pending), or may have (uncertain).
     destinations: dict[str, dict[str, int]] = {}
     warnings: list[str] = []
     errors: list[str] = []

@@ -56,10 +56,10 @@ def chat_text(text: object) -> str:
     return MENTION.sub("@\u2060", markdown_text(text))
 
 
-def chat_message(digest: Digest, links: Links | None, fits: Callable[[str], bool]) -> str:
+def chat_message(digest: Digest, links: Links | None, fits: Callable[[str], bool], *, emailed: bool) -> str:
     """The digest as a short Markdown chat message: for each paper, best first, its score, title, a one-line
     reason and its link (and the rating links with the web side); as many papers as `fits` takes, then "and N
-    more" with the archive link."""
+    more" and where they are: the archive, with the web side, else the email (`emailed`: the profile has one)."""
     ranked = sorted(digest.entries, key=best_first)
     head = (
         f"{paper_count(digest.relevant_count)} for you of {paper_count(digest.papers_read)} read "
@@ -76,7 +76,7 @@ def chat_message(digest: Digest, links: Links | None, fits: Callable[[str], bool
         if shown < len(blocks):
             more = len(blocks) - shown
             where = links.archive(digest.profile) if links is not None else "the email digest has them all"
-            parts.append(f"and {more} more: {where}")
+            parts.append(f"and {more} more: {where}" if links is not None or emailed else f"and {more} more not shown")
         elif links is not None:
             parts.append(f"Past digests: {links.archive(digest.profile)}")
         return "\n\n".join(parts)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
-# What a terminal would act on (escape sequences, carriage returns), and what XML 1.0 forbids (a U+FFFF in one
-# reason made the whole Atom feed unreadable): cut where untrusted text enters (from arXiv, from the LLM), and
-# again where anything is printed.
-UNSAFE_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# What a terminal would act on (escape sequences, carriage returns), what XML 1.0 forbids (a U+FFFF in one reason
+# made the whole Atom feed unreadable), and the bidirectional controls, which reorder the text around them unseen
+# (U+202E shows "fdp.exe" as "exe.pdf"): cut where untrusted text enters (from arXiv, from the LLM), and again where
+# anything is printed.
+UNSAFE_CHARACTERS = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -68,13 +70,18 @@ async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str]
 
 
 @contextmanager
-def serve_asgi(app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> Iterator[str]:
-    """Run `app` under uvicorn on a free loopback port in a thread; yield its base URL."""
+def serve_asgi(
+    app: Callable[[Scope, Receive, Send], Awaitable[None]], *, certificate: Path | None = None
+) -> Iterator[str]:
+    """Run `app` under uvicorn on a free loopback port in a thread; yield its base URL. `certificate`: a file with
+    the server's key and certificate chain, to serve HTTPS."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
+    tls = {"ssl_certfile": str(certificate)} if certificate is not None else {}
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1, **tls)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -83,7 +90,7 @@ def serve_asgi(app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> Iterat
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if certificate is not None else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=5)
@@ -870,15 +877,34 @@ class RxivAPI:
 
 # Chat and push services
 
+# Where the hosted services' URLs go, whatever the URL says: Apprise writes these hosts into its requests itself.
+SERVICE_HOSTS = (
+    "api.telegram.org",
+    "discord.com",
+    "slack.com",
+    "hooks.slack.com",
+    "open.larksuite.com",
+    "open.feishu.cn",
+    "prod-00.westeurope.logic.azure.com",  # a Power Automate workflow's host (Microsoft Teams)
+)
+
+# A scripted answer: a status, answered with the service's own body for it; or a status and the body itself (a JSON
+# value, bytes as they are, or None for the service's own), and headers to send with it.
+ChatAnswer = int | tuple[int, Any] | tuple[int, Any, dict[str, str]]
+
 
 @dataclass
 class ChatServer:
-    """Where Apprise's URLs point in the tests: ntfy (a POST of JSON to /, the topic inside), Mattermost's incoming
-    webhooks (/hooks/<token>) and a JSON webhook (any other path), answered as those services answer, or with the
-    statuses scripted for a path (one per request, then 200)."""
+    """Where Apprise's URLs point in the tests, answering as each service answers (tests/fixtures/real/APPRISE.md):
+    ntfy (a POST of JSON to /, the topic inside), Mattermost's incoming webhooks (/hooks/<token>), Telegram's Bot API
+    (/bot<token>/<method>), Discord's webhooks, Slack's Web API and webhooks, Lark's and Feishu's bot hooks, Gotify
+    (/message), Matrix's client API, a Power Automate workflow, and a JSON webhook (any other path); or with the
+    answers scripted for a path (one per request, then the service's own). `echo_headers`: an error's message shows
+    the request's headers, as some servers' debugging answers do."""
 
-    script: dict[str, list[int]] = field(default_factory=dict)  # path -> statuses answered first
-    received: list[dict[str, Any]] = field(default_factory=list)  # path, headers and the JSON body of each 2xx
+    script: dict[str, list[ChatAnswer]] = field(default_factory=dict)  # path -> answers given first
+    echo_headers: bool = False
+    received: list[dict[str, Any]] = field(default_factory=list)  # host, path, headers, JSON body, size of each taken
     refused: list[dict[str, Any]] = field(default_factory=list)  # the same, of each request answered otherwise
 
     def of(self, path: str) -> list[dict[str, Any]]:
@@ -890,27 +916,122 @@ class ChatServer:
         body = await _read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         path = scope["path"]
-        record = {"path": path, "headers": headers, "body": json.loads(body or b"{}")}
+        parsed = json.loads(body) if body.strip().startswith((b"{", b"[")) else {}
+        host = headers.get("host", "").partition(":")[0]
+        record = {"host": host, "path": path, "headers": headers, "body": parsed, "size": len(body)}
         scripted = self.script.get(path)
-        status = scripted.pop(0) if scripted else 200
-        (self.received if status < 300 else self.refused).append(record)
-        if path.startswith("/hooks/"):  # Mattermost
-            answer = (
-                b"ok" if status < 300 else b'{"id":"web.incoming_webhook.invalid.app_error","status_code":%d}' % status
-            )
-            await _respond(send, status, answer, {"content-type": "text/plain" if status < 300 else "application/json"})
+        answer = scripted.pop(0) if scripted else 200
+        status, content, extra = (answer, None, {}) if isinstance(answer, int) else (*answer, {})[:3]
+        (self.received if status < 300 and content is None else self.refused).append(record)
+        if content is None:
+            content = _service_answer(path, status)
+        if self.echo_headers and status >= 300:  # the credentials first, as "invalid credentials: ..." has them
+            shown = sorted(headers.items(), key=lambda header: header[0] != "authorization")
+            said = "; ".join(f"{name}: {value}" for name, value in shown)
+            content = {"http": status, "error": f"{HTTPStatus(status).phrase}; the request was {said}"}
+        raw = content if isinstance(content, bytes) else json.dumps(content).encode()
+        kind = "application/json" if raw.startswith((b"{", b"[")) else "text/plain"
+        await _respond(send, status, raw, {"content-type": kind, **extra})
+
+
+def _service_answer(path: str, status: int) -> Any:
+    """What the service at `path` answers with `status`: its acceptance, or its own error object."""
+    ok = status < 300
+    if path == "/":  # ntfy, its errors as ntfy's errors.go writes them
+        if ok:
+            return {"id": uuid.uuid4().hex[:12], "time": int(time.time()), "event": "message", "topic": "t"}
+        error = "unauthorized" if status == 401 else "error"
+        return {"code": status * 100 + 1, "http": status, "error": error, "link": "https://ntfy.sh/docs/publish/"}
+    if path.startswith("/hooks/"):  # Mattermost
+        return b"ok" if ok else {"id": "web.incoming_webhook.invalid.app_error", "status_code": status}
+    if path.startswith("/bot"):  # Telegram: the bot's owner (getUpdates) is the chat when the URL names none
+        if not ok:
+            return {"ok": False, "error_code": status, "description": HTTPStatus(status).phrase}
+        if path.endswith("/getUpdates"):
+            chat = {"id": 12315544, "type": "private", "first_name": "Reader"}
+            return {"ok": True, "result": [{"update_id": 1, "message": {"message_id": 1, "chat": chat, "from": chat}}]}
+        return {"ok": True, "result": {"message_id": 1}}
+    if path.startswith("/api/webhooks/"):  # Discord
+        return {"id": "1", "type": 0} if ok else {"message": HTTPStatus(status).phrase, "code": 0}
+    if path == "/api/chat.postMessage":  # Slack's Web API: its errors as 200s too
+        return {"ok": True, "channel": "C1", "ts": "1.1"} if ok else {"ok": False, "error": "invalid_auth"}
+    if path.startswith("/services/"):  # Slack's incoming webhooks
+        return b"ok" if ok else b"invalid_token"
+    if path.startswith("/open-apis/bot/"):  # Lark and Feishu
+        return {"code": 0, "msg": "success", "data": {}} if ok else {"code": 9499, "msg": "Bad Request"}
+    if path == "/message":  # Gotify
+        return {"id": 1, "appid": 1, "priority": 5} if ok else {"error": "Unauthorized", "errorCode": status}
+    if path.startswith("/_matrix/"):
+        if not ok:
+            return {"errcode": "M_FORBIDDEN", "error": HTTPStatus(status).phrase}
+        if "/join/" in path:
+            return {"room_id": "!papers:example.org"}
+        return {"event_id": "$1"} if "/send/" in path else {"user_id": "@digest:example.org"}
+    return {}  # a JSON webhook, or a Power Automate workflow (202, by its script)
+
+
+def chat_certificate(folder: Path) -> tuple[Path, Path]:
+    """A throwaway CA and a certificate of it for the hosted services' names, for `serve_asgi(certificate=...)`.
+    Returns (the CA's file, the server's key and certificate chain)."""
+    ca = trustme.CA()
+    ca_file, server_file = folder / "chat-ca.pem", folder / "chat-server.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca.issue_cert(*SERVICE_HOSTS).private_key_and_cert_chain_pem.write_to_path(str(server_file))
+    return ca_file, server_file
+
+
+@contextmanager
+def connect_proxy(target_port: int) -> Iterator[int]:
+    """An HTTP proxy on loopback that tunnels every CONNECT, whatever host it names, to `target_port` on loopback;
+    yields its port. With HTTPS_PROXY pointing at it, a process's requests to api.telegram.org reach the test."""
+    loop = asyncio.new_event_loop()
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"CONNECT "):
+            writer.close()
             return
-        if path == "/":  # ntfy
-            ok = {"id": uuid.uuid4().hex[:12], "time": int(time.time()), "event": "message", "topic": "t"}
-            error = {  # as ntfy's errors.go writes them
-                "code": status * 100 + 1,
-                "http": status,
-                "error": "unauthorized" if status == 401 else "error",
-                "link": "https://ntfy.sh/docs/publish/#authentication",
-            }
-            await _respond(send, status, json.dumps(ok if status < 300 else error).encode(), _json)
-            return
-        await _respond(send, status, b"{}", _json)
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    server = loop.run_until_complete(asyncio.start_server(tunnel, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+
+
+@contextmanager
+def chat_services(app: ChatServer, folder: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`app` on loopback twice: as itself (for the URLs that name their host: json://, ntfy://, mmost://, gotify://,
+    matrix://, workflow://) and, behind an HTTPS proxy, as the hosted services (tgram://, discord://, slack://,
+    lark://, feishu://) with a certificate for their names. Yields app's host:port and the environment that sends a
+    process's requests through the proxy and trusts that certificate."""
+    ca_file, server_file = chat_certificate(folder)
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(serve_asgi(app))
+        tls_url = stack.enter_context(serve_asgi(app, certificate=server_file))
+        proxy_port = stack.enter_context(connect_proxy(int(tls_url.rpartition(":")[2])))
+        yield (
+            url.removeprefix("http://"),
+            {
+                "HTTPS_PROXY": f"http://127.0.0.1:{proxy_port}",
+                "NO_PROXY": "127.0.0.1,localhost",
+                "REQUESTS_CA_BUNDLE": str(ca_file),
+            },
+        )
 
 
 # Embeddings
@@ -1065,8 +1186,9 @@ def smtp_server(
 
 
 @contextmanager
-def slow_greeting_server(seconds_per_byte: float = 1.0) -> Iterator[int]:
-    """A server that trickles its greeting one byte at a time and never finishes it (slow loris); yields its port."""
+def slow_greeting_server(seconds_per_byte: float = 1.0, *, requests: list[bytes] | None = None) -> Iterator[int]:
+    """A server that trickles its greeting one byte at a time and never finishes it (slow loris); yields its port.
+    With `requests`, it is an HTTP service that takes each request (kept there) and then trickles its answer."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -1078,12 +1200,14 @@ def slow_greeting_server(seconds_per_byte: float = 1.0) -> Iterator[int]:
         while not done.is_set():
             try:
                 client, _ = listener.accept()
+                if requests is not None:
+                    requests.append(_http_request(client))
                 clients.append(client)
             except TimeoutError:
                 pass
             for client in clients:
                 with contextlib.suppress(OSError):
-                    client.send(b"2")
+                    client.send(b"2" if requests is None else b"H")
             done.wait(seconds_per_byte)
         for client in clients:
             client.close()
@@ -1096,6 +1220,18 @@ def slow_greeting_server(seconds_per_byte: float = 1.0) -> Iterator[int]:
         done.set()
         thread.join(timeout=5)
         listener.close()
+
+
+def _http_request(client: socket.socket) -> bytes:
+    """An HTTP request as it arrives: the head, and a body of its Content-Length."""
+    client.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := client.recv(65536)):
+        data += chunk
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", data)
+    while length and len(data.partition(b"\r\n\r\n")[2]) < int(length[1]) and (chunk := client.recv(65536)):
+        data += chunk
+    return data
 
 
 def html_titles(message: EmailMessage, *, listed: bool = False) -> list[str]:

@@ -22,6 +22,7 @@ class OutboxChannel:
     """Writes `<outbox>/<profile>/<date>.html` (or `.md`) and the `.eml` of the message: no server needed."""
 
     kind: ClassVar[str] = "outbox"
+    gives_up_after_runs: ClassVar[int | None] = None
 
     def __init__(self, folder: Path, sender: str, recipients: dict[str, list[str]]) -> None:
         self._folder = folder

@@ -33,6 +33,7 @@ TOO_LARGE_FIX = (
 
 class SMTPChannel:
     kind: ClassVar[str] = "smtp"
+    gives_up_after_runs: ClassVar[int | None] = None
 
     def __init__(self, config: SMTPConfig, sender: str, addresses: Iterable[str] = ()) -> None:
         self._config = config

@@ -26,7 +26,12 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 DESTINATIONS_SHOWN = 8
-DESTINATION_WORDS = {"sent": "sent", "pending": "pending (retried next run)", "failed": "refused for good"}
+DESTINATION_WORDS = {
+    "sent": "sent",
+    "pending": "pending (retried next run)",
+    "failed": "refused for good",
+    "uncertain": "may have arrived (not sent again)",
+}
 
 
 def run_summary(summary: RunSummary) -> str:
@@ -73,7 +78,8 @@ def run_summary(summary: RunSummary) -> str:
         lines.append(f"  in flight    {summary.concurrency}")
     lines += [f"  batch        {note}" for note in summary.batches]
     delivered = f"  delivered    {summary.deliveries_sent}, still pending {summary.deliveries_pending}"
-    lines.append(delivered + (f", failed for good {summary.deliveries_failed}" if summary.deliveries_failed else ""))
+    delivered += f", failed for good {summary.deliveries_failed}" if summary.deliveries_failed else ""
+    lines.append(delivered + (f", uncertain {summary.deliveries_uncertain}" if summary.deliveries_uncertain else ""))
     shown = list(summary.destinations.items())
     lines += [
         f"    {name}: " + ", ".join(f"{n} {DESTINATION_WORDS[status]}" for status, n in said.items())
@@ -186,7 +192,10 @@ def undone_deliveries(deliveries: list[DeliveryState]) -> str:
     """For `digest status`: what has not reached its recipient, and why."""
     if not deliveries:
         return "deliveries: every digest has reached every recipient"
-    lines = ["deliveries not done (pending: retried on the next run; failed: refused for good, never retried):"]
+    lines = [
+        "deliveries not done (pending: retried on the next run; failed: refused for good, never retried; uncertain: "
+        "may have arrived, never sent again):"
+    ]
     for d in deliveries:
         why = textwrap.shorten(d.last_error or "not tried yet", width=90, placeholder=" ...")
         lines.append(f"  {d.announced} {d.profile:<12} {d.recipient:<30} {d.status:<7} {d.attempts} tries  {why}")

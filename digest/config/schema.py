@@ -7,7 +7,7 @@ import re
 import zoneinfo
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -24,7 +24,7 @@ from digest.config.embeddings import EmbeddingsConfig
 from digest.config.llm import LLMConfig
 from digest.config.profiles import Profile
 from digest.config.sources import ArxivConfig, BiorxivConfig, MedrxivConfig, PreprintServerConfig
-from digest.secrets import token_parts
+from digest.secrets import basic_credential, encoded_forms, smtp_credentials, token_parts
 from digest.taxonomy import (
     is_arxiv_category,
 )
@@ -159,10 +159,14 @@ class Config(StrictModel):
 
     @property
     def secrets(self) -> list[str]:
-        """Everything that must never be shown: keys, passwords, and what URLs carry in their userinfo or query."""
+        """Everything that must never be shown: keys, passwords, and what URLs carry in their userinfo or query; each
+        also as it may be encoded on its way out or back (a server echoing an Authorization header shows a user and
+        password in base64)."""
         found = [self.llm.api_key.get_secret_value()]
-        if self.email.smtp is not None and self.email.smtp.password is not None:
-            found.append(self.email.smtp.password.get_secret_value())
+        smtp = self.email.smtp
+        if smtp is not None and smtp.username is not None and smtp.password is not None:
+            password = smtp.password.get_secret_value()
+            found += [password, *smtp_credentials(smtp.username, password)]
         if self.web is not None and self.web.secret is not None:
             found.append(self.web.secret.get_secret_value())
         if self.embeddings is not None and self.embeddings.api_key is not None:
@@ -173,10 +177,12 @@ class Config(StrictModel):
         for url in urls:
             parts = urlsplit(url)
             found += [p for p in (parts.password, parts.username) if p]
+            if parts.username is not None and parts.password is not None:
+                found.append(basic_credential(unquote(parts.username), unquote(parts.password)))
             found += [value for _, value in parse_qsl(parts.query) if value]
         for profile in self.profiles:
             found += [part for url in profile.notify for part in token_parts(url.get_secret_value())]
-        return found
+        return list(dict.fromkeys(form for secret in found for form in encoded_forms(secret)))
 
     def categories_of(self, profile: Profile) -> list[str]:
         """The profile's own categories, or every source's."""

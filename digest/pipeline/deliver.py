@@ -9,6 +9,7 @@ dropped, new ones get the pending digests too.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 
@@ -19,6 +20,7 @@ from digest.errors import DeliveryError
 from digest.links import Links
 from digest.models import Delivery, RunSummary
 from digest.state.store import Store
+from digest.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,10 @@ async def deliver_pending(config: Config, store: Store, summary: RunSummary, sto
     _reconcile_recipients(config, store, summary)
     problems: list[str] = []
     hints: list[str] = []
+    outcomes: dict[str, list[Result]] = {}  # by destination, what each of this run's attempts came to
 
     def record(delivery: Delivery, result: Result) -> None:
+        outcomes.setdefault(delivery.recipient, []).append(result)
         said = summary.destinations.setdefault(delivery.recipient, {})
         said[result.status] = said.get(result.status, 0) + 1
         if result.status == "sent":
@@ -40,28 +44,54 @@ async def deliver_pending(config: Config, store: Store, summary: RunSummary, sto
             summary.deliveries_sent += 1
             log.info("deliver: %s digest of %s to %s", delivery.profile, delivery.announced, delivery.recipient)
             return
-        store.mark_attempt(delivery.digest_id, delivery.recipient, result.reason, permanent=result.status == "failed")
+        store.mark_attempt(delivery.digest_id, delivery.recipient, result.reason, status=result.status)
         if result.status == "failed":
             summary.deliveries_failed += 1
             summary.errors.append(
                 f"the {delivery.profile} digest of {delivery.announced} could not be delivered to "
                 f"{delivery.recipient}, for good: {result.reason}; it is not tried again ({result.fix})"
             )
-        else:
-            problems.append(f"{delivery.recipient}: {result.reason}")
+        elif result.status == "uncertain":
+            summary.deliveries_uncertain += 1
+            summary.errors.append(
+                f"the {delivery.profile} digest of {delivery.announced} may or may not have reached "
+                f"{delivery.recipient}: it {result.reason}; it is not sent again, so that it does not arrive twice"
+            )
 
+    waits = store.destination_waits()
+    waiting: dict[str, dt.datetime] = {}
     by_kind: dict[str, list[Delivery]] = {}
     for delivery in store.pending_deliveries():
+        if delivery.recipient in waits:
+            waiting[delivery.recipient] = waits[delivery.recipient]
+            continue
         by_kind.setdefault(kind_of(delivery.recipient, config), []).append(delivery)
+    summary.warnings += [
+        f"{name} asked to be sent nothing before {until:%Y-%m-%d %H:%M} UTC (Retry-After): its digests wait for a "
+        "run after that"
+        for name, until in waiting.items()
+    ]
     links = Links.of(config, store) if "notify" in by_kind else None
+    given_up: set[str] = set()
     for kind, deliveries in by_kind.items():
         if stop.is_set():
             break
+        handler = channel(kind, config, links)
         try:
-            await channel(kind, config, links).deliver(deliveries, record, stop)
+            await handler.deliver(deliveries, record, stop)
         except DeliveryError as error:
             problems.append(error.message)
             hints += [error.hint] if error.hint else []
+        if handler.gives_up_after_runs is not None:
+            tried = {d.recipient: outcomes[d.recipient] for d in deliveries if d.recipient in outcomes}
+            given_up |= _count_runs(store, summary, tried, handler.gives_up_after_runs)
+    problems += [
+        f"{name}: {result.reason}"
+        for name, results in outcomes.items()
+        if name not in given_up
+        for result in results
+        if result.status == "pending"
+    ]
     summary.deliveries_pending = len(store.pending_deliveries())
     if summary.deliveries_sent or summary.deliveries_pending or summary.deliveries_failed:
         log.info(
@@ -79,6 +109,34 @@ async def deliver_pending(config: Config, store: Store, summary: RunSummary, sto
             hint=(hint + ". " if hint else "") + "what was not delivered stays pending and goes out first on the "
             "next run",
         )
+
+
+def _count_runs(store: Store, summary: RunSummary, outcomes: dict[str, list[Result]], gives_up_after: int) -> set[str]:
+    """Each destination's runs in a row that took nothing, and the wait its service asked for (Retry-After). On the
+    `gives_up_after`th such run its pending digests fail with the last reason: a refusal that no answer names as
+    one (a 200 that says no in a form digest does not know) is not retried for ever. Returns the destinations
+    given up on."""
+    given_up: set[str] = set()
+    for name, results in outcomes.items():
+        took = any(r.status == "sent" for r in results)
+        passing = [r for r in results if r.status == "pending"]
+        if not took and not passing:  # refused for good, or uncertain: already settled, never tried again
+            continue
+        not_before = max((r.not_before for r in passing if r.not_before is not None), default=None)
+        runs = store.count_run(name, took=took, not_before=None if took else not_before)
+        if took or runs < gives_up_after:
+            continue
+        last = passing[-1]
+        failed = store.fail_pending(name, f"{last.reason} ({runs} runs in a row)")
+        said = summary.destinations[name]
+        said["failed"] = said.get("failed", 0) + said.pop("pending", 0)
+        summary.deliveries_failed += failed
+        summary.errors.append(
+            f"{name} has taken no digest on {runs} runs in a row, the last time: {last.reason}; "
+            f"{counted(failed, 'digest')} waiting for it are not tried again ({last.fix})"
+        )
+        given_up.add(name)
+    return given_up
 
 
 def _reconcile_recipients(config: Config, store: Store, summary: RunSummary) -> None:

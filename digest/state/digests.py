@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from digest.models import Delivery, Digest
 from digest.state.tables import Tables, timestamp
@@ -110,15 +111,47 @@ class Digests(Tables):
                 (timestamp(), digest_id, recipient),
             )
 
-    def mark_attempt(self, digest_id: int, recipient: str, error: str, *, permanent: bool) -> None:
-        """An attempt that did not deliver: for good (`permanent`, never retried), or to be retried."""
+    def mark_attempt(
+        self, digest_id: int, recipient: str, error: str, *, status: Literal["pending", "failed", "uncertain"]
+    ) -> None:
+        """An attempt that did not deliver: to be retried (pending), refused for good (failed), or that may have
+        (uncertain); neither of the last two is tried again."""
         with self._transaction() as db:
             db.execute(
-                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?,
-                   status = CASE WHEN ? THEN 'failed' ELSE status END
+                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?, status = ?
                    WHERE digest_id = ? AND recipient = ?""",
-                (error, permanent, digest_id, recipient),
+                (error, status, digest_id, recipient),
             )
+
+    def destination_waits(self) -> dict[str, dt.datetime]:
+        """The destinations whose services asked to be sent nothing before a time still to come (Retry-After)."""
+        rows = self._db.execute(
+            "SELECT name, not_before FROM destinations WHERE not_before > ?", (timestamp(),)
+        ).fetchall()
+        return {r[0]: dt.datetime.fromisoformat(r[1]) for r in rows}
+
+    def count_run(self, destination: str, *, took: bool, not_before: dt.datetime | None) -> int:
+        """A run's outcome for a destination: it took a digest, or it took none (one more run in a row), and the time
+        its service asked to be sent nothing before. Returns the runs in a row it has taken nothing."""
+        until = None if not_before is None else not_before.astimezone(dt.UTC).isoformat(timespec="seconds")
+        with self._transaction() as db:
+            db.execute(
+                """INSERT INTO destinations (name, failed_runs, not_before) VALUES (?, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET not_before = excluded.not_before,
+                   failed_runs = CASE WHEN ? THEN 0 ELSE failed_runs + 1 END""",
+                (destination, 0 if took else 1, until, took),
+            )
+            row = db.execute("SELECT failed_runs FROM destinations WHERE name = ?", (destination,)).fetchone()
+        return int(row[0])
+
+    def fail_pending(self, destination: str, error: str) -> int:
+        """Every delivery still pending to `destination` refused for good, with `error`. Returns how many."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE deliveries SET status = 'failed', last_error = ? WHERE recipient = ? AND status = 'pending'",
+                (error, destination),
+            )
+        return int(cursor.rowcount)
 
     def reconcile_recipients(
         self, profile: str, recipients: list[str], message_id: Callable[[], str]
@@ -166,11 +199,12 @@ class Digests(Tables):
         return {r[0] for r in rows}
 
     def undone_deliveries(self, limit: int = 20) -> list[DeliveryState]:
-        """Pending and failed deliveries, newest digest first."""
+        """Pending, failed and uncertain deliveries, newest digest first."""
         rows = self._db.execute(
             """SELECT d.announced, d.profile, v.recipient, v.status, v.attempts, v.last_error
                FROM digests d JOIN deliveries v ON v.digest_id = d.id
-               WHERE v.status IN ('pending', 'failed') ORDER BY d.announced DESC, d.id DESC, v.recipient LIMIT ?""",
+               WHERE v.status IN ('pending', 'failed', 'uncertain')
+               ORDER BY d.announced DESC, d.id DESC, v.recipient LIMIT ?""",
             (limit,),
         ).fetchall()
         return [DeliveryState(dt.date.fromisoformat(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]

@@ -202,6 +202,36 @@ def m008_papers_of_any_source() -> str:
 
 
 @migration
+def m009_chat_destinations_remembered() -> str:
+    """A chat message whose request went out and was never answered (the service trickled its answer past the
+    deadline) may have reached the service: 'uncertain', never sent again, so that it does not arrive twice. And
+    each chat destination's record across runs: how many runs in a row it has taken nothing (at three its digests
+    fail: a refusal its answers do not name is not retried for ever), and the time its service asked to be sent
+    nothing before (Retry-After), so that the next run does not ask sooner."""
+    return """
+        CREATE TABLE deliveries_9 (
+            digest_id INTEGER NOT NULL REFERENCES digests (id),
+            recipient TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'dropped', 'uncertain')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            sent_at TEXT,
+            message_id TEXT,
+            PRIMARY KEY (digest_id, recipient)
+        );
+        INSERT INTO deliveries_9 (digest_id, recipient, status, attempts, last_error, sent_at, message_id)
+            SELECT digest_id, recipient, status, attempts, last_error, sent_at, message_id FROM deliveries;
+        DROP TABLE deliveries;
+        ALTER TABLE deliveries_9 RENAME TO deliveries;
+        CREATE TABLE destinations (
+            name TEXT PRIMARY KEY,         -- as deliveries name it: ntfy://ntfy.sh (3fa2c1d9)
+            failed_runs INTEGER NOT NULL DEFAULT 0,
+            not_before TEXT                -- UTC; NULL: whenever
+        );
+    """
+
+
+@migration
 def m010_paper_vectors() -> str:
     """Each paper's embedding, once per paper and embedding model, shared by every profile: float32 values, L2
     normalised, as raw bytes. The interests of a profile are embedded too, under the hash of their text."""
