@@ -13,7 +13,7 @@ from digest.wording import UNSAFE_CHARACTERS
 AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
 # A followed author, a must_include keyword, an exclude keyword; or a paper the reader has rated already.
 Rule = Literal["author", "keyword", "excluded", "rated"]
-RatingSource = Literal["cli", "import", "web"]
+RatingSource = Literal["cli", "import", "web", "zotero"]
 
 
 class Frozen(BaseModel):
