@@ -13,7 +13,7 @@ import itertools
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from digest.taste.ratings import PaperRef, find_paper, parse_paper, record, reso
 
 # Fields that may carry the id, most explicit first. "eprint" counts unless the entry says it is another archive's.
 ID_FIELDS = ("eprint", "arxiv", "arxivid", "doi", "url", "number", "note", "journal", "journaltitle", "howpublished")
+EXACT_ID_FIELDS = frozenset({"eprint", "arxiv", "arxivid"})  # an id alone; the others mention one
 ARXIV_ARCHIVES = {"", "arxiv"}
 # A library is parsed this many entries at a time: memory stays that of a chunk, and progress can be shown.
 CHUNK_ENTRIES = 2000
@@ -229,22 +230,26 @@ def _plain(text: str) -> Library:
 
 
 def _ref_in(fields: dict[str, str], *, eprint_is_arxiv: bool) -> PaperRef | None:
-    """The paper the entry names, in the most explicit field; its version from a later field (bioRxiv's citation
-    export gives the DOI without one and the page's URL with it) when the first says none."""
-    found = [ref for name in ID_FIELDS if (ref := _ref_in_field(name, fields, eprint_is_arxiv)) is not None]
+    return ref_in(fields, ID_FIELDS if eprint_is_arxiv else ID_FIELDS[1:], exact=EXACT_ID_FIELDS)
+
+
+def ref_in(fields: Mapping[str, str], order: Sequence[str], *, exact: Collection[str]) -> PaperRef | None:
+    """The paper an entry names, in the most explicit of the fields in `order`: an `exact` field holds an id as a
+    reader writes it, the others may mention one (arXiv:ID, an arxiv.org link, an arXiv, bioRxiv or medRxiv DOI).
+    Its version from a later field (bioRxiv's citation export gives the DOI without one and the page's URL with it)
+    when the first says none."""
+    found = [ref for name in order if (ref := _ref_in_field(fields.get(name, ""), name in exact)) is not None]
     if not found:
         return None
     versioned = next((ref for ref in found if ref.id == found[0].id and ref.version is not None), None)
     return versioned or found[0]
 
 
-def _ref_in_field(name: str, fields: dict[str, str], eprint_is_arxiv: bool) -> PaperRef | None:
-    value = fields.get(name, "").strip()
+def _ref_in_field(value: str, exact: bool) -> PaperRef | None:
+    value = value.strip()
     if not value:
         return None
-    if name in ("eprint", "arxiv", "arxivid"):
-        if name == "eprint" and not eprint_is_arxiv:
-            return None
+    if exact:
         try:
             return parse_paper(value)
         except UsageError:
@@ -267,20 +272,31 @@ async def import_library(
         not_arxiv += part.not_arxiv
         seeds = {seed.ref: seed for seed in part.seeds if seed.ref not in seen}
         seen.update(seeds)
-        incomplete = [ref for ref, seed in seeds.items() if not (seed.title and seed.abstract)]
-        looked_up = await resolve(config, store, incomplete) if incomplete else {}
-        papers: list[Paper] = []
-        for ref, seed in seeds.items():
-            paper = looked_up.get(ref)
-            if paper is None and ref in incomplete:
-                unknown.append(ref.id)
-                continue
-            papers.append(paper or _paper_of(seed))
-        for kind, count in record(store, profile, papers, rating, "import").items():
+        papers, not_known = await papers_of(config, store, seeds)
+        unknown += not_known
+        for kind, count in record(store, profile, papers.values(), rating, "import").items():
             counts[kind] += count
     return ImportReport(
         profile=profile.name, rating=rating, entries=entries, not_arxiv=not_arxiv, unknown=unknown, **counts
     )
+
+
+async def papers_of(
+    config: Config, store: Store, seeds: Mapping[PaperRef, Seed]
+) -> tuple[dict[PaperRef, Paper], list[str]]:
+    """The papers the seeds name, as the library says them; completed from the state or the papers' sources
+    where it gives no title or abstract. And the ids their sources do not know, left out."""
+    incomplete = [ref for ref, seed in seeds.items() if not (seed.title and seed.abstract)]
+    looked_up = await resolve(config, store, incomplete) if incomplete else {}
+    papers: dict[PaperRef, Paper] = {}
+    unknown: list[str] = []
+    for ref, seed in seeds.items():
+        paper = looked_up.get(ref)
+        if paper is None and ref in incomplete:
+            unknown.append(ref.id)
+            continue
+        papers[ref] = paper or _paper_of(seed)
+    return papers, unknown
 
 
 def _paper_of(seed: Seed) -> Paper:
