@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from digest.sources.arxiv import parse_api_page
-from tests.conftest import API_PAGE, base_config, run_cli
+from tests.conftest import API_PAGE, base_config, run_cli, start_cli, stop_process, wait_until
 from tests.servers import serve_asgi
 from tests.zotero import API_KEY, HTML, FakeZotero, preprint_data
 
@@ -516,3 +516,16 @@ def test_a_library_of_20000_items_is_read_with_a_progress_count_and_then_in_one_
     seen = len(app.requests)
     again = digest("import")
     assert "unchanged since the last read (1 request)" in again.stdout and len(app.requests) == seen + 1
+
+
+def test_serve_reads_the_library_at_the_start_of_each_run(library, digest_cli, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ZOTERO_API_KEY", API_KEY)  # start_cli passes the environment on
+    digest_cli({"zotero": zotero_section(library.url)}, schedule={"cron": "0 7 * * *", "timezone": "UTC"})
+    serving = start_cli("serve", "--config", str(tmp_path / "config.yaml"))  # never ran: the due run, at start
+    try:
+        wait_until(lambda: any((tmp_path / "outbox" / "me").glob("*.html")), timeout=60)
+    finally:
+        output = stop_process(serving)
+    assert "library      the Zotero library of user 475425 (profile me): 29 items read in 3 requests" in output
+    assert library.zotero.requests[0]["path"] == "/users/475425/items/top"
+    assert len(_ratings(digest_cli({"zotero": zotero_section(library.url)}))) == 8
