@@ -529,3 +529,17 @@ def test_serve_reads_the_library_at_the_start_of_each_run(library, digest_cli, t
     assert "library      the Zotero library of user 475425 (profile me): 29 items read in 3 requests" in output
     assert library.zotero.requests[0]["path"] == "/users/475425/items/top"
     assert len(_ratings(digest_cli({"zotero": zotero_section(library.url)}))) == 8
+
+
+def test_what_an_item_says_reaches_the_terminal_as_text_only(zotero, digest_cli) -> None:
+    url, app = zotero
+    reading = app.add_collection("Reading")
+    clear, title = "\x1b[2J\x1b[H", "\x1b]0;owned\x07"
+    data = preprint_data(PAPERS[0].id, f"A title{title} here", abstract=f"An abstract{clear}.", collections=[reading])
+    app.add_item(data | {"creators": [{"creatorType": "author", "name": f"Eve{clear}"}]})
+    digest = digest_cli({"zotero": zotero_section(url, not_for_me=[])})
+    imported = digest("import")
+    listing = digest("ratings")
+    assert imported.returncode == 0 and "1 more like this" in imported.stdout
+    for printed in (imported.stdout, imported.stderr, listing.stdout, listing.stderr):
+        assert "\x1b" not in printed and "\x07" not in printed, repr(printed)
