@@ -300,6 +300,16 @@ def test_the_local_api_answers_403_until_it_is_on_and_digest_says_how_to_turn_it
             checked.stdout
         )
 
+        # Zotero desktop has no /deleted: a change lists every key, and what is no longer listed was deleted.
+        app.delete_item(next(iter(app.items)))
+        _add(app, 1, [], day=2)
+        seen = len(app.requests)
+        changed = digest("import", env={})
+        assert changed.returncode == 0, changed.stderr
+        assert "1 item read in 3 requests" in changed.stdout and "(1 new, 0 changed, 1 taken back)" in changed.stdout
+        assert [r["query"].get("since") for r in app.requests[seen:]] == ["0", "0", None]
+        assert set(_ratings(digest)) == {PAPERS[1].id}
+
 
 @pytest.mark.parametrize(
     ("broken", "said"),

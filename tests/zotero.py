@@ -265,7 +265,7 @@ class FakeZotero:
         if method == "GET" and route == "/collections":
             listed = [c for c in self.collections.values() if c["version"] > since]
             return self._page(sorted(listed, key=lambda c: c["data"]["name"]), query, route)
-        if method == "GET" and route == "/deleted":
+        if method == "GET" and route == "/deleted" and not self.local:  # Zotero desktop has no /deleted
             document = copy.deepcopy(DELETED_DOC)
             for kind in ("items", "collections"):
                 document[kind] = [key for version, what, key in self.deleted if what == kind and version > since]

@@ -116,6 +116,10 @@ class ZoteroTables(Tables):
             )
             db.executemany("DELETE FROM zotero_items WHERE library = ? AND key = ?", ((library, k) for k in gone))
 
+    def zotero_item_keys(self, library: str) -> set[str]:
+        rows = self._db.execute("SELECT key FROM zotero_items WHERE library = ?", (library,))
+        return {str(row[0]) for row in rows}
+
     def zotero_collections(self, library: str) -> list[CollectionRow]:
         rows = self._db.execute(
             "SELECT key, name, parent FROM zotero_collections WHERE library = ? ORDER BY name, key", (library,)

@@ -165,10 +165,14 @@ async def _sync(store: Store, zotero: ZoteroConfig, budget: Budget, on_progress:
 
 async def _changes(api: ZoteroAPI, store: Store) -> bool:
     """What changed in the library since the version kept: the items to read, the collections, what was deleted;
-    recorded together with the new version. False when nothing changed (a 304)."""
+    recorded together with the new version. False when nothing changed (a 304).
+
+    Zotero desktop's local API has no /deleted: there, a change lists every key (a request on this computer, no
+    network, and the local API pages nothing), and what is no longer listed was deleted."""
     library, path = api.config.library, api.config.path
     known = store.zotero_version(library)
-    since = str(known or 0)
+    whole = known is None or api.config.local
+    since = "0" if whole else str(known)
     what = "the list of changed items"
     listed: dict[str, int] = {}
     version: int | None = None
@@ -191,8 +195,13 @@ async def _changes(api: ZoteroAPI, store: Store) -> bool:
             parent = collection.data.parentCollection
             name = collection.data.name[:NAME_CHARACTERS]
             collections.append(CollectionRow(collection.key, name, parent if isinstance(parent, str) else None))
-    deleted = Deleted()
-    if known is not None:  # a first read has nothing to delete
+    if whole:
+        kept = {c.key for c in store.zotero_collections(library)}
+        deleted = Deleted(
+            items=sorted(store.zotero_item_keys(library) - listed.keys()),
+            collections=sorted(kept - {c.key for c in collections}),
+        )
+    else:
         what = "the list of deleted items"
         deleted = api.parsed(await api.get(f"{path}/deleted", {"since": since}, what=what), DELETED, what)
     store.zotero_changes(library, version, listed, collections, deleted.items, deleted.collections)
