@@ -54,6 +54,11 @@ class DeliveryError(DigestError):
     """A digest could not be delivered; it stays pending and is retried on the next run."""
 
 
+class LibraryError(DigestError):
+    """The reader's Zotero library could not be read or written: a refused key, the local API switched off, a
+    server that does not answer as Zotero does. It costs the library step, never the digest."""
+
+
 class StateError(DigestError):
     """The state file cannot be used: the disk is full, the file is damaged or read-only, or it is too new."""
 

@@ -14,7 +14,7 @@ AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
 # A followed author, a must_include keyword, an exclude keyword; or a paper the reader has rated already.
 # "taste": not asked of the LLM, its place by taste being below the share of the day the LLM reads.
 Rule = Literal["author", "keyword", "excluded", "rated", "taste"]
-RatingSource = Literal["cli", "import", "web"]
+RatingSource = Literal["cli", "import", "web", "zotero"]
 
 
 class Frozen(BaseModel):
@@ -333,6 +333,36 @@ class SourceFetch(BaseModel):
     failed: bool = False  # it could not be read: the run's errors say why
 
 
+class LibraryOutcome(BaseModel):
+    """What reading one profile's library came to: its Zotero library, or the library file it names."""
+
+    profile: str
+    kind: Literal["zotero", "file"]
+    library: str  # in words: "the Zotero library of user 1234567", or the file's path
+    failed: str | None = None  # why it could not be read, with the fix: the digest went on without it
+    stopped: str | None = None  # why a read stopped short (its budget, a wait Zotero asked for): the next goes on
+    unchanged: bool = False  # Zotero answered 304, or the file is as it was last read
+    requests: int = 0
+    read: int = 0  # items (or entries) read this time
+    unreadable: int = 0  # items that are not Zotero's JSON, or too large: left out
+    items: int = 0  # in the library (out of the trash), or entries in the file
+    with_paper: int = 0  # naming an arXiv, bioRxiv or medRxiv paper; the others are counted, never guessed
+    unread: int = 0  # listed and not read yet: the next read goes on with them
+    up: int = 0  # what the library says now: more like this
+    down: int = 0  # not for me
+    added: int = 0
+    changed: int = 0
+    removed: int = 0  # ratings taken back: their items left the library, or its chosen collections
+    by_hand: int = 0  # papers rated otherwise by hand: the reader's word stands
+    unknown: list[str] = []  # ids their sources do not know
+    missing: list[str] = []  # collections named in the config that the library does not have
+
+    @property
+    def failure(self) -> str | None:
+        """Why it could not be read, in words that name the library and the fix."""
+        return None if self.failed is None else f"{self.library} (profile {self.profile}) not read: {self.failed}"
+
+
 class RunSummary(BaseModel):
     command: Literal["run", "preview"] = "run"  # a preview classifies too, and what it spends is recorded
     announced: dt.date | None = None
@@ -363,4 +393,5 @@ class RunSummary(BaseModel):
     errors: list[str] = []
     stopped: bool = False  # a signal stopped the run at a safe point; what was left is done by the next run
     resumed: str | None = None  # what the previous run, stopped by a signal, had left for this one
+    libraries: list[LibraryOutcome] = []  # the readers' libraries, read at the start of the run
     seconds: float = 0.0

@@ -1,5 +1,6 @@
-"""`digest check`: reach the feed, the LLM server and the delivery channels, classifying and sending nothing, and
-say what earlier runs learned of the LLM server. Notify URLs are parsed by Apprise, not sent to."""
+"""`digest check`: reach the feed, the LLM server, the readers' Zotero libraries and the delivery channels,
+classifying, reading and sending nothing, and say what earlier runs learned of the LLM server and what each Zotero
+key may do. Notify URLs are parsed by Apprise, not sent to."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pydantic import BaseModel
 
 from digest.channels import channel as channel_of
 from digest.channels import configured_channel
-from digest.config import Config
-from digest.errors import DigestError
+from digest.config import Config, Profile, ZoteroConfig
+from digest.errors import DigestError, LibraryError
 from digest.llm.facts import is_local, load_facts
 from digest.llm.requests import key_refused, openai_client
 from digest.sources import configured_sources
 from digest.state.store import Store
+from digest.taste.zotero_api import KEY_INFO, KEYS_SETTINGS, Budget, KeyInfo, ZoteroAPI
 
 
 class CheckResult(BaseModel):
@@ -31,6 +33,15 @@ async def check(config: Config) -> list[CheckResult]:
         except DigestError as error:
             results.append(CheckResult(what=source.service, ok=False, detail=str(error)))
     results.append(await _check_llm(config))
+    for profile in config.profiles:
+        if profile.library is not None and profile.library.zotero is not None:
+            results.append(await _check_zotero(profile, profile.library.zotero))
+        if profile.library is not None and profile.library.file is not None:
+            found = profile.library.file.is_file()
+            said = "is there; it is re-read at the start of a run when it changes" if found else "does not exist"
+            results.append(
+                CheckResult(what=f"library file ({profile.name})", ok=found, detail=f"{profile.library.file} {said}")
+            )
     email = configured_channel(config)
     notifies = any(p.notify for p in config.profiles)
     emails = any(p.email or not p.notify for p in config.profiles)
@@ -79,6 +90,54 @@ async def _check_llm(config: Config) -> CheckResult:
         ok=False,
         detail=f"{config.llm.base_url} does not list model '{config.llm.model}' (it has: {shown or 'none'})",
     )
+
+
+async def _check_zotero(profile: Profile, zotero: ZoteroConfig) -> CheckResult:
+    """What the key may do (`/keys/current`), or, with no key, whether the library answers at all."""
+    what = f"Zotero library ({profile.name})"
+    try:
+        async with ZoteroAPI(zotero, Budget(requests=3, seconds=30)) as api:
+            if zotero.api_key is None:
+                listing = f"{zotero.path}/items/top"
+                answer = await api.get(listing, {"limit": "1", "format": "versions"}, what="a listing of one item")
+                version = api.version_of(answer, "a listing of one item")
+                return CheckResult(
+                    what=what, ok=True, detail=f"{zotero.label} answers, at version {version}; read only, with no key"
+                )
+            key = api.parsed(await api.get("/keys/current", {}, what="what the key may do"), KEY_INFO, "the key")
+    except LibraryError as error:
+        return CheckResult(what=what, ok=False, detail=f"{zotero.label}: {error}")
+    return _key_check(what, zotero, key)
+
+
+def _key_check(what: str, zotero: ZoteroConfig, key: KeyInfo) -> CheckResult:
+    if zotero.group_id is None:
+        if key.userID != zotero.user_id:
+            return CheckResult(
+                what=what,
+                ok=False,
+                detail=f"the key is user {key.userID}'s, and library.zotero.user_id says {zotero.user_id}\n  fix: "
+                f"set user_id to {key.userID}, or give that user's key",
+            )
+        access = key.access.user
+    else:
+        access = key.access.groups.get(str(zotero.group_id)) or key.access.groups.get("all") or {}
+    may_read, may_write = access.get("library", False), access.get("write", False)
+    said = (
+        f"the key (user {key.userID}) may {'read' if may_read else 'not read'} {zotero.label}, and "
+        f"{'write to it' if may_write else 'not write to it'}"
+    )
+    if not may_read:
+        return CheckResult(what=what, ok=False, detail=f"{said}\n  fix: let it read the library at {KEYS_SETTINGS}")
+    if zotero.save_to is not None and not may_write:
+        return CheckResult(
+            what=what,
+            ok=False,
+            detail=f"{said}: Save to Zotero needs write access\n  fix: allow the key to write at {KEYS_SETTINGS}, or "
+            "leave save_to out",
+        )
+    saves = f"; Save to Zotero puts papers in '{zotero.save_to}'" if zotero.save_to is not None else ""
+    return CheckResult(what=what, ok=True, detail=said + saves)
 
 
 def _learned(config: Config) -> str:

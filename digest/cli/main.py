@@ -24,19 +24,21 @@ from digest.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DigestError
 from digest.logs import setup_logging
 
 if TYPE_CHECKING:
-    from digest.config import Config, Section
+    from digest.config import Config, Profile, Section
     from digest.pipeline.run import Pipeline
+    from digest.state.store import Store
 
 log = logging.getLogger("digest")
 ENV_LOG_FORMAT = "DIGEST_LOG_FORMAT"
 # The secrets each command needs, by the part of the config that holds them; the others need none.
 USES: dict[str, tuple[Section, ...]] = {
-    "run": ("llm", "embeddings", "smtp", "web", "notify"),
-    "serve": ("llm", "embeddings", "smtp", "web", "notify"),
-    "check": ("llm", "embeddings", "smtp", "web", "notify"),
+    "run": ("llm", "embeddings", "smtp", "web", "notify", "zotero"),
+    "serve": ("llm", "embeddings", "smtp", "web", "notify", "zotero"),
+    "check": ("llm", "embeddings", "smtp", "web", "notify", "zotero"),
     "preview": ("llm", "embeddings", "web"),
     "eval": ("llm", "embeddings"),
-    "web": ("web",),
+    "web": ("web", "zotero"),
+    "import": ("zotero",),  # with no FILE: the profile's library
 }
 
 
@@ -91,9 +93,10 @@ ABOUT = {
     ),
     "ratings": ("list a profile's ratings, newest first", "Reads the state file only; needs no key."),
     "import": (
-        "rate the arXiv papers of your library (BibTeX, CSL JSON, a list)",
+        "rate the arXiv papers of your library (Zotero; BibTeX, CSL JSON, a list)",
         "Entries that are not arXiv papers are counted and named. Importing the same file again changes nothing, "
-        "and an import never overrides a rating given by hand.",
+        "and an import never overrides a rating given by hand. With no FILE, reads the profile's library (its "
+        "library: section): what changed in Zotero since the last read, and its library file.",
     ),
     "eval": (
         "how well the profile reproduces your ratings: precision, recall, F1",
@@ -166,8 +169,14 @@ def _parser() -> argparse.ArgumentParser:
     rate.add_argument("rating", metavar="up|down|clear")
     command("ratings", profile).add_argument("--json", action="store_true", help="print them as a JSON list")
     seeds = command("import", profile)
-    seeds.add_argument("file", metavar="FILE", type=Path, help=".bib, CSL .json, or text with one id or link a line")
-    seeds.add_argument("--as", dest="rating", choices=["up", "down"], default="up", help="rate them so (default up)")
+    seeds.add_argument(
+        "file",
+        metavar="FILE",
+        type=Path,
+        nargs="?",
+        help=".bib, CSL .json, or text with one id or link a line; left out: the profile's library",
+    )
+    seeds.add_argument("--as", dest="rating", choices=["up", "down"], help="rate a FILE's papers so (default up)")
     evaluation = command("eval", profile)
     evaluation.add_argument("--folds", type=int, default=5, choices=range(2, 21), metavar="K", help="default 5")
     evaluation.add_argument("--model", metavar="M", help="judge with this model instead of llm.model")
@@ -214,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = setup_logging(verbose=verbose, quiet=quiet, json_lines=log_format == "json")
         from digest.config import default_config_path, load_config
 
-        uses = () if args.command == "run" and args.dry_run else USES.get(args.command, ())
+        # A dry run and the import of a file read no secret.
+        unkeyed = (args.command == "run" and args.dry_run) or (args.command == "import" and args.file is not None)
+        uses = () if unkeyed else USES.get(args.command, ())
         config = load_config(getattr(args, "config", None) or default_config_path(os.environ), uses=uses)
         # Whatever a server echoed (a key in an error page, a password in a URL) is redacted on its way out.
         from digest.secrets import Redacting
@@ -321,11 +332,13 @@ async def _reader_command(command: str, args: argparse.Namespace, config: Config
             print(
                 json.dumps(report.ratings_json(given), indent=2) if args.json else report.ratings_table(profile, given)
             )
+        elif command == "import" and args.file is None:
+            return await _read_library(config, store, profile, args.rating)
         elif command == "import":
             from digest.cli.progress import Count
             from digest.taste.library import import_library
 
-            rating = ratings.parse_word(args.rating)
+            rating = ratings.parse_word(args.rating or "up")
             count = Count("reading the library, entries", sys.stderr)
             try:
                 imported = await import_library(config, store, profile, args.file, rating, count)
@@ -346,6 +359,36 @@ async def _reader_command(command: str, args: argparse.Namespace, config: Config
             )
             print(result.model_dump_json(indent=2) if args.json else report.eval_report(result))
     return EXIT_OK
+
+
+async def _read_library(config: Config, store: Store, profile: Profile, rating: str | None) -> int:
+    """`digest import` with no file: the profile's library as it is now, and what was read of it."""
+    from digest.cli import report
+    from digest.cli.progress import Count
+    from digest.errors import UsageError
+    from digest.taste.zotero import LibraryReader, import_budget
+
+    if profile.library is None:
+        raise UsageError(
+            f"profile {profile.name} has no library to read",
+            hint="give a FILE, or add a library: section to the profile (its Zotero library, or a library file)",
+        )
+    if rating is not None:
+        raise UsageError(
+            "--as is for a FILE: the library's collections say what each of its items means",
+            hint="name the collections that mean 'not for me' in library.zotero.not_for_me",
+        )
+    count = Count("reading the library, items", sys.stderr)
+    try:
+        outcomes = await LibraryReader(config, store, import_budget(), count).read(profile, every_time=True)
+    finally:
+        count.close()
+    if lines := report.library_lines(outcomes):
+        print("\n".join(lines))
+    failures = [failure for outcome in outcomes if (failure := outcome.failure) is not None]
+    for failure in failures:
+        print(f"digest: error: {failure}", file=sys.stderr)
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 async def _run(config: Config, args: argparse.Namespace, quiet: bool) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from digest.cli.progress import describe_cost, describe_setbacks
-from digest.models import RATING_WORDS, Rating, RunSummary, SourceFetch
+from digest.models import RATING_WORDS, LibraryOutcome, Rating, RunSummary, SourceFetch
 from digest.wording import counted, paper_count
 
 if TYPE_CHECKING:  # the types only: `digest status` should not import the classifier to print a table
@@ -44,6 +44,7 @@ def run_summary(summary: RunSummary) -> str:
         else "  fetched      nothing: the feed is unchanged since the last run (HTTP 304)",
     ]
     lines += _per_source(summary.sources)
+    lines += library_lines(summary.libraries, first="  library      ", then=" " * 17)
     if summary.backfilled:
         lines.append(f"  caught up    {paper_count(summary.backfilled)} from the export API (counted above if new)")
     if summary.taste_model:
@@ -265,6 +266,56 @@ def import_report(path: Path, report: ImportReport) -> str:
             f"{', '.join(report.unknown)}"
         )
     return "\n".join(lines)
+
+
+def library_lines(outcomes: list[LibraryOutcome], first: str = "", then: str = "  ") -> list[str]:
+    """What reading each profile's library came to: a line each, and beneath it what the reader should know. A
+    library that could not be read is said by the caller (a run's warning, an import's error)."""
+    lines: list[str] = []
+    for outcome in outcomes:
+        if outcome.failed is not None:
+            continue
+        what = f"{first}{outcome.library} (profile {outcome.profile})"
+        if outcome.kind == "file":
+            lines.append(
+                f"{what}: unchanged since the last read"
+                if outcome.unchanged
+                else f"{what}: {counted(outcome.items, 'entry', 'entries')}, {counted(outcome.up, 'paper')} more like "
+                f"this ({outcome.added} new, {outcome.changed} changed)"
+            )
+        else:
+            read = (
+                f"unchanged since the last read ({counted(outcome.requests, 'request')})"
+                if outcome.unchanged and not outcome.read
+                else f"{counted(outcome.read, 'item')} read in {counted(outcome.requests, 'request')}"
+            )
+            lines.append(
+                f"{what}: {read}; {counted(outcome.items, 'item')}, {outcome.with_paper:,} naming a paper "
+                f"({outcome.items - outcome.with_paper:,} naming none: counted, never guessed); {outcome.up:,} more "
+                f"like this, {outcome.down:,} not for me ({outcome.added:,} new, {outcome.changed:,} changed, "
+                f"{outcome.removed:,} taken back)"
+            )
+        notes = []
+        if outcome.stopped is not None:
+            notes.append(
+                f"stopped at {outcome.stopped} with {counted(outcome.unread, 'item')} still to read: the next read "
+                "goes on from there"
+            )
+        if outcome.missing:
+            names = ", ".join(repr(name) for name in outcome.missing)
+            notes.append(
+                f"no collection named {names} in the library: its ratings stay as they were until library.zotero "
+                "names collections it has"
+            )
+        if outcome.by_hand:
+            notes.append(f"{counted(outcome.by_hand, 'paper')} rated otherwise by hand: your word stands")
+        if outcome.unreadable:
+            notes.append(f"{counted(outcome.unreadable, 'item')} not Zotero's JSON, or too large: left out")
+        if outcome.unknown:
+            shown = ", ".join(outcome.unknown[:10]) + (" ..." if len(outcome.unknown) > 10 else "")
+            notes.append(f"{counted(len(outcome.unknown), 'id')} unknown to their sources, left out: {shown}")
+        lines += [f"{then}{note}" for note in notes]
+    return lines
 
 
 def _figure(value: float | None) -> str:

@@ -2,6 +2,7 @@
 the whole in `schema`), and how config.yaml is read (`load`)."""
 
 from digest.config.delivery import EmailConfig, OutputConfig, SMTPConfig
+from digest.config.library import LibraryConfig, ZoteroConfig
 from digest.config.llm import BatchDeadline, LLMConfig, Prices, TokenPrices
 from digest.config.load import ENV_DATA_DIR, SECTIONS, Section, default_config_path, load_config
 from digest.config.profiles import Profile
@@ -17,6 +18,7 @@ __all__ = [
     "Config",
     "EmailConfig",
     "LLMConfig",
+    "LibraryConfig",
     "MedrxivConfig",
     "OutputConfig",
     "PreprintServerConfig",
@@ -27,6 +29,7 @@ __all__ = [
     "Section",
     "TokenPrices",
     "WebConfig",
+    "ZoteroConfig",
     "default_config_path",
     "load_config",
 ]

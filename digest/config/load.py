@@ -26,13 +26,14 @@ def default_config_path(environ: Mapping[str, str]) -> Path:
 
 
 # The parts of the config that hold secrets, by what uses them: a command needs the secrets of the parts it uses.
-Section = Literal["llm", "embeddings", "smtp", "web", "notify"]
+Section = Literal["llm", "embeddings", "smtp", "web", "notify", "zotero"]
 SECTIONS: dict[Section, tuple[str, ...]] = {
     "llm": ("llm",),
     "embeddings": ("embeddings",),
     "smtp": ("email", "smtp"),
     "web": ("web",),
     "notify": ("profiles", "*", "notify"),  # every profile's notify URLs
+    "zotero": ("profiles", "*", "library", "zotero"),  # every profile's Zotero key
 }
 
 
@@ -226,9 +227,12 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+MODEL_NAMES = {"SMTPConfig", "Prices", "WebConfig", "LibraryConfig", "ZoteroConfig"}
+
+
 def _describe(error: Any, lines: dict[Location, int]) -> str:
     # Pydantic puts the model name of a `X | None` field into the location; it means nothing to a user.
-    loc: Location = tuple(p for p in error["loc"] if p not in {"SMTPConfig", "Prices", "WebConfig"})
+    loc: Location = tuple(p for p in error["loc"] if p not in MODEL_NAMES)
     where = _where(loc, lines)
     kind = error["type"]
     if kind == "extra_forbidden":

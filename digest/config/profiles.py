@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from digest.config.base import StrictModel, check_email
+from digest.config.library import LibraryConfig
 from digest.taxonomy import (
     ARCHIVES,
     BIORXIV_SUBJECTS,
@@ -109,6 +110,8 @@ class Profile(StrictModel):
     tldr: bool = False
     # How many prompt tokens the papers the reader rated may take (most recent first); 0 leaves them out.
     examples: Annotated[int, Field(ge=0, le=50_000)] = 1500
+    # The reader's own library (Zotero, or a file Better BibTeX keeps exported): read at the start of every run.
+    library: LibraryConfig | None = None
 
     _auto_min_score: bool = PrivateAttr(default=False)
 

@@ -173,6 +173,7 @@ class Config(StrictModel):
             found.append(self.embeddings.api_key.get_secret_value())
         urls = [self.llm.base_url, *(s.api_url for s in self.preprint_servers)]
         urls += [self.embeddings.base_url] if self.embeddings is not None and self.embeddings.base_url else []
+        urls += [p.library.zotero.api_url for p in self.profiles if p.library is not None and p.library.zotero]
         urls += [self.arxiv.feed_url, self.arxiv.api_url] if self.arxiv is not None else []
         for url in urls:
             parts = urlsplit(url)
@@ -182,6 +183,9 @@ class Config(StrictModel):
             found += [value for _, value in parse_qsl(parts.query) if value]
         for profile in self.profiles:
             found += [part for url in profile.notify for part in token_parts(url.get_secret_value())]
+            zotero = profile.library.zotero if profile.library is not None else None
+            if zotero is not None and zotero.api_key is not None:
+                found.append(zotero.api_key.get_secret_value())
         return list(dict.fromkeys(form for secret in found for form in encoded_forms(secret)))
 
     def categories_of(self, profile: Profile) -> list[str]:

@@ -89,6 +89,7 @@ class Pipeline:
                 if previous.stopped:
                     summary.resumed = _what_was_left(previous_start, previous)
             try:
+                await unless_stopped(self._read_libraries(store, summary), stop)
                 day = await unless_stopped(fetch_new(self.config, store, summary, warn_stale=previous_ok), stop)
                 if since is not None:
                     await unless_stopped(fetch_missed(self.config, store, summary, since), stop)
@@ -152,6 +153,23 @@ class Pipeline:
             store.record_run(started, RunSummary.model_validate_json(redact(summary.model_dump_json(), self._secrets)))
             store.close()
         return summary
+
+    async def _read_libraries(self, store: Store, summary: RunSummary) -> None:
+        """The readers' libraries first, so that what changed in them teaches this run's judging. A library that
+        cannot be read, for whatever reason, costs that library and never the digest."""
+        if not any(profile.library for profile in self.config.profiles):
+            return
+        from digest.taste.zotero import read_libraries
+
+        try:
+            summary.libraries = await read_libraries(self.config, store)
+        except Exception as error:  # a bug: said in the summary, the traceback in the log with -v
+            log.debug("library: internal error", exc_info=True)
+            summary.warnings.append(
+                f"the libraries were not read: internal error {error.__class__.__name__}; this is a bug in digest, "
+                "please report it"
+            )
+        summary.warnings += [failure for outcome in summary.libraries if (failure := outcome.failure) is not None]
 
     def _missed_since(self, store: Store) -> dt.date | None:
         last = store.last_good_run()

@@ -243,3 +243,60 @@ def m010_paper_vectors() -> str:
             PRIMARY KEY (key, model)
         );
     """
+
+
+@migration
+def m011_zotero_library() -> str:
+    """The reader's Zotero library as last read: each library's version, its collections, and what each of its
+    top-level items says (the paper it names, its collections, whether it is in the trash, when it was added), so
+    that an unchanged library costs one request and a changed one its changes only; and the papers "Save to
+    Zotero" wrote, with the write token of a create not yet confirmed, so that a retried save never makes two.
+    A rating may come from the library ('zotero'): the library's changes change it, and never a rating given by
+    hand. SQLite cannot alter a CHECK, so the ratings table is rebuilt as it was, with the new source."""
+    return """
+        CREATE TABLE ratings_11 (
+            profile TEXT NOT NULL,
+            paper_id TEXT NOT NULL,
+            rating INTEGER NOT NULL CHECK (rating IN (1, -1)),
+            paper TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('cli', 'import', 'web', 'zotero')),
+            rated_at TEXT NOT NULL,        -- for 'zotero', the item's dateAdded: recent additions weigh more
+            PRIMARY KEY (profile, paper_id)
+        );
+        INSERT INTO ratings_11 SELECT profile, paper_id, rating, paper, source, rated_at FROM ratings;
+        DROP TABLE ratings;
+        ALTER TABLE ratings_11 RENAME TO ratings;
+        CREATE INDEX ratings_rated_at ON ratings (profile, rated_at);
+        CREATE TABLE zotero_libraries (
+            library TEXT PRIMARY KEY,      -- the API's address of it (https://api.zotero.org/users/1234567), no key
+            version INTEGER NOT NULL,      -- the Last-Modified-Version to which its items and collections are listed
+            read_at TEXT NOT NULL
+        );
+        CREATE TABLE zotero_collections (
+            library TEXT NOT NULL,
+            key TEXT NOT NULL,
+            name TEXT NOT NULL,
+            parent TEXT,                   -- the key of the collection it is in; NULL at the top
+            PRIMARY KEY (library, key)
+        );
+        CREATE TABLE zotero_items (
+            library TEXT NOT NULL,
+            key TEXT NOT NULL,
+            listed INTEGER NOT NULL,       -- its version, as the library listed it
+            read INTEGER,                  -- the version read; NULL, or below listed: still to read
+            paper_id TEXT,                 -- the paper it names; NULL: no arXiv, bioRxiv or medRxiv id (counted)
+            seed TEXT,                     -- what the item says of that paper (title, abstract, authors), as JSON
+            collections TEXT NOT NULL DEFAULT '[]',
+            trashed INTEGER NOT NULL DEFAULT 0,
+            added_at TEXT,
+            PRIMARY KEY (library, key)
+        );
+        CREATE TABLE zotero_saves (
+            library TEXT NOT NULL,
+            paper_id TEXT NOT NULL,
+            write_token TEXT NOT NULL,     -- sent with the create, and with every retry of it
+            item_key TEXT,                 -- NULL until Zotero confirmed the create
+            saved_at TEXT NOT NULL,
+            PRIMARY KEY (library, paper_id)
+        );
+    """

@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from collections.abc import Iterable
 
 from digest.models import Paper, Rating, RatingSource
 from digest.state.tables import Tables, precise_timestamp
 
+# Whose word weighs more: a rating given by hand over the live Zotero library's, and the library's (the reader's
+# word today) over a file imported once. A rating replaces one that weighs as much or less, never more.
+WEIGHT: dict[str, int] = {"import": 0, "zotero": 1, "cli": 2, "web": 2}
+
 
 class Ratings(Tables):
-    def rate(self, profile: str, paper: Paper, rating: int, source: RatingSource) -> str:
+    def rate(
+        self, profile: str, paper: Paper, rating: int, source: RatingSource, rated_at: dt.datetime | None = None
+    ) -> str:
         """Record the reader's rating; returns what happened: "added", "changed" or "unchanged".
 
-        An import never overrides a rating the reader gave by hand, and giving the same rating again keeps its date,
-        so re-importing a file changes nothing."""
+        An import or the Zotero library never overrides a rating the reader gave by hand, and giving the same
+        rating again keeps its date, so re-importing a file changes nothing. `rated_at`: when the reader said it, if
+        not now (a Zotero item's dateAdded)."""
         with self._transaction() as db:
-            row = db.execute(
-                "SELECT rating, source FROM ratings WHERE profile = ? AND paper_id = ?", (profile, paper.id)
-            ).fetchone()
-            if row is not None and (row[0] == rating or (source == "import" and row[1] != "import")):
-                return "unchanged"
-            db.execute(
-                """INSERT INTO ratings (profile, paper_id, rating, paper, source, rated_at) VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (profile, paper_id) DO UPDATE SET rating = excluded.rating, paper = excluded.paper,
-                   source = excluded.source, rated_at = excluded.rated_at""",
-                (profile, paper.id, rating, paper.model_dump_json(), source, precise_timestamp()),
-            )
-        return "added" if row is None else "changed"
+            return _rate(db, profile, paper, rating, source, rated_at)
+
+    def rate_many(
+        self, profile: str, rated: Iterable[tuple[Paper, int, dt.datetime | None]], source: RatingSource
+    ) -> dict[str, int]:
+        """Many ratings (paper, rating, when) in one transaction, as `rate` records each: a library's thousands in a
+        moment, where a transaction each took minutes. How many were added, changed and unchanged."""
+        counts = {"added": 0, "changed": 0, "unchanged": 0}
+        with self._transaction() as db:
+            for paper, rating, rated_at in rated:
+                counts[_rate(db, profile, paper, rating, source, rated_at)] += 1
+        return counts
 
     def rating_of(self, profile: str, paper_id: str) -> int:
         """1, -1, or 0 for no rating."""
@@ -39,6 +48,21 @@ class Ratings(Tables):
         with self._transaction() as db:
             cursor = db.execute("DELETE FROM ratings WHERE profile = ? AND paper_id = ?", (profile, paper_id))
         return cursor.rowcount > 0
+
+    def clear_ratings_from(self, profile: str, paper_ids: Iterable[str], source: RatingSource) -> int:
+        """Take back the ratings of these papers that came from `source` (items removed from the Zotero library
+        take back what they gave, never a rating given by hand); how many."""
+        with self._transaction() as db:
+            cursor = db.executemany(
+                "DELETE FROM ratings WHERE profile = ? AND paper_id = ? AND source = ?",
+                ((profile, paper_id, source) for paper_id in paper_ids),
+            )
+        return cursor.rowcount
+
+    def rating_sources(self, profile: str) -> dict[str, tuple[int, RatingSource]]:
+        """The profile's ratings by paper: 1 or -1, and where each came from."""
+        rows = self._db.execute("SELECT paper_id, rating, source FROM ratings WHERE profile = ?", (profile,))
+        return {str(paper_id): (int(rating), source) for paper_id, rating, source in rows}
 
     def ratings(self, profile: str) -> list[Rating]:
         """The profile's ratings, newest first."""
@@ -57,3 +81,20 @@ class Ratings(Tables):
             )
             for r in rows
         ]
+
+
+def _rate(
+    db: sqlite3.Connection, profile: str, paper: Paper, rating: int, source: RatingSource, rated_at: dt.datetime | None
+) -> str:
+    row = db.execute(
+        "SELECT rating, source FROM ratings WHERE profile = ? AND paper_id = ?", (profile, paper.id)
+    ).fetchone()
+    if row is not None and (row[0] == rating or WEIGHT[source] < WEIGHT[row[1]]):
+        return "unchanged"
+    db.execute(
+        """INSERT INTO ratings (profile, paper_id, rating, paper, source, rated_at) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (profile, paper_id) DO UPDATE SET rating = excluded.rating, paper = excluded.paper,
+           source = excluded.source, rated_at = excluded.rated_at""",
+        (profile, paper.id, rating, paper.model_dump_json(), source, precise_timestamp(rated_at)),
+    )
+    return "added" if row is None else "changed"

@@ -1,5 +1,5 @@
-"""SQLite state: papers seen, cached verdicts, ratings, digests and their deliveries, batches, runs; each part's
-reads and writes in its module of digest/state/, composed here into `Store`.
+"""SQLite state: papers seen, cached verdicts, ratings, digests and their deliveries, batches, runs, the Zotero
+library; each part's reads and writes in its module of digest/state/, composed here into `Store`.
 
 The schema is built by the named steps of `migrations`, applied in order on open.
 """
@@ -23,6 +23,7 @@ from digest.state.runs import Runs
 from digest.state.tables import VerdictCache, prompt_hash
 from digest.state.vectors import Vectors
 from digest.state.verdicts import Verdicts
+from digest.state.zotero import ZoteroTables
 
 __all__ = ["BatchRecord", "DeliveryState", "Store", "VerdictCache", "describe_state_error", "prompt_hash"]
 
@@ -59,7 +60,7 @@ def _nearly_full(folder: Path) -> bool:
         return False
 
 
-class Store(Papers, Verdicts, Vectors, Ratings, Digests, Batches, Runs):
+class Store(Papers, Verdicts, Vectors, Ratings, Digests, Batches, Runs, ZoteroTables):
     """All reads and writes of the state file, each part in its module of digest/state/; each method is one
     transaction. This class opens the file (migrated to the latest schema), keeps settings, and locks a run."""
 

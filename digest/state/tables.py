@@ -21,9 +21,9 @@ def timestamp() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def precise_timestamp() -> str:
-    """To the microsecond: ratings given in one second keep their order, newest first."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+def precise_timestamp(when: dt.datetime | None = None) -> str:
+    """To the microsecond: ratings given in one second keep their order, newest first. Now, unless `when`."""
+    return (when or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 class Tables:

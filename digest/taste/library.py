@@ -15,7 +15,7 @@ import itertools
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from digest.taste.ratings import PaperRef, find_paper, parse_paper, record, reso
 
 # Fields that may carry the id, most explicit first. "eprint" counts unless the entry says it is another archive's.
 ID_FIELDS = ("eprint", "arxiv", "arxivid", "doi", "url", "number", "note", "journal", "journaltitle", "howpublished")
+EXACT_ID_FIELDS = frozenset({"eprint", "arxiv", "arxivid"})  # an id alone; the others mention one
 ARXIV_ARCHIVES = {"", "arxiv"}
 # A library is parsed this many entries at a time: memory stays that of a chunk, and progress can be shown.
 CHUNK_ENTRIES = 2000
@@ -231,9 +232,15 @@ def _plain(text: str) -> Library:
 
 
 def _ref_in(fields: dict[str, str], *, eprint_is_arxiv: bool) -> PaperRef | None:
-    """The paper the entry names, in the most explicit field; its version and its server from later fields when
-    the first says neither (bioRxiv's citation export gives the DOI alone, and the page's URL with its version)."""
-    found = [ref for name in ID_FIELDS if (ref := _ref_in_field(name, fields, eprint_is_arxiv)) is not None]
+    return ref_in(fields, ID_FIELDS if eprint_is_arxiv else ID_FIELDS[1:], exact=EXACT_ID_FIELDS)
+
+
+def ref_in(fields: Mapping[str, str], order: Sequence[str], *, exact: Collection[str]) -> PaperRef | None:
+    """The paper an entry names, in the most explicit of the fields in `order`: an `exact` field holds an id as a
+    reader writes it, the others may mention one (arXiv:ID, an arxiv.org link, an arXiv, bioRxiv or medRxiv DOI).
+    Its version and its server from later fields when the first says neither (bioRxiv's citation export gives the
+    DOI alone, and the page's URL with its version)."""
+    found = [ref for name in order if (ref := _ref_in_field(fields.get(name, ""), name in exact)) is not None]
     if not found:
         return None
     same = [ref for ref in found if ref.id == found[0].id]
@@ -242,13 +249,11 @@ def _ref_in(fields: dict[str, str], *, eprint_is_arxiv: bool) -> PaperRef | None
     return PaperRef(found[0].id, version, source)
 
 
-def _ref_in_field(name: str, fields: dict[str, str], eprint_is_arxiv: bool) -> PaperRef | None:
-    value = fields.get(name, "").strip()
+def _ref_in_field(value: str, exact: bool) -> PaperRef | None:
+    value = value.strip()
     if not value:
         return None
-    if name in ("eprint", "arxiv", "arxivid"):
-        if name == "eprint" and not eprint_is_arxiv:
-            return None
+    if exact:
         try:
             return parse_paper(value)
         except UsageError:
@@ -272,23 +277,33 @@ async def import_library(
         not_arxiv += part.not_arxiv
         seeds = {seed.ref: seed for seed in part.seeds if seed.ref not in seen}
         seen.update(seeds)
-        named = {ref: _source_of(ref) for ref in seeds}
-        # Looked up: what the entry says too little of, and a DOI whose server the entry does not say.
-        incomplete = [ref for ref, seed in seeds.items() if not (seed.title and seed.abstract) or named[ref] is None]
-        looked_up = await resolve(config, store, incomplete) if incomplete else {}
-        papers: list[Paper] = []
-        for ref, seed in seeds.items():
-            source = named[ref]
-            paper = looked_up.get(ref) if source is None or ref in incomplete else _paper_of(seed, source)
-            if paper is None:
-                unknown.append(ref.id)
-                continue
-            papers.append(paper)
-        for kind, count in record(store, profile, papers, rating, "import").items():
+        papers, not_known = await papers_of(config, store, seeds)
+        unknown += not_known
+        for kind, count in record(store, profile, papers.values(), rating, "import").items():
             counts[kind] += count
     return ImportReport(
         profile=profile.name, rating=rating, entries=entries, not_arxiv=not_arxiv, unknown=unknown, **counts
     )
+
+
+async def papers_of(
+    config: Config, store: Store, seeds: Mapping[PaperRef, Seed]
+) -> tuple[dict[PaperRef, Paper], list[str]]:
+    """The papers the seeds name, as the library says them; completed from the state or the papers' sources where
+    it gives no title or abstract, or does not say a DOI's server. And the ids their sources do not know."""
+    named = {ref: _source_of(ref) for ref in seeds}
+    incomplete = [ref for ref, seed in seeds.items() if not (seed.title and seed.abstract) or named[ref] is None]
+    looked_up = await resolve(config, store, incomplete) if incomplete else {}
+    papers: dict[PaperRef, Paper] = {}
+    unknown: list[str] = []
+    for ref, seed in seeds.items():
+        source = named[ref]
+        paper = looked_up.get(ref) if source is None or ref in incomplete else _paper_of(seed, source)
+        if paper is None:
+            unknown.append(ref.id)
+            continue
+        papers[ref] = paper
+    return papers, unknown
 
 
 def _source_of(ref: PaperRef) -> type[Source] | None:

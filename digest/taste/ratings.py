@@ -118,10 +118,7 @@ def record(
     store: Store, profile: Profile, papers: Iterable[Paper], rating: int, source: RatingSource
 ) -> dict[str, int]:
     """Rate many papers at once; returns how many were added, changed and unchanged."""
-    counts = {"added": 0, "changed": 0, "unchanged": 0}
-    for paper in papers:
-        counts[store.rate(profile.name, paper, rating, source)] += 1
-    return counts
+    return store.rate_many(profile.name, ((paper, rating, None) for paper in papers), source)
 
 
 class Taste:

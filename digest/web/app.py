@@ -1,4 +1,5 @@
-"""The web app: rating pages behind signed links, each profile's archive and Atom feed, a health page.
+"""The web app: rating pages and "Save to Zotero" behind signed links, each profile's archive and Atom feed, a
+health page.
 
 Mail scanners and link previewers fetch every link in an email, so a GET never changes anything: a rating link
 shows the paper and one button that POSTs. A POST's token is its capability; a POST from another origin is refused.
@@ -25,12 +26,15 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
+from digest.errors import LibraryError
 from digest.heartbeat import healthy
-from digest.links import Links, RateToken, web_secret
+from digest.links import Links, RateToken, SaveToken, saving_profiles, web_secret
 from digest.models import RATING_WORDS, anchor
 from digest.render import subject, template_environment
+from digest.secrets import redact
 from digest.state.store import Store
 from digest.taste.ratings import PaperRef, resolve
+from digest.taste.zotero_save import save_collection, save_to_zotero
 
 FEED_DIGESTS = 10  # the feed carries the papers of this many recent digests
 # The rating form is one short urlencoded field: anything else is refused before a byte of it is read.
@@ -104,8 +108,11 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
         secret = web_secret(config, store)
     base_url = config.web.base_url if config.web is not None else None
     prefix = urlsplit(base_url).path if base_url else ""  # behind a proxy at https://host/digest, links start there
-    links = Links(prefix, secret)
+    saving = saving_profiles(config)
+    never_shown = config.secrets
+    links = Links(prefix, secret, saving)
     profiles = {p.name: p for p in config.profiles}
+    one_save_at_a_time = asyncio.Lock()  # a double click looks the paper up once, and creates it once
     pages = Jinja2Templates(env=template_environment(config.output))
 
     def page(
@@ -118,6 +125,12 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
     def token_of(request: Request) -> RateToken:
         token = links.read(request.path_params["token"])
         if token is None or token.p not in profiles:
+            raise HTTPException(404)
+        return token
+
+    def save_token_of(request: Request) -> SaveToken:
+        token = links.read_save(request.path_params["token"])
+        if token is None or token.p not in saving:
             raise HTTPException(404)
         return token
 
@@ -179,6 +192,43 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
             {"token": token, "undo": undo, "paper": paper, "before": before, **_words()},
         )
 
+    async def save_page(request: Request) -> Response:
+        token = save_token_of(request)
+        with Store(config.state) as store:
+            paper = store.latest_papers([token.a]).get(token.a)
+        return page(request, "save.html.j2", {"token": token, "paper": paper, "zotero": _zotero(token)})
+
+    async def save(request: Request) -> Response:
+        """Save the paper to the reader's Zotero library: looked up first, created once (see zotero_save)."""
+        token = save_token_of(request)
+        if not same_origin(request):
+            raise HTTPException(403)
+        try:
+            form = RateForm.model_validate(await small_form(request))
+        except ValidationError:
+            raise HTTPException(400) from None
+        with Store(config.state) as store:
+            ref = PaperRef(token.a, token.v)
+            paper = (await resolve(config, store, [ref])).get(ref)
+            if paper is None:
+                raise HTTPException(404)
+            shown: dict[str, Any] = {"token": token, "paper": paper, "zotero": _zotero(token), "failed": None}
+            try:
+                async with one_save_at_a_time:
+                    saved = await save_to_zotero(store, profiles[token.p], paper)
+            except LibraryError as error:
+                # What Zotero said may echo what it was sent: shown without the secrets.
+                return page(request, "saved.html.j2", shown | {"failed": redact(str(error), never_shown)}, status=502)
+        if form.back is not None:
+            back = f"{prefix}/a/{token.p}/{links.key(token.p)}/{form.back}#{anchor(token.a)}"
+            return RedirectResponse(back, status_code=303)
+        return page(request, "saved.html.j2", shown | {"saved": saved})
+
+    def _zotero(token: SaveToken) -> str | None:
+        """The collection the profile saves to, as the pages name it."""
+        zotero = save_collection(profiles[token.p])
+        return zotero.save_to if zotero is not None else None
+
     async def archive(request: Request) -> Response:
         profile = profile_of(request)
         with Store(config.state) as store:
@@ -239,6 +289,8 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
         routes=[
             Route("/r/{token}", rate_page, methods=["GET"]),
             Route("/r/{token}", rate, methods=["POST"]),
+            Route("/z/{token}", save_page, methods=["GET"]),
+            Route("/z/{token}", save, methods=["POST"]),
             Route("/a/{profile}/{key}/", archive, methods=["GET"]),
             Route("/a/{profile}/{key}/feed.atom", feed, methods=["GET"]),
             Route("/a/{profile}/{key}/{day}", archive_day, methods=["GET"]),
