@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from digest.agents.read import phrases
+from digest.errors import UsageError
 from digest.models import Feed, Paper
 from digest.sources.arxiv import parse_feed
 from digest.state import papers as stored_papers
@@ -133,3 +135,34 @@ def test_words_are_quoted_so_that_none_is_fts5_syntax(tmp_path: Path) -> None:
         ):
             store.search_papers([words], most=10)  # an answer, not an FTS5 syntax error
         assert store.search_papers([["Evaluation", "Illusion"]], most=10) == (["2606.29228"], False)
+
+
+@pytest.mark.parametrize(
+    ("query", "searched"),
+    [
+        ("speculative decoding", [["speculative"], ["decoding"]]),
+        ('"speculative decoding" tree', [["speculative", "decoding"], ["tree"]]),
+        ("AND OR (", [["AND"], ["OR"]]),
+        (
+            'NEAR(a b) title:lang* ^x -y "unclosed',
+            [["NEAR", "a"], ["b"], ["title", "lang"], ["x"], ["y"], ["unclosed"]],
+        ),
+        ("Patiño's 2606.29563", [["Patiño", "s"], ["2606", "29563"]]),
+    ],
+)
+def test_a_query_is_words_and_phrases_never_fts5_syntax(query: str, searched: list[list[str]]) -> None:
+    assert phrases(query) == searched
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ('"', "no words"),
+        ("( ) * -", "no words"),
+        ("x" * 10_000, "10,000 characters long; at most 500"),
+        (" ".join(f"w{n}" for n in range(17)), "17 words or phrases; at most 16"),
+    ],
+)
+def test_a_query_without_words_or_too_long_is_refused_in_words(query: str, said: str) -> None:
+    with pytest.raises(UsageError, match=said):
+        phrases(query)

@@ -32,6 +32,21 @@ class Verdicts(Tables):
             found.update({key: Verdict.model_validate_json(data) for key, data in rows})
         return found
 
+    def newest_verdicts(self, paper_keys: Iterable[str]) -> dict[str, Verdict]:
+        """Each paper's newest verdict in the digest's cache, whatever the prompt, model or version it was given
+        under: what the model said of it last."""
+        keys = list(paper_keys)
+        found: dict[str, Verdict] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self._db.execute(
+                f"""SELECT paper_key, data FROM verdicts WHERE paper_key IN ({",".join("?" * len(chunk))})
+                    ORDER BY created_at""",
+                chunk,
+            ).fetchall()
+            found.update({key: Verdict.model_validate_json(data) for key, data in rows})  # the newest last: it wins
+        return found
+
     def save_verdict(
         self,
         verdict: Verdict,
