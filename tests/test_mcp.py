@@ -121,6 +121,7 @@ def test_the_tools_and_resources_say_what_they_do_and_take_typed_arguments(recor
     assert {tool.name for tool in tools.tools} == TOOLS
     for tool in tools.tools:
         assert tool.description and len(tool.description.split()) >= 20, tool.name
+        assert " ".join(tool.description.split()) == tool.description, tool.name  # one line, as clients show it
         assert tool.input_schema["type"] == "object" and tool.output_schema is not None, tool.name
         for name, argument in tool.input_schema["properties"].items():
             assert "type" in argument or "anyOf" in argument, (tool.name, name)
