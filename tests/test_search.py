@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from digest.agents.read import phrases
+from digest.agents.read import Reader, phrases
+from digest.config import Config
 from digest.errors import UsageError
-from digest.models import Feed, Paper
+from digest.llm.prompt import PROMPT_VERSION, system_prompt
+from digest.models import Feed, Paper, Verdict
 from digest.sources.arxiv import parse_feed
 from digest.state import papers as stored_papers
 from digest.state.migrations import MIGRATIONS, m012_paper_search
@@ -166,3 +168,33 @@ def test_a_query_is_words_and_phrases_never_fts5_syntax(query: str, searched: li
 def test_a_query_without_words_or_too_long_is_refused_in_words(query: str, said: str) -> None:
     with pytest.raises(UsageError, match=said):
         phrases(query)
+
+
+def test_min_score_keeps_exactly_the_papers_a_profile_scored_so(tmp_path: Path) -> None:
+    """Whatever decided the score: a cached verdict, or a rule of the reader's that no verdict was cached for."""
+    config = Config.model_validate(
+        {
+            "arxiv": {"categories": ["cs.CL"]},
+            "llm": {"api_key": "unused"},
+            "profiles": [{"name": "me", "interests": "Decoding.", "must_include": ["tree decoding"]}],
+            "state": str(tmp_path / "state.sqlite3"),
+        }
+    )
+    profile = config.profiles[0]
+    liked, disliked, ruled, unjudged = (
+        paper(1, "Speculative decoding"),
+        paper(2, "Greedy decoding"),
+        paper(3, "Tree decoding"),
+        paper(4, "Beam decoding"),
+    )
+    with Store(config.state) as store:
+        store_feed(store, [liked, disliked, ruled, unjudged])
+        for judged, score in ((liked, 8), (disliked, 2)):
+            verdict = Verdict(paper_key=judged.key, score=score, reason="r", matched_interests=[])
+            store.save_verdict(verdict, "me", system_prompt(profile), config.llm.model, PROMPT_VERSION)
+    reader = Reader(config)
+    found = reader.search("decoding", min_score=6)
+    assert sorted(p.id for p in found.papers) == [liked.id, ruled.id]
+    assert {p.id: p.verdicts[0].verdict_from for p in found.papers} == {liked.id: "model", ruled.id: "rule"}
+    assert [p.id for p in reader.search("decoding", min_score=6, limit=1).papers] in ([liked.id], [ruled.id])
+    assert sorted(p.id for p in reader.search("decoding").papers) == [liked.id, disliked.id, ruled.id, unjudged.id]

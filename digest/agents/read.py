@@ -199,10 +199,14 @@ class Reader:
         self, store: Store, profiles: list[Profile], ids: list[str], min_score: int, limit: int, offset: int
     ) -> tuple[list[Found], bool]:
         """The matches, best first, that a profile scored at least `min_score`: judged a page at a time, until the
-        page asked for and one more are found."""
+        page asked for and one more are found. Judging a paper may read its digest; so those the verdict cache
+        scores lower under every prompt and profile are left out first (one with no cached verdict, ruled or not
+        judged yet, is judged), and most of the rest pass."""
+        best = store.best_cached_scores(ids)
+        maybe = [i for i in ids if best.get(i, min_score) >= min_score]
         passing: list[Found] = []
-        for start in range(0, len(ids), limit):
-            found = self._found(store, profiles, ids[start : start + limit])
+        for start in range(0, len(maybe), limit + 1):
+            found = self._found(store, profiles, maybe[start : start + limit + 1])
             passing += [f for f in found if any(v.score is not None and v.score >= min_score for v in f.verdicts)]
             if len(passing) > offset + limit:
                 break

@@ -238,6 +238,7 @@ def m012_paper_search() -> str:
             paper_id TEXT NOT NULL,        -- without version: versions of one paper are one search result
             announced TEXT NOT NULL
         );
+        CREATE INDEX paper_search_rows_paper_id ON paper_search_rows (paper_id);
         -- porter: "models" finds "model"; remove_diacritics: "Patino" finds "Patiño".
         CREATE VIRTUAL TABLE paper_search USING fts5(
             {columns}, content='', tokenize='porter unicode61 remove_diacritics 2'
