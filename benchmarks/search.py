@@ -39,18 +39,22 @@ FEEDS = {
     "cs.CL+cs.AI_2026-07-01_rss.xml": ["cs.CL", "cs.AI"],
     "cs.CV_2026-06-23_rss.xml": ["cs.CV"],
 }
-# What a reader asks: topics, a phrase, an author, common words that match much of the state, a rare word.
-QUERIES = [
-    "speculative decoding",
-    "language model evaluation",
-    '"large language models"',
-    "retrieval augmented generation",
-    "diffusion",
-    "Zhang",
-    "benchmark for reasoning",
-    "the",
-    "a model that",
-    "tokenizer",
+# What a reader asks: topics, a phrase, an author, common words that match much of the state, a rare word; and some
+# of them only where the profile scored 6 or more (each paper's verdict then decides what is listed).
+QUERIES: list[tuple[str, int | None]] = [
+    ("speculative decoding", None),
+    ("language model evaluation", None),
+    ('"large language models"', None),
+    ("retrieval augmented generation", None),
+    ("diffusion", None),
+    ("Zhang", None),
+    ("benchmark for reasoning", None),
+    ("the", None),
+    ("a model that", None),
+    ("tokenizer", None),
+    ("speculative decoding", 6),
+    ("language model evaluation", 6),
+    ("the", 8),
 ]
 PAPERS_A_DAY = 400
 
@@ -154,17 +158,29 @@ def main() -> None:
         )
         reader = Reader(config)
         medians = []
-        print(f"{'query':<34} {'median ms':>9} {'worst ms':>9} {'results':>8}  ranked")
-        for query in QUERIES:
-            times = []
+        # The processor time beside the wall clock: on a machine shared with others, the wall clock also counts the
+        # time the process waited for a core.
+        print(f"{'query':<42} {'median ms':>9} {'worst ms':>9} {'cpu ms':>7} {'results':>8}  ranked")
+        cpu_medians = []
+        for query, min_score in QUERIES:
+            times, cpu = [], []
             for _ in range(args.repeat):
-                began = time.perf_counter()
-                found = reader.search(query, limit=10)
+                began, began_cpu = time.perf_counter(), time.process_time()
+                found = reader.search(query, min_score=min_score, limit=10)
                 times.append((time.perf_counter() - began) * 1000)
+                cpu.append((time.process_time() - began_cpu) * 1000)
             medians.append(statistics.median(times))
+            cpu_medians.append(statistics.median(cpu))
             ranked = "the newest matches" if found.older_matches_unranked else "every match"
-            print(f"{query:<34} {medians[-1]:>9.1f} {max(times):>9.1f} {len(found.papers):>8}  {ranked}")
-        print(f"median of the queries' medians: {statistics.median(medians):.1f} ms; slowest {max(medians):.1f} ms")
+            asked = query if min_score is None else f"{query} (min_score {min_score})"
+            print(
+                f"{asked:<42} {medians[-1]:>9.1f} {max(times):>9.1f} {cpu_medians[-1]:>7.1f} {len(found.papers):>8}  "
+                f"{ranked}"
+            )
+        print(
+            f"median of the queries' medians: {statistics.median(medians):.1f} ms ({statistics.median(cpu_medians):.1f}"
+            f" ms of processor time); slowest {max(medians):.1f} ms"
+        )
 
 
 if __name__ == "__main__":
