@@ -69,6 +69,10 @@ class UsageError(DigestError):
     exit_code = EXIT_USAGE
 
 
+class NotFoundError(UsageError):
+    """What was asked for is not in the state: a digest of that day, a paper digest has not seen."""
+
+
 def cause_of(error: BaseException, kind: type[E]) -> E | None:
     """The first exception of `kind` in `error`'s chain of causes, if any: what a library wrapped."""
     seen: BaseException | None = error

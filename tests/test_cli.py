@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import base_config, run_cli
 
-COMMANDS = ["run", "serve", "web", "check", "preview", "status", "health", "rate", "ratings", "import", "eval"]
+COMMANDS = ["run", "serve", "web", "check", "preview", "status", "health", "rate", "ratings", "import", "eval", "mcp"]
 
 
 def _without_key(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,7 +50,7 @@ def test_help_status_and_health_import_neither_the_llm_client_nor_the_pipeline(c
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    main(sys.argv[1:])\n"
         "heavy = {'openai', 'digest.pipeline.run', 'digest.llm.live', 'feedparser', 'uvicorn', 'jinja2',"
-        " 'aiosmtplib'}\n"
+        " 'aiosmtplib', 'mcp'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     for args in (["--help"], ["status", "--config", config_path], ["health", "--config", config_path]):

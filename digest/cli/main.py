@@ -98,6 +98,12 @@ ABOUT = {
         "and an import never overrides a rating given by hand. With no FILE, reads the profile's library (its "
         "library: section): what changed in Zotero since the last read, and its library file.",
     ),
+    "mcp": (
+        "serve your digests, archive and ratings to an assistant (MCP, over stdio)",
+        "A Model Context Protocol server for Claude Desktop, Cursor, an IDE or any MCP client, which starts it: "
+        "the latest digest, a search over every paper seen, a paper's verdicts, why it was or was not picked. "
+        "Read-only unless --allow-rating.",
+    ),
     "eval": (
         "how well the profile reproduces your ratings: precision, recall, F1",
         "K-fold cross-validation over your ratings, with and without them as examples. Its verdicts are cached "
@@ -181,6 +187,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--folds", type=int, default=5, choices=range(2, 21), metavar="K", help="default 5")
     evaluation.add_argument("--model", metavar="M", help="judge with this model instead of llm.model")
     evaluation.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    command("mcp").add_argument(
+        "--allow-rating",
+        action="store_true",
+        help="let the assistant rate papers for you (the rate_paper tool); without it, it only reads",
+    )
     return parser
 
 
@@ -312,6 +323,14 @@ async def _command(command: str, args: argparse.Namespace, config: Config, quiet
         stop = asyncio.Event()
         with StopOnSignals(stop):
             await serve_web(config, stop)
+        return EXIT_OK
+    if command == "mcp":
+        from digest.agents.mcp import serve_stdio
+
+        # The protocol goes out on the process's own stdout, as the SDK writes it (which also keeps any stray
+        # output off it): not through the redacting wrapper, which is for what people read.
+        sys.stdout = sys.__stdout__
+        await serve_stdio(config, allow_rating=args.allow_rating)
         return EXIT_OK
     return await _reader_command(command, args, config, quiet)
 

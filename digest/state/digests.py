@@ -82,6 +82,21 @@ class Digests(Tables):
         ).fetchone()
         return None if row is None else (Digest.model_validate_json(row[0]), dt.datetime.fromisoformat(row[1]))
 
+    def digests_holding(self, profile: str, paper_keys: Iterable[str]) -> dict[str, dt.date]:
+        """The date of the profile's digest that accounts for each of these papers (shown in it, or read for it and
+        left out), for those in one."""
+        keys = list(paper_keys)
+        found: dict[str, dt.date] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self._db.execute(
+                f"""SELECT p.paper_key, d.announced FROM digest_papers p JOIN digests d ON d.id = p.digest_id
+                    WHERE p.profile = ? AND p.paper_key IN ({",".join("?" * len(chunk))})""",
+                (profile, *chunk),
+            ).fetchall()
+            found.update({key: dt.date.fromisoformat(day) for key, day in rows})
+        return found
+
     def pending_deliveries(self) -> list[Delivery]:
         """Oldest digest first."""
         rows = self._db.execute(

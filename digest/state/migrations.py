@@ -300,3 +300,55 @@ def m011_zotero_library() -> str:
             PRIMARY KEY (library, paper_id)
         );
     """
+
+
+# A stored paper's searchable text, from its JSON, as one SQL expression per column. The index cannot hold the text
+# (it is contentless: the papers table has it already), so a row is taken out by giving the index the very values it
+# was given: the same expressions for adding and for removing, over the same JSON.
+_SEARCHED = {
+    "title": "json_extract({row}.data, '$.title')",
+    "abstract": "json_extract({row}.data, '$.abstract')",
+    "authors": "(SELECT group_concat(value, ', ') FROM json_each({row}.data, '$.authors'))",
+}
+
+
+def _searched(row: str) -> str:
+    return ", ".join(expression.format(row=row) for expression in _SEARCHED.values())
+
+
+@migration
+def m012_paper_search() -> str:
+    """Full-text search over every stored paper (title, abstract, authors) for `digest mcp` and the web side's JSON:
+    an FTS5 index kept in step with the papers table by triggers, whichever code saves, prunes or changes a paper,
+    and filled here with the papers already stored. Its rows are numbered in a table of their own, by an explicit
+    INTEGER PRIMARY KEY, because VACUUM may renumber the papers table's implicit rowids."""
+    columns = ", ".join(_SEARCHED)
+    add = f"""
+        INSERT INTO paper_search_rows (paper_key, paper_id, announced)
+            VALUES (new.key, coalesce(json_extract(new.data, '$.id'), json_extract(new.data, '$.arxiv_id')),
+                    new.announced);
+        INSERT INTO paper_search (rowid, {columns}) VALUES (last_insert_rowid(), {_searched("new")});"""
+    remove = f"""
+        INSERT INTO paper_search (paper_search, rowid, {columns})
+            SELECT 'delete', id, {_searched("old")} FROM paper_search_rows WHERE paper_key = old.key;
+        DELETE FROM paper_search_rows WHERE paper_key = old.key;"""
+    return f"""
+        CREATE TABLE paper_search_rows (
+            id INTEGER PRIMARY KEY,        -- the paper's row in paper_search
+            paper_key TEXT NOT NULL UNIQUE,
+            paper_id TEXT NOT NULL,        -- without version: versions of one paper are one search result
+            announced TEXT NOT NULL
+        );
+        CREATE INDEX paper_search_rows_paper_id ON paper_search_rows (paper_id);
+        -- porter: "models" finds "model"; remove_diacritics: "Patino" finds "Patiño".
+        CREATE VIRTUAL TABLE paper_search USING fts5(
+            {columns}, content='', tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER paper_search_add AFTER INSERT ON papers BEGIN {add} END;
+        CREATE TRIGGER paper_search_remove AFTER DELETE ON papers BEGIN {remove} END;
+        CREATE TRIGGER paper_search_change AFTER UPDATE ON papers BEGIN {remove} {add} END;
+        INSERT INTO paper_search_rows (paper_key, paper_id, announced)
+            SELECT key, coalesce(json_extract(data, '$.id'), json_extract(data, '$.arxiv_id')), announced FROM papers;
+        INSERT INTO paper_search (rowid, {columns})
+            SELECT r.id, {_searched("p")} FROM paper_search_rows r JOIN papers p ON p.key = r.paper_key;
+    """

@@ -1,12 +1,17 @@
-"""Feeds and papers: what each fetch brought, and which papers a profile has not had in a digest."""
+"""Feeds and papers: what each fetch brought, which papers a profile has not had in a digest, and a full-text search
+over every stored paper (its index is kept in step by the triggers of migration m012)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from digest.models import Feed, Paper
 from digest.state.tables import Tables, timestamp
+
+# A search ranks the newest this many matches: bm25 costs a few microseconds a match, and a query of common words
+# matches most of a large state. The answer says when older matches were left unranked.
+RANKED_MATCHES = 5_000
 
 
 class Papers(Tables):
@@ -22,12 +27,11 @@ class Papers(Tables):
         with self._transaction() as db:
             for name in profiles:
                 db.execute("INSERT OR IGNORE INTO profiles (name, created_at) VALUES (?, ?)", (name, now))
-            before = db.total_changes
-            db.executemany(
+            # The statement's own rows: not the search index's, which its triggers write beside them.
+            added = db.executemany(
                 "INSERT OR IGNORE INTO papers (key, announced, data, fetched_at) VALUES (?, ?, ?, ?)",
                 [(p.key, p.announced.isoformat(), p.model_dump_json(), now) for p in feed.papers],
-            )
-            added = db.total_changes - before
+            ).rowcount
             db.execute(
                 """INSERT INTO feeds (url, etag, last_modified, last_announced, fetched_at) VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT (url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified,
@@ -90,3 +94,23 @@ class Papers(Tables):
             if exact := [p for p in papers if p.id == paper_id]:
                 found[paper_id] = max(exact, key=lambda p: p.version)
         return found
+
+    def search_papers(
+        self, phrases: Sequence[Sequence[str]], *, since: dt.date | None = None, most: int
+    ) -> tuple[list[str], bool]:
+        """The ids (without version) of the papers whose title, abstract or authors hold every phrase (a phrase is
+        its words in order), best first (bm25; a match in the title counts most), at most `most`; and whether
+        older matches were left unranked. Words are quoted for FTS5 here, so that no query is its syntax."""
+        match = " ".join('"' + " ".join(words).replace('"', '""') + '"' for words in phrases)
+        oldest = self._db.execute(
+            "SELECT rowid FROM paper_search WHERE paper_search MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+            (match, RANKED_MATCHES - 1),
+        ).fetchone()
+        rows = self._db.execute(
+            """SELECT r.paper_id FROM paper_search CROSS JOIN paper_search_rows r ON r.id = paper_search.rowid
+               WHERE paper_search MATCH ? AND paper_search.rowid >= ? AND r.announced >= ?
+               ORDER BY bm25(paper_search, 4.0, 1.0, 2.0) LIMIT ?""",
+            (match, oldest[0] if oldest else 0, since.isoformat() if since else "", most),
+        ).fetchall()
+        # The versions of a paper are one result, where its best version ranks.
+        return list(dict.fromkeys(row[0] for row in rows)), oldest is not None

@@ -32,6 +32,38 @@ class Verdicts(Tables):
             found.update({key: Verdict.model_validate_json(data) for key, data in rows})
         return found
 
+    def newest_verdicts(self, paper_keys: Iterable[str]) -> dict[str, Verdict]:
+        """Each paper's newest verdict in the digest's cache, whatever the prompt, model or version it was given
+        under: what the model said of it last."""
+        keys = list(paper_keys)
+        found: dict[str, Verdict] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self._db.execute(
+                f"""SELECT paper_key, data FROM verdicts WHERE paper_key IN ({",".join("?" * len(chunk))})
+                    ORDER BY created_at""",
+                chunk,
+            ).fetchall()
+            found.update({key: Verdict.model_validate_json(data) for key, data in rows})  # the newest last: it wins
+        return found
+
+    def best_cached_scores(self, paper_ids: Iterable[str]) -> dict[str, int]:
+        """The highest score a verdict in the digest's cache gives any version of each of these papers (by id
+        without version; those with no cached verdict are left out), whatever the profile, prompt or model: what a
+        search by min_score keeps at least, before it judges exactly."""
+        ids = list(paper_ids)
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._db.execute(
+                f"""SELECT r.paper_id, max(json_extract(v.data, '$.score')) FROM paper_search_rows r
+                    JOIN verdicts v ON v.paper_key = r.paper_key
+                    WHERE r.paper_id IN ({",".join("?" * len(chunk))}) GROUP BY r.paper_id""",
+                chunk,
+            ).fetchall()
+            found.update({paper_id: int(score) for paper_id, score in rows})
+        return found
+
     def save_verdict(
         self,
         verdict: Verdict,

@@ -1,5 +1,5 @@
-"""The web app: rating pages and "Save to Zotero" behind signed links, each profile's archive and Atom feed, a
-health page.
+"""The web app: rating pages and "Save to Zotero" behind signed links, each profile's archive and Atom feed (and the
+same read side as JSON, api.py), a health page.
 
 Mail scanners and link previewers fetch every link in an email, so a GET never changes anything: a rating link
 shows the paper and one button that POSTs. A POST's token is its capability; a POST from another origin is refused.
@@ -25,6 +25,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digest.agents.read import Reader
 from digest.config import Config
 from digest.errors import LibraryError
 from digest.heartbeat import healthy
@@ -35,6 +36,7 @@ from digest.secrets import redact
 from digest.state.store import Store
 from digest.taste.ratings import PaperRef, resolve
 from digest.taste.zotero_save import save_collection, save_to_zotero
+from digest.web.api import api_routes
 
 FEED_DIGESTS = 10  # the feed carries the papers of this many recent digests
 # The rating form is one short urlencoded field: anything else is refused before a byte of it is read.
@@ -293,6 +295,7 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
             Route("/z/{token}", save, methods=["POST"]),
             Route("/a/{profile}/{key}/", archive, methods=["GET"]),
             Route("/a/{profile}/{key}/feed.atom", feed, methods=["GET"]),
+            *api_routes(Reader(config), profile_of),
             Route("/a/{profile}/{key}/{day}", archive_day, methods=["GET"]),
             # The scheduler's health: under `digest web` alone there is none to report on, so no such page.
             *([Route("/health", health, methods=["GET"])] if heartbeat is not None else []),
