@@ -35,7 +35,7 @@ from digest.llm.live import Classifier
 from digest.llm.prompt import paper_message, system_prompt
 from digest.llm.requests import Job
 from digest.models import Paper, Verdict
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"
 PROFILE = Profile(name="bench", interests="Language models: training, inference, evaluation.")

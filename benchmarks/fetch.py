@@ -12,7 +12,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"
 LARGEST = FIXTURES / "cs.CV_2026-06-23_rss.xml"

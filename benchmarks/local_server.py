@@ -26,7 +26,7 @@ from digest.llm.live import Classifier
 from digest.llm.prompt import system_prompt
 from digest.llm.requests import Job
 from digest.models import Paper, Verdict
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from tests.llama import llama_missing, llama_server
 
 FEED = Path(__file__).parent.parent / "tests" / "fixtures" / "cs.CL_2026-06-30_rss.xml"

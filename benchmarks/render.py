@@ -23,7 +23,7 @@ from digest.models import Usage, Verdict
 from digest.pipeline.judge import Judge
 from digest.pipeline.record import Composer
 from digest.render import Renderer
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from digest.state.store import Store
 
 FEED = Path(__file__).parent.parent / "tests" / "fixtures" / "cs.CL_2026-06-30_rss.xml"

@@ -30,7 +30,7 @@ from digest.config import Config
 from digest.llm.prompt import PROMPT_VERSION, system_prompt
 from digest.models import Feed, Paper, Usage, Verdict
 from digest.pipeline.select import build_digest
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from digest.state.store import Store, prompt_hash
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"

@@ -25,7 +25,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from digest.taste.embeddings import LocalEmbedder, paper_text
 from digest.taste.measures import auc, average_precision, share_for_recall
 from digest.taste.ranker import RatedVector, TasteModel, percentiles

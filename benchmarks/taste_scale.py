@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from digest.config import Config
 from digest.pipeline.judge import Judge
 from digest.pipeline.taste import place_by_taste
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from digest.state.store import Store
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"

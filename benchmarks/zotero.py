@@ -105,7 +105,7 @@ def read(size: int, folder: Path) -> None:
 async def _save() -> tuple[dict[str, Any], list[str]]:
     """One paper of the real feed saved to an empty library, in-process: the item and the requests it took."""
     from digest.config import Profile
-    from digest.sources.arxiv import parse_feed
+    from digest.sources.arxiv_parse import parse_feed
     from digest.state.store import Store
     from digest.taste.zotero_save import save_to_zotero
 

@@ -11,7 +11,8 @@ import pytest
 
 from digest.config import ArxivConfig
 from digest.errors import FetchError
-from digest.sources.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
+from digest.sources.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since
+from digest.sources.arxiv_parse import parse_feed
 from digest.sources.retrying import FIRST_BACKOFF_SECONDS
 from digest.taste.rules import Rules
 from tests.conftest import (

@@ -29,7 +29,7 @@ from digest.net.pacing import (
     parse_duration,
     retry_after,
 )
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from tests.conftest import CL_FEED, FakeClock
 from tests.servers import FakeLLM, serve_asgi
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from digest.taste.rules import AuthorName, Rules
 from tests.conftest import CL_AI_FEED, CL_FEED, base_config, run_cli
 

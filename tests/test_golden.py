@@ -19,7 +19,7 @@ from digest.links import Links
 from digest.models import Digest, Usage, Verdict
 from digest.pipeline.select import build_digest
 from digest.render import Renderer
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from tests.conftest import CL_FEED
 
 GOLDEN = Path(__file__).parent / "golden"

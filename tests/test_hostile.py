@@ -23,7 +23,7 @@ from digest.links import Links
 from digest.models import Usage, Verdict
 from digest.pipeline.select import build_digest
 from digest.render import Renderer
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from tests.conftest import CL_FEED, base_config, run_cli, smtp_email
 from tests.servers import FeedServer, serve_asgi
 

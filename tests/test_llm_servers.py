@@ -23,7 +23,7 @@ from digest.llm.prompt import system_prompt
 from digest.llm.requests import Job
 from digest.models import Judgement, Paper, Verdict
 from digest.net.pacing import RateLimiter, Slot, minute_counters
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from tests.conftest import CL_FEED, FakeClock, base_config, run_cli, smtp_email
 from tests.servers import html_titles
 

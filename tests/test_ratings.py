@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from digest.errors import UsageError
-from digest.sources.arxiv import parse_api_page
+from digest.sources.arxiv_parse import parse_api_page
 from digest.taste.ratings import PaperRef, find_paper, parse_paper
 from tests.conftest import API_PAGE, FIXTURES, base_config, run_cli, write_bibtex_library
 from tests.servers import ApiServer, FakeLLM, FeedServer

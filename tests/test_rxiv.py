@@ -330,7 +330,7 @@ MARKUP = re.compile(r"O_LI|C_LI|SCPLOW|O_ST_ABS|C_ST_ABS|TEXTBOX|\{beta\}|\{\+/-
 
 
 def test_real_records_read_as_plain_text_and_keep_every_sign_that_is_text() -> None:
-    from digest.sources.rxiv import Record
+    from digest.sources.rxiv_page import Record
 
     records = [*BIORXIV_PAGE["collection"], *MEDRXIV_PAGE["collection"], *LOOKUPS]
     assert len(records) == 116 and all(len(r) == 15 and r["funder"] == "NA" for r in records)
@@ -377,7 +377,7 @@ def test_real_records_read_as_plain_text_and_keep_every_sign_that_is_text() -> N
 def test_only_real_markup_is_taken_out_of_a_record() -> None:
     """The issue's sentence in a real record: the old stripper took "<65 years (p<0.05) than in those aged >" for a
     tag and left "aged =65"."""
-    from digest.sources.rxiv import Record
+    from digest.sources.rxiv_page import Record
 
     real = MEDRXIV_PAGE["collection"][0]
     sentence = "Mortality was higher in those aged <65 years (p<0.05) than in those aged >=65."

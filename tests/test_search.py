@@ -14,7 +14,7 @@ from digest.config import Config
 from digest.errors import UsageError
 from digest.llm.prompt import PROMPT_VERSION, system_prompt
 from digest.models import Feed, Paper, Verdict
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from digest.state import papers as stored_papers
 from digest.state.migrations import MIGRATIONS, m012_paper_search
 from digest.state.store import Store

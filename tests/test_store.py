@@ -6,7 +6,7 @@ import datetime as dt
 import sqlite3
 
 from digest.models import Feed, Verdict
-from digest.sources.arxiv import parse_feed
+from digest.sources.arxiv_parse import parse_feed
 from digest.state.store import Store
 from tests.conftest import CL_FEED
 

@@ -25,7 +25,7 @@ from digest.config.embeddings import EmbeddingsConfig
 from digest.llm.requests import openai_client
 from digest.models import Digest, Entry, Paper, Usage, Verdict
 from digest.pipeline.select import build_digest
-from digest.sources.arxiv import parse_api_page
+from digest.sources.arxiv_parse import parse_api_page
 from digest.taste.embeddings import LocalEmbedder, ServerEmbedder
 from digest.taste.ranker import CLASSIFIER_AFTER, RatedVector, TasteModel, percentiles
 from tests.conftest import API_PAGE, CL_FEED, base_config, first_items, run_cli, wait_until

@@ -1,6 +1,6 @@
 """The API bioRxiv and medRxiv share (api.biorxiv.org, Cold Spring Harbor Laboratory): the papers posted in an
 interval of days, page by page, and a paper by its DOI. digest/sources/biorxiv.py and medrxiv.py are its two
-servers.
+servers; rxiv_page.py reads one of its pages, rxiv_listing.py an interval's listing, page by page.
 
 What the API really does, as its users found it (see tests/fixtures/SOURCES.md): a page is 30 records (its help
 page says 100), `cursor` is a record offset, so the next page starts where this one's records end; each record is
@@ -17,17 +17,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import itertools
-import json
 import logging
 import re
 import time
-from collections.abc import Callable
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from digest.config import Config, PreprintServerConfig
 from digest.errors import FetchError
@@ -36,7 +32,8 @@ from digest.net.http import capped_client
 from digest.net.pacing import RateLimiter, Sleep
 from digest.sources.base import USER_AGENT, FeedState, PaperRef
 from digest.sources.retrying import get_with_retries
-from digest.sources.rxiv_text import plain_abstract, plain_text
+from digest.sources.rxiv_listing import read_listing
+from digest.sources.rxiv_page import Record, read_page, records_of, total_of
 from digest.taxonomy import normalise_subject
 from digest.wording import counted
 
@@ -44,14 +41,10 @@ log = logging.getLogger(__name__)
 
 REQUESTS_PER_MINUTE = 60  # the API publishes no limit: a request a second, on one connection
 CATCH_UP_DAYS = 30  # after a longer gap, the last 30 days are read and the rest is said to be missed
-MAX_PAGES = 500  # 15,000 records at 30 a page, a month of bioRxiv; a longer listing is cut, and said so
 # A listing takes at most this share of max_run_minutes: an API that never ends its listing must not hold up the
 # other sources' judging and delivery (bioRxiv's and medRxiv's listings together, half the run at most).
 LISTING_SHARE_OF_RUN = 0.25
-EMPTY_PAGE_ASKS = 3  # a page with no records before the listing's total is asked this often before it is given up
-EMPTY_PAGE_WAIT_SECONDS = 2.0
 WITHDRAWN_SHOWN = 5
-DOI = re.compile(r"10\.\d{4,9}/[0-9A-Za-z.\-_/]{1,100}")
 # bioRxiv's and medRxiv's DOIs, under Cold Spring Harbor's prefix 10.1101 and, since December 2025, 10.64898:
 # 10.1101/2026.06.30.612345, and 10.1101/833400 of the first years. Both servers give out DOIs of one shape, so a
 # DOI alone does not say which server has the paper.
@@ -59,39 +52,6 @@ RXIV_DOI = re.compile(r"10\.(?:1101|64898)/(?:\d{4}\.\d{2}\.\d{2}\.)?\d{6,8}")
 VERSIONED_DOI = rf"(?P<doi>{RXIV_DOI.pattern})(?:v(?P<version>\d+))?"
 DOI_LINK = r"(?:doi:\s*|https?://(?:dx\.)?doi\.org/)"
 PAGE_SUFFIX = r"(?:\.full|\.full\.pdf|\.abstract|\.full-text)?/?"
-
-
-def _text(clean: Callable[[str], str], limit: int) -> BeforeValidator:
-    """Untrusted text made plain by `clean` and cut to `limit`; a null as no text (a paper with no abstract is still
-    a paper)."""
-
-    def plain(value: object) -> object:
-        if value is None:
-            return ""
-        return clean(value)[:limit] if isinstance(value, str) else value
-
-    return BeforeValidator(plain)
-
-
-class Record(BaseModel):
-    """One version of one paper, as the API writes it; what digest does not use is ignored."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    doi: Annotated[str, _text(plain_text, 200), Field(pattern=DOI.pattern)]
-    version: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")]
-    date: dt.date
-    title: Annotated[str, _text(plain_text, 1000), Field(min_length=1)]
-    authors: Annotated[str, _text(plain_text, 20_000)] = ""
-    abstract: Annotated[str, _text(plain_abstract, 20_000)] = ""
-    category: Annotated[str, _text(plain_text, 200), Field(min_length=1)]
-    type: Annotated[str, _text(plain_text, 100)] = ""  # "new results", "PUBLISHAHEADOFPRINT"; or withdrawn
-    server: Annotated[str, _text(plain_text, 100)] = ""  # "bioRxiv", "medRxiv"
-
-    @property
-    def withdrawn(self) -> bool:
-        """The version that withdraws the paper: `withdrawn` on bioRxiv, `WITHDRAWN` on medRxiv."""
-        return self.type.strip().lower() == "withdrawn"
 
 
 def rxiv_pacer(*, sleep: Sleep = asyncio.sleep) -> RateLimiter:
@@ -198,7 +158,7 @@ class PreprintServer:
         url = f"{self._config.api_url}/details/{self.name}/{today - dt.timedelta(days=1)}/{today}/0/json"
         async with self._client() as http:
             page = await self._page(http, url)
-        return f"{url}: {_total(page) or 0} papers posted yesterday and today"
+        return f"{url}: {total_of(page) or 0} papers posted yesterday and today"
 
     async def lookup(self, paper_ids: list[str]) -> dict[str, Paper]:
         """The newest version of each DOI this server has; the others are missing. A record the API says is the
@@ -208,7 +168,7 @@ class PreprintServer:
             for doi in dict.fromkeys(paper_ids):
                 page = await self._page(http, f"{self._config.api_url}/details/{self.name}/{doi}/na/json")
                 versions = [
-                    r for r in _records(page, self.label, []) if r.doi == doi and r.server.lower() in ("", self.name)
+                    r for r in records_of(page, self.label, []) if r.doi == doi and r.server.lower() in ("", self.name)
                 ]
                 if versions:
                     found[doi] = self._paper(max(versions, key=lambda r: int(r.version)), first=False)
@@ -219,95 +179,41 @@ class PreprintServer:
         return capped_client(limit, timeout=self._config.timeout_seconds, follow_redirects=True)
 
     async def _interval(self, start: dt.date, end: dt.date) -> Feed:
-        """The interval's listing, page by page, each page starting where the records before it end, until the
-        listing's total; with no total, while pages are full. It ends early, said in the summary and read again by
-        the next run, when a page does not read, when it is longer than MAX_PAGES pages or takes longer than its
-        share of the run, and when the API is not listing at all: a page that brings only records already read, an
-        answer for another cursor than the one asked, a page with no records before the total (asked again first).
-        """
+        """The papers of the interval's listing (digest/sources/rxiv_listing.py); one that ended early is said in
+        the summary, and leaves the state where it was."""
         base = f"{self._config.api_url}/details/{self.name}/{start.isoformat()}/{end.isoformat()}"
-        records: dict[tuple[str, str], Record] = {}  # by DOI and version
-        unreadable: list[str] = []
         skipped: dict[str, int] = {}
         notes: list[str] = []
-        ended: str | None = None  # why the listing ended before its end, in words
-        page_unread = False
-        cursor = 0
-        full = 0  # the most records a page has held: the API's page size, as far as it is seen
-        total: int | None = None
-        deadline = time.monotonic() + self._listing_seconds
         async with self._client() as http:
-            for pages in itertools.count():
-                if pages == MAX_PAGES:
-                    ended = f"it is longer than {MAX_PAGES} pages"
-                    break
-                if time.monotonic() >= deadline:
-                    ended = f"reading it took longer than {self._listing_seconds:.0f} s, a quarter of max_run_minutes"
-                    break
-                try:
-                    page = await self._listed_page(http, f"{base}/{cursor}/json", cursor, deadline)
-                except FetchError as error:
-                    if cursor == 0:
-                        raise
-                    # The pages before are kept; the listing is asked again from its start by the next run.
-                    unreadable.append(f"{self.label} page at record {cursor}: {error.message}")
-                    page_unread = True
-                    break
-                listed = page.get("collection") or []
-                total = _total(page)
-                answered = _cursor(page)
-                if answered is not None and answered != cursor:
-                    ended = f"the API answered the page at record {cursor} with the one at record {answered}"
-                    break
-                if not listed:
-                    if total is not None and cursor < total:
-                        ended = f"the page at record {cursor} had no records, {EMPTY_PAGE_ASKS} times"
-                    break
-                read = _records(page, self.label, unreadable)
-                if read and all((r.doi, r.version) in records for r in read):
-                    ended = f"the page at record {cursor} brought only records of the pages before it"
-                    break
-                records.update({(r.doi, r.version): r for r in read})
-                cursor += len(listed)
-                full = max(full, len(listed))
-                if (total is not None and cursor >= total) or (total is None and len(listed) < full):
-                    break
-        if ended is not None:
-            of_total = f" of {total:,}" if total is not None else ""
-            notes.append(
-                f"{self.label}: the listing from {start} to {end} ended early, at record {cursor:,}{of_total}: "
-                f"{ended}; the next run reads it again"
+            listing = await read_listing(
+                base,
+                functools.partial(self._page, http),
+                label=self.label,
+                seconds=self._listing_seconds,
+                max_retry_seconds=self._config.max_retry_seconds,
+                sleep=self._sleep,
             )
-        papers = self._chosen(list(records.values()), skipped, notes)
-        if not records and not unreadable and ended is None:
+        if listing.ended is not None:
+            of_total = f" of {listing.total:,}" if listing.total is not None else ""
+            notes.append(
+                f"{self.label}: the listing from {start} to {end} ended early, at record {listing.cursor:,}{of_total}: "
+                f"{listing.ended}; the next run reads it again"
+            )
+        papers = self._chosen(listing.records, skipped, notes)
+        if not listing.records and not listing.unreadable and listing.ended is None:
             notes.append(f"{self.label}: no new papers in {', '.join(self._config.categories)} from {start} to {end}")
         log.info("%s: %d papers from %s to %s in %d requests", self.label, len(papers), start, end, self.requests)
-        complete = ended is None and not page_unread
         return Feed(
             url=self.state_key(),
             # An incomplete listing leaves the state where it was, so that the next run reads it again.
-            announced=end if complete else start,
+            announced=end if listing.complete else start,
             papers=papers,
             skipped=skipped,
-            unreadable=unreadable,
+            unreadable=listing.unreadable,
             source=self.label,
             requests=self.requests,
             notes=notes,
         )
-
-    async def _listed_page(self, http: httpx.AsyncClient, url: str, cursor: int, deadline: float) -> dict[str, Any]:
-        """A page of a listing; one with no records before the listing's total is asked again (EMPTY_PAGE_ASKS in
-        all), as a page that read but said nothing."""
-        budget = max(1.0, min(self._config.max_retry_seconds, deadline - time.monotonic()))
-        asked = 0
-        while True:
-            page = await self._page(http, url, budget)
-            asked += 1
-            total = _total(page)
-            if page.get("collection") or total is None or cursor >= total or asked == EMPTY_PAGE_ASKS:
-                return page
-            log.warning("%s %s: no records before the listing's total (%d); asking again", self.label, url, total)
-            await self._sleep(EMPTY_PAGE_WAIT_SECONDS)
 
     async def _page(self, http: httpx.AsyncClient, url: str, budget: float | None = None) -> dict[str, Any]:
         """One page as JSON, paced and retried within `budget` seconds (max_retry_seconds); a FetchError when it
@@ -333,7 +239,7 @@ class PreprintServer:
                 settings=settings,
                 before_each=take_turn,
             )
-            page, problem = _read_page(response.content)
+            page, problem = read_page(response.content)
             if page is not None:
                 return page
             # A 200 that is not a page (an empty body, a proxy's HTML): retried like a 5xx, within the same budget.
@@ -390,60 +296,3 @@ class PreprintServer:
             source=self.label,
             links=self.pages(record.doi, version),
         )
-
-
-def _records(page: dict[str, Any], label: str, unreadable: list[str]) -> list[Record]:
-    """The page's records, each checked on its own: one that does not read is left out and named."""
-    found = []
-    for number, raw in enumerate(page.get("collection") or []):
-        try:
-            found.append(Record.model_validate(raw))
-        except ValidationError as error:
-            doi = raw.get("doi") if isinstance(raw, dict) else None
-            name = f"{doi!r}"[:120] if isinstance(doi, str) else f"number {number + 1} of its page"
-            problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in error.errors())
-            unreadable.append(f"{label} record {name} was left out ({problem[:200]})")
-    return found
-
-
-def _read_page(body: bytes) -> tuple[dict[str, Any] | None, str]:
-    """The page, or None and what it was instead."""
-    if not body.strip():
-        return None, "an empty body"
-    try:
-        page = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None, f"something that is not JSON ({body[:60]!r})"
-    if not isinstance(page, dict) or not isinstance(page.get("messages"), list):
-        return None, "JSON that is not one of its pages (no messages)"
-    status = str((page["messages"][:1] or [{}])[0].get("status", "") if page["messages"] else "")
-    if status != "ok" and "no posts found" not in status.lower():
-        return None, f"the status {status[:100]!r}"
-    if not isinstance(page.get("collection", []), list):
-        return None, "a collection that is not a list"
-    return page, ""
-
-
-def _message(page: dict[str, Any]) -> dict[str, Any]:
-    first = page["messages"][0] if page["messages"] else None
-    return first if isinstance(first, dict) else {}
-
-
-def _total(page: dict[str, Any]) -> int | None:
-    """The records in the whole listing (the API writes it as a string), if the page says."""
-    return _whole_number(_message(page).get("total"))
-
-
-def _cursor(page: dict[str, Any]) -> int | None:
-    """The record the page says it starts at, if it says."""
-    return _whole_number(_message(page).get("cursor"))
-
-
-def _whole_number(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        return None
-    return number if number >= 0 else None
