@@ -12,7 +12,7 @@ from digest.config import ArxivConfig
 from digest.errors import FetchError
 from digest.sources.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since, parse_feed
 from digest.sources.retrying import FIRST_BACKOFF_SECONDS
-from tests.conftest import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED, FakeClock
+from tests.helpers import API_PAGE, CL_AI_FEED, CL_FEED, CV_FEED, EMPTY_FEED, FakeClock
 from tests.servers import ApiServer, FeedServer, serve_asgi
 
 ALL_TYPES = ["new", "cross", "replace", "replace-cross"]

@@ -19,7 +19,7 @@ import yaml
 from digest.config import BatchDeadline, load_config
 from digest.errors import ConfigError
 from digest.sources.arxiv import parse_feed
-from tests.conftest import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
+from tests.helpers import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
 from tests.servers import BatchAPI, FakeLLM, html_titles, serve_asgi
 
 PAPERS = 137  # cs.CL of 2026-06-30: 117 new and 20 cross-lists

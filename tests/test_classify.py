@@ -29,7 +29,7 @@ from digest.net.pacing import (
     retry_after,
 )
 from digest.sources.arxiv import parse_feed
-from tests.conftest import CL_FEED, FakeClock
+from tests.helpers import CL_FEED, FakeClock
 from tests.servers import FakeLLM, serve_asgi
 
 PROFILE = Profile(name="me", interests="Language models and how to evaluate them.")

@@ -26,7 +26,7 @@ from packaging.requirements import Requirement
 from digest.config import load_config
 from digest.pipeline.run import Pipeline
 from digest.state.store import Store
-from tests.conftest import base_config, run_cli, smtp_email, stop_process, wait_until
+from tests.helpers import base_config, run_cli, smtp_email, stop_process, wait_until
 
 REPO = Path(__file__).parent.parent
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import base_config, run_cli, start_cli, wait_until
+from tests.helpers import base_config, run_cli, start_cli, wait_until
 from tests.servers import slow_greeting_server, smtp_server
 
 

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from digest.sources.arxiv import parse_api_page, parse_feed
-from tests.conftest import API_PAGE, CL_FEED, EMPTY_FEED, base_config, run_cli, smtp_email
+from tests.helpers import API_PAGE, CL_FEED, EMPTY_FEED, base_config, run_cli, smtp_email
 from tests.servers import html_titles
 
 

@@ -24,7 +24,7 @@ from digest.models import Usage, Verdict
 from digest.pipeline.select import build_digest
 from digest.render import Renderer
 from digest.sources.arxiv import parse_feed
-from tests.conftest import CL_FEED, base_config, run_cli, smtp_email
+from tests.helpers import CL_FEED, base_config, run_cli, smtp_email
 from tests.servers import FeedServer, serve_asgi
 
 PAPERS = parse_feed(CL_FEED.read_bytes(), url="t", categories=["cs.CL"], announce_types=["new", "cross"]).papers

@@ -23,7 +23,7 @@ from digest.llm.requests import Job
 from digest.models import Judgement, Paper, Verdict
 from digest.net.pacing import RateLimiter, Slot, minute_counters
 from digest.sources.arxiv import parse_feed
-from tests.conftest import CL_FEED, FakeClock, base_config, run_cli, smtp_email
+from tests.helpers import CL_FEED, FakeClock, base_config, run_cli, smtp_email
 from tests.servers import html_titles
 
 PROFILE = Profile(name="me", interests="Language models and how to evaluate them.")

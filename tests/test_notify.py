@@ -19,7 +19,7 @@ from digest.links import Links
 from digest.models import Usage, Verdict
 from digest.pipeline.select import build_digest
 from digest.sources.arxiv import parse_feed
-from tests.conftest import CL_FEED, base_config, first_items, run_cli
+from tests.helpers import CL_FEED, base_config, first_items, run_cli
 from tests.servers import ChatServer, keyword_judge, serve_asgi
 
 TOKEN = "xoxTOKENabcdefghijklmnopqrstu"  # Mattermost's incoming-webhook key: a secret, never to be shown

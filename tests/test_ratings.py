@@ -20,7 +20,7 @@ import pytest
 from digest.errors import UsageError
 from digest.sources.arxiv import parse_api_page
 from digest.taste.ratings import PaperRef, find_paper, parse_paper
-from tests.conftest import API_PAGE, FIXTURES, base_config, run_cli, write_bibtex_library
+from tests.helpers import API_PAGE, FIXTURES, base_config, run_cli, write_bibtex_library
 from tests.servers import ApiServer, FakeLLM, FeedServer
 
 LIBRARY = FIXTURES / "library"

@@ -20,7 +20,7 @@ from digest.heartbeat import HEALTHY_WITHIN_SECONDS, healthy
 from digest.models import RunSummary
 from digest.pipeline.run import Pipeline
 from digest.state.store import Store
-from tests.conftest import base_config, run_cli, smtp_email, stop_process, wait_until
+from tests.helpers import base_config, run_cli, smtp_email, stop_process, wait_until
 
 REPO = Path(__file__).parent.parent
 

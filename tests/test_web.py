@@ -28,7 +28,7 @@ from itsdangerous import URLSafeSerializer
 from digest.config import OutputConfig
 from digest.links import RATE_SALT, Links, RateToken
 from digest.render import Renderer
-from tests.conftest import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
+from tests.helpers import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
 from tests.servers import FeedServer, free_port, html_titles, serve_asgi
 from tests.test_golden import fixed_digest
 

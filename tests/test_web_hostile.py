@@ -20,7 +20,7 @@ from digest.links import Links, web_secret
 from digest.logs import OncePerMinute
 from digest.state.store import Store
 from digest.web.server import HEADERS_SECONDS
-from tests.conftest import base_config, run_cli, start_cli, stop_process, wait_until
+from tests.helpers import base_config, run_cli, start_cli, stop_process, wait_until
 from tests.servers import free_port
 
 DESCRIPTORS = 128  # the digest process's file limit in these tests: its bound on connections is a quarter of it
