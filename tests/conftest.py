@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import API_PAGE, CL_AI_FEED, CL_FEED
+from tests.helpers import API_PAGE, CL_AI_FEED, CL_FEED, LoopbackRun, base_config, smtp_email
 from tests.servers import ApiServer, FakeLLM, FeedServer, serve_asgi, smtp_server
 
 
@@ -47,6 +47,18 @@ def write_config(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def loopback_run(
+    tmp_path: Path, feed_server: tuple[str, FeedServer], fake_llm: tuple[str, FakeLLM], smtp: tuple[int, Any]
+) -> LoopbackRun:
+    """A run configured for the loopback feed, LLM and SMTP servers, its config.yaml written in tmp_path."""
+    (feed_url, feed), (llm_url, llm), (port, inbox) = feed_server, fake_llm, smtp
+    config = base_config(tmp_path, feed_url, llm_url, email=smtp_email(port))
+    run = LoopbackRun(tmp_path / "config.yaml", config, feed_url, feed, llm_url, llm, port, inbox)
+    run.write()
+    return run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

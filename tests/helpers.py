@@ -13,8 +13,13 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from tests.servers import FakeLLM, FeedServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CL_FEED = FIXTURES / "cs.CL_2026-06-30_rss.xml"
@@ -66,6 +71,32 @@ def base_config(tmp_path: Path, feed_url: str, llm_url: str, **overrides: Any) -
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+@dataclass
+class LoopbackRun:
+    """A run configured for the loopback servers (the `loopback_run` fixture): `config`, base_config mailing through
+    the SMTP server, is written to `path`; the feed server, the LLM server and the SMTP inbox are at hand, to script
+    them and to count what they saw. Change `config` and `write()` it again for the next run."""
+
+    path: Path
+    config: dict[str, Any]
+    feed_url: str
+    feed: FeedServer
+    llm_url: str
+    llm: FakeLLM
+    smtp_port: int
+    inbox: Any
+
+    def write(self, config: dict[str, Any] | None = None, folder: Path | None = None) -> Path:
+        """`config` (the run's own, as changed since, by default) as config.yaml in `folder` (the run's by default)."""
+        path = (folder or self.path.parent) / "config.yaml"
+        path.write_text(yaml.safe_dump(self.config if config is None else config, sort_keys=False))
+        return path
+
+    def digest(self, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+        """`digest ARGS --config PATH`, as a user runs it (see run_cli)."""
+        return run_cli(*args, "--config", str(self.path), **options)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ from digest.llm.requests import Job
 from digest.models import Judgement, Paper, Verdict
 from digest.net.pacing import RateLimiter, Slot, minute_counters
 from digest.sources.arxiv import parse_feed
-from tests.helpers import CL_FEED, FakeClock, base_config, run_cli, smtp_email
+from tests.helpers import CL_FEED, FakeClock, base_config, run_cli
 from tests.servers import html_titles
 
 PROFILE = Profile(name="me", interests="Language models and how to evaluate them.")
@@ -249,16 +249,12 @@ def test_check_takes_llama_servers_one_model_under_its_path(tmp_path, feed_serve
     assert "answers any model name" in check.stdout and "--alias smollm2" in check.stdout
 
 
-def test_a_day_that_outlasts_max_run_minutes_delivers_what_was_judged_and_carries_the_rest(
-    tmp_path, feed_server, fake_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, app = fake_llm
-    port, inbox = smtp
+def test_a_day_that_outlasts_max_run_minutes_delivers_what_was_judged_and_carries_the_rest(loopback_run):
+    app, inbox, config = loopback_run.llm, loopback_run.inbox, loopback_run.config
     app.latency, app.limit_headers = 0.5, "none"
-    config = base_config(tmp_path, feed_url, llm_url, email=smtp_email(port), max_run_minutes=0.05)  # 3 s
+    config["max_run_minutes"] = 0.05  # 3 s
     config["llm"]["max_concurrency"] = 2
-    slow = run_cli("run", "--config", str(write_config(config)))
+    slow = run_cli("run", "--config", str(loopback_run.write()))
     assert slow.returncode == 0, slow.stdout + slow.stderr
     assert "still to judge come in the next digest" in slow.stdout
     assert len(inbox.messages) == 1
@@ -271,7 +267,7 @@ def test_a_day_that_outlasts_max_run_minutes_delivers_what_was_judged_and_carrie
     config["arxiv"]["categories"] = ["cs.CL", "cs.AI"]  # the fixture of 2026-07-01
     app.latency = 0.0
     config["max_run_minutes"], config["llm"]["max_concurrency"] = 120, 16
-    fast = run_cli("run", "--config", str(write_config(config)))
+    fast = run_cli("run", "--config", str(loopback_run.write()))
     assert fast.returncode == 0, fast.stdout + fast.stderr
     assert len(inbox.messages) == 2
     in_first, in_second = (set(html_titles(m, listed=True)) for _, _, m in inbox.messages)

@@ -20,7 +20,7 @@ from digest.heartbeat import HEALTHY_WITHIN_SECONDS, healthy
 from digest.models import RunSummary
 from digest.pipeline.run import Pipeline
 from digest.state.store import Store
-from tests.helpers import base_config, run_cli, smtp_email, stop_process, wait_until
+from tests.helpers import base_config, run_cli, stop_process, wait_until
 
 REPO = Path(__file__).parent.parent
 
@@ -146,21 +146,11 @@ def _serve_process(config_path: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_sigterm_mid_run_then_restart_delivers_each_digest_exactly_once(
-    tmp_path, feed_server, fake_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, llm = fake_llm
-    port, inbox = smtp
-    config = base_config(
-        tmp_path,
-        feed_url,
-        llm_url,
-        email=smtp_email(port, "d@example.org"),
-        schedule={"cron": "0 7 * * *", "timezone": "UTC"},
-    )
+def test_sigterm_mid_run_then_restart_delivers_each_digest_exactly_once(loopback_run):
+    llm, inbox, config = loopback_run.llm, loopback_run.inbox, loopback_run.config
+    config["schedule"] = {"cron": "0 7 * * *", "timezone": "UTC"}
     config["llm"]["max_concurrency"] = 2
-    path = write_config(config)
+    path = loopback_run.write()
     llm.latency = 0.2  # 137 papers two at a time: the run is still going when the signal comes
 
     first = _serve_process(path)  # never ran: the due run happens at start
