@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import API_PAGE, CL_AI_FEED, CL_FEED, LoopbackRun, base_config, smtp_email
+from tests.helpers import (
+    API_PAGE,
+    CL_AI_FEED,
+    CL_FEED,
+    SMALL_DAY,
+    LoopbackRun,
+    base_config,
+    first_items,
+    smtp_email,
+)
 from tests.servers import ApiServer, FakeLLM, FeedServer, serve_asgi, smtp_server
 
 
@@ -16,6 +25,15 @@ def feed_server() -> Iterator[tuple[str, FeedServer]]:
     app = FeedServer(feeds={"/rss/cs.CL": CL_FEED.read_bytes(), "/rss/cs.CL+cs.AI": CL_AI_FEED.read_bytes()})
     with serve_asgi(app) as url:
         yield url, app
+
+
+@pytest.fixture
+def small_day(feed_server: tuple[str, FeedServer]) -> int:
+    """The feed server's cs.CL day cut to its first SMALL_DAY papers, for the tests where the day's size does not
+    matter: each paper is a request to the LLM server. Returns the number of papers."""
+    _, feed = feed_server
+    feed.feeds["/rss/cs.CL"] = first_items(feed.feeds["/rss/cs.CL"], SMALL_DAY)
+    return SMALL_DAY
 
 
 @pytest.fixture

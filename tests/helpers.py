@@ -27,6 +27,7 @@ CL_AI_FEED = FIXTURES / "cs.CL+cs.AI_2026-07-01_rss.xml"
 CV_FEED = FIXTURES / "cs.CV_2026-06-23_rss.xml"
 EMPTY_FEED = FIXTURES / "cs.CL_2026-06-27_empty_rss.xml"
 API_PAGE = FIXTURES / "cs.CL_2026-06-30_api.xml"
+SMALL_DAY = 12  # papers: CL_FEED's first items (all new or cross), as the small_day fixture serves them
 
 
 class FakeClock:

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import base_config, first_items, run_cli, start_cli, wait_until
+from tests.helpers import base_config, run_cli, start_cli, wait_until
 from tests.servers import slow_greeting_server, smtp_server
 
 
 @pytest.fixture
-def configure(tmp_path, feed_server, fake_llm, write_config) -> Callable[..., Path]:
-    """A config for the loopback feed and LLM, mailing `recipients` through the SMTP server on `port`."""
-    (feed_url, feed), (llm_url, _) = feed_server, fake_llm
-    feed.feeds["/rss/cs.CL"] = first_items(feed.feeds["/rss/cs.CL"], 12)  # a small day: what matters is delivery
+def configure(tmp_path, feed_server, small_day, fake_llm, write_config) -> Callable[..., Path]:
+    """A config for the loopback feed (a small day: what matters is delivery) and LLM, mailing `recipients` through
+    the SMTP server on `port`."""
+    (feed_url, _), (llm_url, _) = feed_server, fake_llm
 
     def make(port: int, recipients: list[str], **smtp: Any) -> Path:
         email = {"from": "digest@example.org", "smtp": {"host": "127.0.0.1", "port": port, "security": "none", **smtp}}
