@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import compileall
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,14 @@ def loopback_run(
     run = LoopbackRun(tmp_path / "config.yaml", config, feed_url, feed, llm_url, llm, port, inbox)
     run.write()
     return run
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """digest's modules compiled once, before the tests start hundreds of `digest` processes: each then reads them
+    compiled rather than compiling them all again, as it does where PYTHONDONTWRITEBYTECODE is set (a tenth of a
+    second each). The controller compiles; xdist's workers find them done."""
+    if not hasattr(session.config, "workerinput"):
+        compileall.compile_dir(Path(__file__).parent.parent / "digest", quiet=1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
