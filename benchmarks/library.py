@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from tests.conftest import write_bibtex_library
+from tests.helpers import write_bibtex_library
 
 CONFIG = """\
 arxiv: {categories: [cs.CL]}

@@ -22,7 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from tests.conftest import CL_FEED, base_config, first_items
+from tests.helpers import CL_FEED, base_config, first_items
 from tests.servers import FakeLLM, FeedServer, RxivAPI, serve_asgi
 
 PAGE = Path(__file__).parent.parent / "tests/fixtures/rxiv/biorxiv_details_2020-01-01_2022-12-31_cursor0.json"

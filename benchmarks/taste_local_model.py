@@ -24,7 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from digest.sources.arxiv_parse import parse_feed
-from tests.conftest import CL_FEED, base_config, first_items, run_cli
+from tests.helpers import CL_FEED, base_config, first_items, run_cli
 from tests.llama import llama_missing, llama_server
 from tests.servers import FeedServer, serve_asgi
 

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from tests.conftest import CL_FEED
+from tests.helpers import CL_FEED
 from tests.servers import serve_asgi
 from tests.zotero import API_KEY, FakeZotero
 

@@ -15,7 +15,7 @@ from digest.sources.arxiv import USER_AGENT, api_pacer, fetch_feed, fetch_since
 from digest.sources.arxiv_parse import parse_feed
 from digest.sources.retrying import FIRST_BACKOFF_SECONDS
 from digest.taste.rules import Rules
-from tests.conftest import (
+from tests.helpers import (
     API_PAGE,
     CL_AI_FEED,
     CL_FEED,

@@ -9,34 +9,35 @@ import json
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from digest.config import BatchDeadline, load_config
 from digest.errors import ConfigError
 from digest.sources.arxiv_parse import parse_feed
-from tests.conftest import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
-from tests.servers import BatchAPI, FakeLLM, html_titles, serve_asgi
+from tests.helpers import CL_FEED, LoopbackRun, base_config, run_cli, start_cli, stop_process, wait_until
+from tests.servers import BatchAPI, FakeLLM, html_titles
 
 PAPERS = 137  # cs.CL of 2026-06-30: 117 new and 20 cross-lists
 
 
 @pytest.fixture
-def batch_llm() -> Iterator[tuple[str, FakeLLM, BatchAPI]]:
-    llm = FakeLLM()
+def batch_llm(fake_llm: tuple[str, FakeLLM]) -> tuple[str, FakeLLM, BatchAPI]:
+    """The loopback LLM server with OpenAI's Batch API beside its chat completions."""
+    llm_url, llm = fake_llm
     llm.batch_api = BatchAPI(llm)
-    with serve_asgi(llm) as url:
-        yield url + "/v1", llm, llm.batch_api
+    return llm_url, llm, llm.batch_api
 
 
-def _config(tmp_path: Path, feed_url: str, llm_url: str, port: int, **llm: Any) -> dict[str, Any]:
-    config = base_config(tmp_path, feed_url, llm_url, email=smtp_email(port))
-    config["llm"].update({"mode": "batch", **llm})
-    return config
+@pytest.fixture
+def batch_mode(loopback_run: LoopbackRun) -> LoopbackRun:
+    """The configured run (see conftest) in llm.mode batch."""
+    loopback_run.config["llm"]["mode"] = "batch"
+    loopback_run.write()
+    return loopback_run
 
 
 def _batch_file_lines(batch_api: BatchAPI) -> list[dict[str, Any]]:
@@ -44,21 +45,17 @@ def _batch_file_lines(batch_api: BatchAPI) -> list[dict[str, Any]]:
     return [json.loads(line) for line in content.decode().splitlines()]
 
 
-def test_a_batch_gives_the_same_digest_as_live_with_no_chat_request(
-    tmp_path, feed_server, batch_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+def test_a_batch_gives_the_same_digest_as_live_with_no_chat_request(tmp_path, loopback_run, batch_llm):
+    (_, llm, batch_api), inbox = batch_llm, loopback_run.inbox
     live_dir, batch_dir = tmp_path / "live", tmp_path / "batch"
     live_dir.mkdir(), batch_dir.mkdir()
-    live_config = base_config(live_dir, feed_url, llm_url, email=smtp_email(port))
-    live = run_cli("run", "--config", str(_write(live_dir, live_config)))
+    live = run_cli("run", "--config", str(loopback_run.write(folder=live_dir)))
     assert live.returncode == 0, live.stdout + live.stderr
     assert llm.requests == PAPERS
     live_prompts = {json.loads(m[-1]["content"])["title"]: m for m in llm.prompts}
 
-    batched = run_cli("run", "--config", str(_write(batch_dir, _config(batch_dir, feed_url, llm_url, port))))
+    loopback_run.config["llm"]["mode"] = "batch"
+    batched = run_cli("run", "--config", str(loopback_run.write(folder=batch_dir)))
     assert batched.returncode == 0, batched.stdout + batched.stderr
     assert llm.requests == PAPERS  # not one chat completion more
     assert batch_api.uploads == 1 and len(batch_api.batches) == 1
@@ -99,18 +96,9 @@ def _kill_run_once(path: Path, ready: Callable[[], bool]) -> None:
         process.kill()
 
 
-def _write(folder: Path, config: dict[str, Any]) -> Path:
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def test_a_run_killed_while_its_batch_runs_resumes_that_batch(tmp_path, feed_server, batch_llm, smtp, write_config):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+def test_a_run_killed_while_its_batch_runs_resumes_that_batch(tmp_path, batch_mode, batch_llm):
+    (_, llm, batch_api), inbox, path = batch_llm, batch_mode.inbox, batch_mode.path
     batch_api.hold = True
-    path = write_config(_config(tmp_path, feed_url, llm_url, port))
     state = tmp_path / "state.sqlite3"
 
     def recorded() -> bool:
@@ -137,14 +125,11 @@ def test_a_run_killed_while_its_batch_runs_resumes_that_batch(tmp_path, feed_ser
     assert len(inbox.messages) == 1
 
 
-def test_at_the_deadline_the_batch_is_cancelled_and_the_rest_goes_live(
-    tmp_path, feed_server, batch_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+def test_at_the_deadline_the_batch_is_cancelled_and_the_rest_goes_live(batch_mode, batch_llm):
+    (_, llm, batch_api), inbox = batch_llm, batch_mode.inbox
     batch_api.hold, batch_api.done_while_held = True, 40
-    path = write_config(_config(tmp_path, feed_url, llm_url, port, batch_deadline="3s"))
+    batch_mode.config["llm"]["batch_deadline"] = "3s"
+    path = batch_mode.write()
     result = run_cli("run", "--config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     (batch,) = batch_api.batches.values()
@@ -155,11 +140,10 @@ def test_at_the_deadline_the_batch_is_cancelled_and_the_rest_goes_live(
     assert f"cancelled: 40 of {PAPERS} answered; {PAPERS - 40} asked live" in result.stdout
 
 
-def test_without_a_batch_api_one_warning_and_live_requests(tmp_path, feed_server, fake_llm, smtp, write_config):
-    feed_url, _ = feed_server
-    llm_url, llm = fake_llm  # answers 404 on /files and /batches, as vLLM, Ollama and LM Studio do
-    port, inbox = smtp
-    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
+def test_without_a_batch_api_one_warning_and_live_requests(tmp_path, batch_mode):
+    llm = batch_mode.llm  # answers 404 on /files and /batches, as vLLM, Ollama and LM Studio do
+    inbox = batch_mode.inbox
+    result = batch_mode.digest("run")
     assert result.returncode == 0, result.stdout + result.stderr
     assert llm.requests == PAPERS
     assert len(inbox.messages) == 1
@@ -168,18 +152,16 @@ def test_without_a_batch_api_one_warning_and_live_requests(tmp_path, feed_server
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM batches").fetchone()[0] == 0
     # Back in live mode, the dry run offers no batch to a server whose Batch API answered 404.
-    live = _config(tmp_path, feed_url, llm_url, port, mode="live")
-    dry = run_cli("run", "--dry-run", "--config", str(write_config(live)))
+    batch_mode.config["llm"]["mode"] = "live"
+    live = batch_mode.write()
+    dry = run_cli("run", "--dry-run", "--config", str(live))
     assert dry.returncode == 0 and "would cost" in dry.stdout and "as a batch" not in dry.stdout, dry.stdout
-    check = run_cli("check", "--config", str(write_config(live)))
+    check = run_cli("check", "--config", str(live))
     assert "no Batch API" in check.stdout, check.stdout
 
 
-def test_lines_that_failed_are_missing_or_invalid_are_asked_live(tmp_path, feed_server, batch_llm, smtp, write_config):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
-    path = write_config(_config(tmp_path, feed_url, llm_url, port))
+def test_lines_that_failed_are_missing_or_invalid_are_asked_live(batch_mode, batch_llm):
+    (_, llm, batch_api), inbox, path = batch_llm, batch_mode.inbox, batch_mode.path
     feed = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"])
     titles = [p.title for p in feed.papers]
     batch_api.failed_for, batch_api.missing_for, batch_api.invalid_for = {titles[0]}, {titles[1]}, {titles[2]}
@@ -195,12 +177,10 @@ def test_lines_that_failed_are_missing_or_invalid_are_asked_live(tmp_path, feed_
     assert len(inbox.messages) == 1
 
 
-def test_an_expired_batch_keeps_what_it_finished(tmp_path, feed_server, batch_llm, smtp, write_config):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+def test_an_expired_batch_keeps_what_it_finished(batch_mode, batch_llm):
+    (_, llm, batch_api), inbox = batch_llm, batch_mode.inbox
     batch_api.expire_after = 100
-    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
+    result = batch_mode.digest("run")
     assert result.returncode == 0, result.stdout + result.stderr
     assert llm.requests == PAPERS - 100
     assert f"expired: 100 of {PAPERS} answered" in result.stdout
@@ -245,15 +225,10 @@ def test_batch_deadline_is_a_local_time_or_a_duration(tmp_path, write_config):
         load("tomorrow")
 
 
-def test_serve_submits_at_the_scheduled_time_and_delivers_when_the_verdicts_are_in(
-    tmp_path, feed_server, batch_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
-    config = _config(tmp_path, feed_url, llm_url, port)
-    config["schedule"] = {"cron": "0 7 * * *", "timezone": "UTC"}
-    path = write_config(config)
+def test_serve_submits_at_the_scheduled_time_and_delivers_when_the_verdicts_are_in(batch_mode, batch_llm):
+    (_, llm, batch_api), inbox = batch_llm, batch_mode.inbox
+    batch_mode.config["schedule"] = {"cron": "0 7 * * *", "timezone": "UTC"}
+    path = batch_mode.write()
     batch_api.hold = True
 
     first = start_cli("serve", "--config", str(path))  # never ran: the due run happens at start, and waits
@@ -270,31 +245,24 @@ def test_serve_submits_at_the_scheduled_time_and_delivers_when_the_verdicts_are_
     assert "batch: resuming batch_" in output
 
 
-def test_a_failed_batch_sends_everything_live_and_says_why(tmp_path, feed_server, batch_llm, smtp, write_config):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+def test_a_failed_batch_sends_everything_live_and_says_why(batch_mode, batch_llm):
+    (_, llm, batch_api), inbox = batch_llm, batch_mode.inbox
     batch_api.refuse_model = True
-    result = run_cli("run", "--config", str(write_config(_config(tmp_path, feed_url, llm_url, port))))
+    result = batch_mode.digest("run")
     assert result.returncode == 0, result.stdout + result.stderr
     assert llm.requests == PAPERS and len(inbox.messages) == 1
     assert f"failed: 0 of {PAPERS} answered; {PAPERS} asked live" in result.stdout
     assert "the server said: The model is not supported by the Batch API." in result.stdout
 
 
-def test_back_in_live_mode_a_batch_left_open_is_cancelled_and_what_it_finished_is_kept(
-    tmp_path, feed_server, batch_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+def test_back_in_live_mode_a_batch_left_open_is_cancelled_and_what_it_finished_is_kept(batch_mode, batch_llm):
+    (_, llm, batch_api), inbox = batch_llm, batch_mode.inbox
     batch_api.hold, batch_api.done_while_held = True, 40
-    config = _config(tmp_path, feed_url, llm_url, port)
-    path = write_config(config)
+    config, path = batch_mode.config, batch_mode.path
     _kill_run_once(path, lambda: batch_api.polls >= 3)
 
     config["llm"]["mode"] = "live"  # the reader switched back while the batch was open
-    result = run_cli("run", "--config", str(write_config(config)))
+    result = run_cli("run", "--config", str(batch_mode.write()))
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(batch_api.batches) == 1 and batch_api.cancels == 1  # none submitted, the open one stopped
     assert llm.requests == PAPERS - 40  # what it had finished was paid for, and is kept
@@ -303,12 +271,12 @@ def test_back_in_live_mode_a_batch_left_open_is_cancelled_and_what_it_finished_i
 
 
 @pytest.fixture
-def batch_run(tmp_path, feed_server, batch_llm, smtp, write_config) -> Callable[..., subprocess.CompletedProcess[str]]:
+def batch_run(batch_mode, batch_llm) -> Callable[..., subprocess.CompletedProcess[str]]:
     """`digest run` in batch mode (with these llm settings) against the loopback servers; it must succeed."""
 
     def run(**llm: Any) -> subprocess.CompletedProcess[str]:
-        config = _config(tmp_path, feed_server[0], batch_llm[0], smtp[0], **llm)
-        result = run_cli("run", "--config", str(write_config(config)), timeout=90)
+        batch_mode.config["llm"].update(llm)
+        result = run_cli("run", "--config", str(batch_mode.write()), timeout=90)
         assert result.returncode == 0, result.stdout + result.stderr
         return result
 
@@ -375,21 +343,16 @@ def test_a_batch_that_ignores_cancel_does_not_hold_the_digest_past_the_deadline(
     assert batch_id in batch_api.batches and status == "in_progress"
 
 
-def test_a_batch_of_a_model_since_replaced_is_cancelled_not_left_open(
-    tmp_path, feed_server, batch_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, llm, batch_api = batch_llm
-    port, inbox = smtp
+def test_a_batch_of_a_model_since_replaced_is_cancelled_not_left_open(tmp_path, batch_mode, batch_llm):
+    (_, llm, batch_api), inbox = batch_llm, batch_mode.inbox
     batch_api.hold = True
-    config = _config(tmp_path, feed_url, llm_url, port)
-    path = write_config(config)
+    config, path = batch_mode.config, batch_mode.path
     _kill_run_once(path, lambda: batch_api.polls >= 2 and bool(_open_batches(tmp_path / "state.sqlite3")))
     (first,) = batch_api.batches
 
     config["llm"]["model"] = "gpt-4.1-mini"  # changed while the batch was open
     batch_api.hold = False
-    result = run_cli("run", "--config", str(write_config(config)))
+    result = run_cli("run", "--config", str(batch_mode.write()))
     assert result.returncode == 0, result.stdout + result.stderr
     assert batch_api.batches[first]["status"] == "cancelling" and batch_api.cancels == 1
     assert f"{first} cancelled: asked of gpt-4o-mini; llm.model is now gpt-4.1-mini" in result.stdout

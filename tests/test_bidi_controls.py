@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from tests.conftest import CL_FEED, base_config, first_items, run_cli
+from tests.helpers import CL_FEED, base_config, first_items, run_cli
 
 BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import base_config, run_cli
+from tests.helpers import base_config, run_cli
 
 COMMANDS = ["run", "serve", "web", "check", "preview", "status", "health", "rate", "ratings", "import", "eval", "mcp"]
 

@@ -9,7 +9,7 @@ import pytest
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 REPO = Path(__file__).parent.parent
 

@@ -26,7 +26,7 @@ from packaging.requirements import Requirement
 from digest.config import load_config
 from digest.pipeline.run import Pipeline
 from digest.state.store import Store
-from tests.conftest import base_config, run_cli, smtp_email, stop_process, wait_until
+from tests.helpers import base_config, run_cli, stop_process, wait_until
 
 REPO = Path(__file__).parent.parent
 
@@ -266,16 +266,11 @@ def test_as_pid_1_a_sigterm_at_any_moment_ends_digest_by_itself_with_a_message(
         assert "stopped by SIGTERM" in output, output
 
 
-def test_run_as_pid_1_stops_on_sigterm_and_the_next_run_finishes_with_one_email(
-    tmp_path, feed_server, fake_llm, smtp, write_config
-):
-    feed_url, feed = feed_server
+def test_run_as_pid_1_stops_on_sigterm_and_the_next_run_finishes_with_one_email(loopback_run):
+    feed, llm, inbox = loopback_run.feed, loopback_run.llm, loopback_run.inbox
     feed.validators = False  # the next run gets the same feed again, not a 304: nothing stale about it
-    llm_url, llm = fake_llm
-    port, inbox = smtp
-    config = base_config(tmp_path, feed_url, llm_url, email=smtp_email(port))
-    config["llm"]["max_concurrency"] = 2
-    path = write_config(config)
+    loopback_run.config["llm"]["max_concurrency"] = 2
+    path = loopback_run.write()
     llm.latency = 0.2  # 137 papers two at a time: still classifying when the signal comes
 
     process = subprocess.Popen(

@@ -8,7 +8,7 @@ import pytest
 
 from digest.sources.arxiv_parse import parse_feed
 from digest.taste.rules import AuthorName, Rules
-from tests.conftest import CL_AI_FEED, CL_FEED, base_config, run_cli
+from tests.helpers import CL_AI_FEED, CL_FEED, base_config, run_cli
 
 PAPERS = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers
 BY_COTTERELL = next(p for p in PAPERS if "Ryan Cotterell" in p.authors)

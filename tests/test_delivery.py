@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import base_config, run_cli, start_cli, wait_until
+from tests.helpers import base_config, run_cli, start_cli, wait_until
 from tests.servers import slow_greeting_server, smtp_server
 
 
 @pytest.fixture
-def configure(tmp_path, feed_server, fake_llm, write_config) -> Callable[..., Path]:
-    """A config for the loopback feed and LLM, mailing `recipients` through the SMTP server on `port`."""
+def configure(tmp_path, feed_server, small_day, fake_llm, write_config) -> Callable[..., Path]:
+    """A config for the loopback feed (a small day: what matters is delivery) and LLM, mailing `recipients` through
+    the SMTP server on `port`."""
     (feed_url, _), (llm_url, _) = feed_server, fake_llm
 
     def make(port: int, recipients: list[str], **smtp: Any) -> Path:

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from digest.sources.arxiv_parse import parse_api_page, parse_feed
-from tests.conftest import API_PAGE, CL_FEED, EMPTY_FEED, base_config, run_cli, smtp_email
+from tests.helpers import API_PAGE, CL_FEED, EMPTY_FEED, base_config, run_cli
 from tests.servers import html_titles
 
 
@@ -15,17 +15,9 @@ def _expected_relevant(llm_judged: dict[str, tuple[bool, int]], min_score: int =
     return {title for title, (relevant, score) in llm_judged.items() if relevant and score >= min_score}
 
 
-def test_run_emails_exactly_the_papers_the_llm_judged_relevant(tmp_path, feed_server, fake_llm, smtp, write_config):
-    feed_url, _ = feed_server
-    llm_url, llm = fake_llm
-    port, inbox = smtp
-    config = base_config(
-        tmp_path,
-        feed_url,
-        llm_url,
-        email=smtp_email(port),
-    )
-    result = run_cli("run", "--config", str(write_config(config)))
+def test_run_emails_exactly_the_papers_the_llm_judged_relevant(loopback_run):
+    llm, inbox = loopback_run.llm, loopback_run.inbox
+    result = loopback_run.digest("run")
     assert result.returncode == 0, result.stderr + result.stdout
 
     papers = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers
@@ -47,17 +39,8 @@ def test_run_emails_exactly_the_papers_the_llm_judged_relevant(tmp_path, feed_se
     assert "delivered    1" in result.stdout
 
 
-def test_second_run_on_the_same_day_sends_nothing_and_asks_nothing(tmp_path, feed_server, fake_llm, smtp, write_config):
-    feed_url, feed = feed_server
-    llm_url, llm = fake_llm
-    port, inbox = smtp
-    config = base_config(
-        tmp_path,
-        feed_url,
-        llm_url,
-        email=smtp_email(port),
-    )
-    path = write_config(config)
+def test_second_run_on_the_same_day_sends_nothing_and_asks_nothing(loopback_run, small_day):
+    feed, llm, inbox, path = loopback_run.feed, loopback_run.llm, loopback_run.inbox, loopback_run.path
     assert run_cli("run", "--config", str(path)).returncode == 0
     requests_after_first = llm.requests
 
@@ -69,7 +52,7 @@ def test_second_run_on_the_same_day_sends_nothing_and_asks_nothing(tmp_path, fee
     assert "unchanged since the last run (HTTP 304)" in second.stdout
 
 
-def test_without_smtp_the_digest_goes_to_the_outbox(tmp_path, feed_server, fake_llm, write_config):
+def test_without_smtp_the_digest_goes_to_the_outbox(tmp_path, feed_server, small_day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, _ = fake_llm
     path = write_config(base_config(tmp_path, feed_url, llm_url))
@@ -81,28 +64,24 @@ def test_without_smtp_the_digest_goes_to_the_outbox(tmp_path, feed_server, fake_
     assert "<table" in html.read_text()
 
 
-def test_unreachable_smtp_keeps_the_digest_pending_until_the_next_run(
-    tmp_path, feed_server, fake_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, llm = fake_llm
-    port, inbox = smtp
-    smtp_config = {"host": "127.0.0.1", "port": port, "security": "none"}
-    down = base_config(tmp_path, feed_url, llm_url, email={"from": "d@example.org", "smtp": {**smtp_config, "port": 1}})
-    first = run_cli("run", "--config", str(write_config(down)))
+def test_unreachable_smtp_keeps_the_digest_pending_until_the_next_run(loopback_run, small_day):
+    llm, inbox = loopback_run.llm, loopback_run.inbox
+    smtp_config = loopback_run.config["email"]["smtp"]
+    loopback_run.config["email"]["smtp"] = {**smtp_config, "port": 1}  # down
+    first = run_cli("run", "--config", str(loopback_run.write()))
     assert first.returncode == 1
     assert "cannot connect to SMTP server 127.0.0.1:1" in first.stdout
     assert "Traceback" not in first.stderr + first.stdout
     assert inbox.messages == []
 
-    up = base_config(tmp_path, feed_url, llm_url, email={"from": "d@example.org", "smtp": smtp_config})
+    loopback_run.config["email"]["smtp"] = smtp_config  # up
     requests = llm.requests
-    second = run_cli("run", "--config", str(write_config(up)))
+    second = run_cli("run", "--config", str(loopback_run.write()))
     assert second.returncode == 0, second.stdout + second.stderr
     assert len(inbox.messages) == 1
     assert llm.requests == requests
 
-    third = run_cli("run", "--config", str(write_config(up)))
+    third = run_cli("run", "--config", str(loopback_run.write()))
     assert third.returncode == 0
     assert len(inbox.messages) == 1
 
@@ -120,39 +99,22 @@ def test_dry_run_counts_and_prices_without_calling_the_llm(tmp_path, feed_server
     assert not (tmp_path / "state.sqlite3").exists()
 
 
-def test_check_reports_each_server(tmp_path, feed_server, fake_llm, smtp, write_config):
-    feed_url, _ = feed_server
-    llm_url, llm = fake_llm
-    port, inbox = smtp
-    good = base_config(
-        tmp_path,
-        feed_url,
-        llm_url,
-        email=smtp_email(port, "d@example.org"),
-    )
-    result = run_cli("check", "--config", str(write_config(good)))
+def test_check_reports_each_server(tmp_path, loopback_run, write_config):
+    llm, inbox = loopback_run.llm, loopback_run.inbox
+    result = loopback_run.digest("check")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok  ") == 3
     assert llm.requests == 0 and inbox.messages == []
 
-    bad = base_config(tmp_path, feed_url, "http://127.0.0.1:1/v1")
+    bad = base_config(tmp_path, loopback_run.feed_url, "http://127.0.0.1:1/v1")
     result = run_cli("check", "--config", str(write_config(bad)))
     assert result.returncode == 1
     assert "FAIL LLM server: cannot reach http://127.0.0.1:1/v1" in result.stdout
     assert "Traceback" not in result.stderr
 
 
-def test_preview_writes_a_file_and_sends_nothing(tmp_path, feed_server, fake_llm, smtp, write_config):
-    feed_url, _ = feed_server
-    llm_url, llm = fake_llm
-    port, inbox = smtp
-    config = base_config(
-        tmp_path,
-        feed_url,
-        llm_url,
-        email=smtp_email(port, "d@example.org"),
-    )
-    path = write_config(config)
+def test_preview_writes_a_file_and_sends_nothing(loopback_run, small_day):
+    llm, inbox, path = loopback_run.llm, loopback_run.inbox, loopback_run.path
     result = run_cli("preview", "--config", str(path))
     assert result.returncode == 0, result.stderr
     preview = Path(result.stdout.splitlines()[0])
@@ -171,7 +133,7 @@ def test_preview_writes_a_file_and_sends_nothing(tmp_path, feed_server, fake_llm
     assert rows[2].endswith("  ok") and rows[3].endswith("preview: ok"), rows
 
 
-def test_state_is_versioned(tmp_path, feed_server, fake_llm, write_config):
+def test_state_is_versioned(tmp_path, feed_server, small_day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, _ = fake_llm
     assert run_cli("run", "--config", str(write_config(base_config(tmp_path, feed_url, llm_url)))).returncode == 0
@@ -180,7 +142,7 @@ def test_state_is_versioned(tmp_path, feed_server, fake_llm, write_config):
 
 
 def test_papers_that_cannot_be_classified_are_reported_and_retried_next_run(
-    tmp_path, feed_server, fake_llm, write_config
+    tmp_path, feed_server, small_day, fake_llm, write_config
 ):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
@@ -204,7 +166,9 @@ def test_papers_that_cannot_be_classified_are_reported_and_retried_next_run(
     assert "3 classified, 0 cached, 0 by your rules or ratings, 0 failed" in second.stdout
 
 
-def test_a_refused_api_key_stops_the_run_clearly_and_loses_nothing(tmp_path, feed_server, fake_llm, write_config):
+def test_a_refused_api_key_stops_the_run_clearly_and_loses_nothing(
+    tmp_path, feed_server, small_day, fake_llm, write_config
+):
     feed_url, _ = feed_server
     llm_url, _ = fake_llm
     path = write_config(base_config(tmp_path, feed_url, llm_url))
@@ -217,7 +181,7 @@ def test_a_refused_api_key_stops_the_run_clearly_and_loses_nothing(tmp_path, fee
 
     second = run_cli("run", "--config", str(path))  # the right key; arXiv answers 304, the papers are still here
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "137 classified" in second.stdout
+    assert f"{small_day} classified" in second.stdout
     assert (tmp_path / "outbox" / "me" / "2026-06-30.html").exists()
 
 
@@ -233,7 +197,9 @@ def test_an_empty_weekend_feed_sends_nothing(tmp_path, feed_server, fake_llm, wr
     assert not (tmp_path / "outbox").exists()
 
 
-def test_quiet_prints_nothing_on_success_and_verbose_logs_each_stage(tmp_path, feed_server, fake_llm, write_config):
+def test_quiet_prints_nothing_on_success_and_verbose_logs_each_stage(
+    tmp_path, feed_server, small_day, fake_llm, write_config
+):
     feed_url, _ = feed_server
     llm_url, _ = fake_llm
     path = write_config(base_config(tmp_path, feed_url, llm_url))
@@ -273,14 +239,16 @@ def test_since_must_be_a_past_date():
     assert "'yesterday' is not a date like 2026-06-30" in result.stderr
 
 
-def test_a_stale_feed_is_reported_as_stale_and_sends_nothing_twice(tmp_path, feed_server, fake_llm, write_config):
+def test_a_stale_feed_is_reported_as_stale_and_sends_nothing_twice(
+    tmp_path, feed_server, small_day, fake_llm, write_config
+):
     feed_url, feed = feed_server
     llm_url, llm = fake_llm
     path = write_config(base_config(tmp_path, feed_url, llm_url))
     assert run_cli("run", "--config", str(path)).returncode == 0
     requests = llm.requests
     # The next day arXiv still serves yesterday's items, rebuilt (so the ETag differs).
-    feed.feeds["/rss/cs.CL"] = CL_FEED.read_bytes().replace(b"04:00:00 +0000", b"05:00:00 +0000")
+    feed.feeds["/rss/cs.CL"] = feed.feeds["/rss/cs.CL"].replace(b"04:00:00 +0000", b"05:00:00 +0000")
     stale = run_cli("run", "--config", str(path))
     assert stale.returncode == 0
     assert "warning: the feed is stale: it is dated 2026-06-30, and 2026-06-30 was already processed" in stale.stdout
@@ -316,22 +284,24 @@ def test_arxiv_down_is_a_clear_error_and_records_no_papers(tmp_path, feed_server
         assert db.execute("SELECT count(*) FROM feeds").fetchone()[0] == 0
 
 
-def test_editing_one_profiles_interests_invalidates_only_its_cache(tmp_path, feed_server, fake_llm, write_config):
+def test_editing_one_profiles_interests_invalidates_only_its_cache(
+    tmp_path, feed_server, small_day, fake_llm, write_config
+):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
     config = base_config(tmp_path, feed_url, llm_url)
     config["profiles"].append({"name": "you", "interests": "Speech recognition."})
     path = write_config(config)
     assert run_cli("run", "--config", str(path)).returncode == 0
-    assert llm.requests == 2 * 137  # one request per paper per profile; cs.CL has 137 new and cross papers
+    assert llm.requests == 2 * small_day  # one request per paper per profile; all the day's papers are new or cross
 
     assert run_cli("run", "--config", str(path)).returncode == 0
-    assert llm.requests == 2 * 137  # a re-run makes no request
+    assert llm.requests == 2 * small_day  # a re-run makes no request
 
     config["profiles"][0]["interests"] = "Machine translation."
     path = write_config(config)
     preview = run_cli("preview", "--config", str(path))
     assert preview.returncode == 0, preview.stderr
-    assert llm.requests == 3 * 137  # "me" is read again against its new interests; "you" comes from the cache
+    assert llm.requests == 3 * small_day  # "me" is read again against its new interests; "you" comes from the cache
     assert run_cli("preview", "--config", str(path)).returncode == 0
-    assert llm.requests == 3 * 137
+    assert llm.requests == 3 * small_day

@@ -20,7 +20,7 @@ from digest.models import Digest, Usage, Verdict
 from digest.pipeline.select import build_digest
 from digest.render import Renderer
 from digest.sources.arxiv_parse import parse_feed
-from tests.conftest import CL_FEED
+from tests.helpers import CL_FEED
 
 GOLDEN = Path(__file__).parent / "golden"
 PAPERS = parse_feed(CL_FEED.read_bytes(), url="t", categories=["cs.CL"], announce_types=["new", "cross"]).papers

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CL_FEED, base_config, first_items, run_cli
+from tests.helpers import CL_FEED, base_config, first_items, run_cli
 from tests.llama import llama_missing, llama_server
 from tests.servers import FeedServer, serve_asgi
 

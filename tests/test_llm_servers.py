@@ -5,7 +5,6 @@ against a loopback server that behaves as that server does (see ../shared/notes/
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import math
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 from digest.config import LLMConfig, Profile
 from digest.errors import LLMError
 from digest.llm.answers import Outcome, answer_tokens
-from digest.llm.concurrency import AdaptiveConcurrency
 from digest.llm.live import Classifier
 from digest.llm.prices import REASONING_ALLOWANCE
 from digest.llm.prompt import system_prompt
@@ -24,7 +22,7 @@ from digest.llm.requests import Job
 from digest.models import Judgement, Paper, Verdict
 from digest.net.pacing import RateLimiter, Slot, minute_counters
 from digest.sources.arxiv_parse import parse_feed
-from tests.conftest import CL_FEED, FakeClock, base_config, run_cli, smtp_email
+from tests.helpers import CL_FEED, FakeClock, base_config, run_cli
 from tests.servers import html_titles
 
 PROFILE = Profile(name="me", interests="Language models and how to evaluate them.")
@@ -64,68 +62,6 @@ def _all_verdicts(outcomes: dict[str, Outcome], papers: list[Paper]) -> bool:
 
 
 # Requests in flight, found by measuring
-
-
-def _simulate(capacity: AdaptiveConcurrency, clock: FakeClock, latency: Any, answers: int) -> float | None:
-    """Drive `capacity` as the classifier does, against a server whose latency depends on what is in flight.
-    Returns when the limit first reached max_concurrency, if it did."""
-    reached: list[float] = []
-
-    async def main() -> None:
-        flying: list[tuple[float, int, Any]] = []
-        sent = 0
-        for _ in range(answers):
-            while capacity._in_flight < capacity.limit:
-                ticket = capacity.sending(await capacity.acquire())
-                heapq.heappush(flying, (clock.now + latency(capacity._in_flight), sent, ticket))
-                sent += 1
-            clock.now, _, ticket = heapq.heappop(flying)
-            capacity.release(ticket)
-            capacity.answered(ticket)
-            if capacity.limit == capacity.most and not reached:
-                reached.append(clock.now)
-
-    asyncio.run(main())
-    return reached[0] if reached else None
-
-
-def test_with_flat_latency_the_limit_reaches_max_concurrency_within_a_few_round_trips() -> None:
-    clock = FakeClock(advance=False)
-    capacity = AdaptiveConcurrency(64, clock=clock)
-    reached = _simulate(capacity, clock, lambda n: 0.5, 300)
-    assert capacity.limit == 64
-    assert reached is not None and reached <= 2.0  # 4 -> 8 -> 16 -> 32 -> 64: four round trips of 0.5 s
-
-
-def test_when_latency_grows_with_what_is_in_flight_the_limit_stays_low() -> None:
-    clock = FakeClock(advance=False)
-    capacity = AdaptiveConcurrency(16, clock=clock)
-    _simulate(capacity, clock, lambda n: 0.1 * n, 300)  # one core: n at once take n times as long each
-    assert capacity.limit <= 3
-    assert capacity.sent_at.most_common(1)[0][0] <= 2
-
-
-def test_a_gpu_server_with_uneven_latency_is_filled_to_its_slots_though_growth_stopped_early() -> None:
-    clock = FakeClock(advance=False)
-    capacity = AdaptiveConcurrency(64, clock=clock)
-    calls = iter(range(10**6))
-
-    def latency(n: int) -> float:
-        uneven = 1.7 if next(calls) % 7 == 3 else 1.0  # a long paper now and then: slow start may stop early
-        return 0.5 * uneven * max(1.0, n / 48)  # 48 slots; beyond them, requests queue
-
-    _simulate(capacity, clock, latency, 2000)
-    assert 36 <= capacity.sent_at.most_common(1)[0][0] <= 64
-
-
-def test_a_timeout_halves_the_limit_and_rate_limit_counters_fix_it_at_max_concurrency() -> None:
-    capacity = AdaptiveConcurrency(16, start=8)
-    capacity.overloaded()
-    assert capacity.limit == 4
-    capacity.fixed()
-    assert capacity.limit == 16 and not capacity.adaptive
-    capacity.overloaded()
-    assert capacity.limit == 16  # a cloud API's in-flight count is the rate limiter's business
 
 
 def test_the_wait_for_the_rate_limiter_is_not_taken_for_a_slow_server(fake_llm) -> None:
@@ -337,16 +273,12 @@ def test_check_takes_llama_servers_one_model_under_its_path(tmp_path, feed_serve
     assert "answers any model name" in check.stdout and "--alias smollm2" in check.stdout
 
 
-def test_a_day_that_outlasts_max_run_minutes_delivers_what_was_judged_and_carries_the_rest(
-    tmp_path, feed_server, fake_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, app = fake_llm
-    port, inbox = smtp
+def test_a_day_that_outlasts_max_run_minutes_delivers_what_was_judged_and_carries_the_rest(loopback_run):
+    app, inbox, config = loopback_run.llm, loopback_run.inbox, loopback_run.config
     app.latency, app.limit_headers = 0.5, "none"
-    config = base_config(tmp_path, feed_url, llm_url, email=smtp_email(port), max_run_minutes=0.05)  # 3 s
+    config["max_run_minutes"] = 0.05  # 3 s
     config["llm"]["max_concurrency"] = 2
-    slow = run_cli("run", "--config", str(write_config(config)))
+    slow = run_cli("run", "--config", str(loopback_run.write()))
     assert slow.returncode == 0, slow.stdout + slow.stderr
     assert "still to judge come in the next digest" in slow.stdout
     assert len(inbox.messages) == 1
@@ -359,7 +291,7 @@ def test_a_day_that_outlasts_max_run_minutes_delivers_what_was_judged_and_carrie
     config["arxiv"]["categories"] = ["cs.CL", "cs.AI"]  # the fixture of 2026-07-01
     app.latency = 0.0
     config["max_run_minutes"], config["llm"]["max_concurrency"] = 120, 16
-    fast = run_cli("run", "--config", str(write_config(config)))
+    fast = run_cli("run", "--config", str(loopback_run.write()))
     assert fast.returncode == 0, fast.stdout + fast.stderr
     assert len(inbox.messages) == 2
     in_first, in_second = (set(html_titles(m, listed=True)) for _, _, m in inbox.messages)

@@ -17,7 +17,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp_types import CallToolResult, TextResourceContents
 
 from digest.links import Links
-from tests.conftest import CL_FEED, base_config, run_cli, smtp_email
+from tests.helpers import CL_FEED, base_config, run_cli, smtp_email
 from tests.servers import FakeLLM, FeedServer, html_titles, serve_asgi, smtp_server
 
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from digest.links import Links
 from digest.models import Usage, Verdict
 from digest.pipeline.select import build_digest
 from digest.sources.arxiv_parse import parse_feed
-from tests.conftest import CL_FEED, base_config, first_items, run_cli
+from tests.helpers import CL_FEED, base_config, first_items, run_cli
 from tests.servers import ChatServer, chat_services, keyword_judge, serve_asgi, slow_greeting_server
 
 ROOT = Path(__file__).parent.parent

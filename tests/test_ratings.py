@@ -20,7 +20,7 @@ import pytest
 from digest.errors import UsageError
 from digest.sources.arxiv_parse import parse_api_page
 from digest.taste.ratings import PaperRef, find_paper, parse_paper
-from tests.conftest import API_PAGE, FIXTURES, base_config, run_cli, write_bibtex_library
+from tests.helpers import API_PAGE, FIXTURES, base_config, run_cli, write_bibtex_library
 from tests.servers import ApiServer, FakeLLM, FeedServer
 
 LIBRARY = FIXTURES / "library"
@@ -207,7 +207,7 @@ def _system_prompts_for(llm: FakeLLM, title: str) -> list[str]:
 
 
 def test_ratings_are_examples_in_the_profiles_prompt_and_rated_papers_are_never_shown_again(
-    digest_cli, servers, tmp_path
+    digest_cli, servers, small_day, tmp_path
 ) -> None:
     profiles = [
         {"name": "me", "email": ["me@example.org"], "interests": "Language models and their evaluation."},
@@ -247,27 +247,27 @@ def test_ratings_are_examples_in_the_profiles_prompt_and_rated_papers_are_never_
     assert "digest rate" in body.get_content() and "--profile me" in body.get_content()
 
 
-def test_a_new_rating_rereads_only_papers_not_yet_in_a_digest(digest_cli, servers) -> None:
+def test_a_new_rating_rereads_only_papers_not_yet_in_a_digest(digest_cli, servers, small_day) -> None:
     digest = digest_cli()
     assert digest("rate", "2606.28354", "up").returncode == 0
     assert digest("preview").returncode == 0
     after_preview = servers.llm.requests
-    assert after_preview == 136  # the feed's 137 papers but the rated one
+    assert after_preview == small_day - 1  # the feed's papers but the rated one
     assert digest("preview").returncode == 0
     assert servers.llm.requests == after_preview  # the examples are part of the cache key: cached
 
     assert digest("rate", "2606.28457", "down").returncode == 0
     rethreshold = digest("preview", "--min-score", "4")  # free, as the README says: cached verdicts only
     assert rethreshold.returncode == 0 and servers.llm.requests == after_preview, rethreshold.stdout
-    assert "135 papers not judged yet (a run, or a preview without --min-score)" in rethreshold.stdout
+    assert f"{small_day - 2} papers not judged yet (a run, or a preview without --min-score)" in rethreshold.stdout
     run = digest("run")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert servers.llm.requests == after_preview + 135  # a new example: every paper not yet in a digest, again
+    assert servers.llm.requests == after_preview + small_day - 2  # a new example: every paper not yet in a digest
 
     assert digest("rate", "2606.28524", "up").returncode == 0
     again = digest("run")
     assert again.returncode == 0
-    assert servers.llm.requests == after_preview + 135  # everything is in a digest: nothing is asked again
+    assert servers.llm.requests == after_preview + small_day - 2  # everything is in a digest: nothing is asked again
 
 
 def test_a_new_version_of_a_liked_paper_is_shown_marked_and_a_disliked_one_is_not(

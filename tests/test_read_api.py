@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from digest.links import Links
-from tests.conftest import CL_FEED, base_config, run_cli
+from tests.helpers import CL_FEED, base_config, run_cli
 from tests.servers import FakeLLM, FeedServer, free_port, serve_asgi
 from tests.test_web import digest_web
 

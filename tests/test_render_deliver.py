@@ -25,7 +25,7 @@ from digest.models import Delivery, Digest, Usage, Verdict, best_first
 from digest.pipeline.select import build_digest
 from digest.render import HTML_BUDGET, Renderer, short_authors
 from digest.sources.arxiv_parse import parse_feed
-from tests.conftest import CL_FEED, CV_FEED
+from tests.helpers import CL_FEED, CV_FEED
 from tests.servers import html_titles, make_tls, smtp_server
 
 REPO = Path(__file__).parent.parent

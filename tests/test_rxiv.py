@@ -19,7 +19,7 @@ import pytest
 from digest.config import load_config
 from digest.errors import ConfigError
 from digest.state.migrations import MIGRATIONS
-from tests.conftest import FIXTURES, base_config, first_items, run_cli
+from tests.helpers import FIXTURES, base_config, first_items, run_cli
 from tests.servers import RxivAPI, serve_asgi
 
 RXIV = FIXTURES / "rxiv"

@@ -18,7 +18,7 @@ from digest.sources.arxiv_parse import parse_feed
 from digest.state import papers as stored_papers
 from digest.state.migrations import MIGRATIONS, m012_paper_search
 from digest.state.store import Store
-from tests.conftest import CL_FEED
+from tests.helpers import CL_FEED
 
 DAY = dt.date(2026, 6, 30)
 

@@ -20,7 +20,7 @@ from digest.heartbeat import HEALTHY_WITHIN_SECONDS, healthy
 from digest.models import RunSummary
 from digest.pipeline.run import Pipeline
 from digest.state.store import Store
-from tests.conftest import base_config, run_cli, smtp_email, stop_process, wait_until
+from tests.helpers import base_config, run_cli, stop_process, wait_until
 
 REPO = Path(__file__).parent.parent
 
@@ -38,7 +38,7 @@ async def _serve_for(trigger, run_once, *, last_good_run, heartbeat: Path, until
     await watcher
 
 
-def test_a_trigger_runs_the_pipeline_again_and_again(tmp_path, feed_server, fake_llm, write_config):
+def test_a_trigger_runs_the_pipeline_again_and_again(tmp_path, feed_server, small_day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
     config = load_config(write_config(base_config(tmp_path, feed_url, llm_url)), {"OPENAI_API_KEY": "test-key"})
@@ -58,9 +58,9 @@ def test_a_trigger_runs_the_pipeline_again_and_again(tmp_path, feed_server, fake
         )
     )
     assert [s.errors for s in summaries] == [[], [], []]
-    assert summaries[0].profiles[0].classified == 137 and summaries[0].deliveries_sent == 1
+    assert summaries[0].profiles[0].classified == small_day and summaries[0].deliveries_sent == 1
     assert all(s.not_modified and s.usage.requests == 0 for s in summaries[1:])  # later runs: nothing new
-    assert llm.requests == 137
+    assert llm.requests == small_day
     assert (tmp_path / "hb").exists()
 
 
@@ -146,21 +146,11 @@ def _serve_process(config_path: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_sigterm_mid_run_then_restart_delivers_each_digest_exactly_once(
-    tmp_path, feed_server, fake_llm, smtp, write_config
-):
-    feed_url, _ = feed_server
-    llm_url, llm = fake_llm
-    port, inbox = smtp
-    config = base_config(
-        tmp_path,
-        feed_url,
-        llm_url,
-        email=smtp_email(port, "d@example.org"),
-        schedule={"cron": "0 7 * * *", "timezone": "UTC"},
-    )
+def test_sigterm_mid_run_then_restart_delivers_each_digest_exactly_once(loopback_run):
+    llm, inbox, config = loopback_run.llm, loopback_run.inbox, loopback_run.config
+    config["schedule"] = {"cron": "0 7 * * *", "timezone": "UTC"}
     config["llm"]["max_concurrency"] = 2
-    path = write_config(config)
+    path = loopback_run.write()
     llm.latency = 0.2  # 137 papers two at a time: the run is still going when the signal comes
 
     first = _serve_process(path)  # never ran: the due run happens at start
@@ -196,7 +186,7 @@ def test_sigterm_mid_run_then_restart_delivers_each_digest_exactly_once(
     assert "stopped" in lines[3]
 
 
-def test_serving_waits_for_its_schedule_after_a_good_run(tmp_path, feed_server, fake_llm, write_config):
+def test_serving_waits_for_its_schedule_after_a_good_run(tmp_path, feed_server, small_day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
     path = write_config(base_config(tmp_path, feed_url, llm_url, schedule={"cron": "0 7 * * *", "timezone": "UTC"}))
@@ -221,7 +211,7 @@ def test_health_fails_without_a_fresh_heartbeat(tmp_path):
     assert not healthy(heartbeat, time.time())
 
 
-def test_json_logs_are_one_object_per_line(tmp_path, feed_server, fake_llm, write_config):
+def test_json_logs_are_one_object_per_line(tmp_path, feed_server, small_day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, _ = fake_llm
     result = run_cli(
@@ -229,7 +219,7 @@ def test_json_logs_are_one_object_per_line(tmp_path, feed_server, fake_llm, writ
     )
     assert result.returncode == 0
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    assert any(r["message"].startswith("fetch: 137 papers") for r in records)
+    assert any(r["message"].startswith(f"fetch: {small_day} papers") for r in records)
     assert {"time", "level", "logger", "message"} <= set(records[0])
 
 
@@ -250,7 +240,7 @@ def test_one_run_at_a_time_per_state_file(tmp_path, feed_server, fake_llm, write
 
 
 def test_after_days_away_the_run_catches_up_through_the_export_api(
-    tmp_path, feed_server, fake_llm, export_api, write_config
+    tmp_path, feed_server, small_day, fake_llm, export_api, write_config
 ):
     feed_url, _ = feed_server
     llm_url, _ = fake_llm

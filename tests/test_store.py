@@ -8,7 +8,7 @@ import sqlite3
 from digest.models import Feed, Verdict
 from digest.sources.arxiv_parse import parse_feed
 from digest.state.store import Store
-from tests.conftest import CL_FEED
+from tests.helpers import CL_FEED
 
 PAPERS = parse_feed(CL_FEED.read_bytes(), url="t", categories=["cs.CL"], announce_types=["new", "cross"]).papers[:3]
 

@@ -28,7 +28,7 @@ from digest.pipeline.select import build_digest
 from digest.sources.arxiv_parse import parse_api_page
 from digest.taste.embeddings import LocalEmbedder, ServerEmbedder
 from digest.taste.ranker import CLASSIFIER_AFTER, RatedVector, TasteModel, percentiles
-from tests.conftest import API_PAGE, CL_FEED, base_config, first_items, run_cli, wait_until
+from tests.helpers import API_PAGE, CL_FEED, base_config, first_items, run_cli, wait_until
 from tests.servers import EmbeddingsServer, FeedServer, serve_asgi
 
 DAY = 24  # papers: enough for a share to mean something, few enough to embed in seconds

@@ -28,7 +28,17 @@ from itsdangerous import URLSafeSerializer
 from digest.config import OutputConfig
 from digest.links import RATE_SALT, Links, RateToken
 from digest.render import Renderer
-from tests.conftest import CL_FEED, base_config, run_cli, smtp_email, start_cli, stop_process, wait_until
+from tests.helpers import (
+    CL_FEED,
+    SMALL_DAY,
+    base_config,
+    first_items,
+    run_cli,
+    smtp_email,
+    start_cli,
+    stop_process,
+    wait_until,
+)
 from tests.servers import FeedServer, free_port, html_titles, serve_asgi
 from tests.test_golden import fixed_digest
 
@@ -93,6 +103,7 @@ def site(tmp_path, fake_llm, smtp, write_config) -> Iterator[Site]:
         b"<title>Generating in the Limit with Infinitely Many Hallucinations</title>",
         b"<title>Generating &lt;script&gt;alert(1)&lt;/script&gt; in the &lt;b&gt;Limit&lt;/b&gt;</title>",
     )
+    feed = first_items(feed, SMALL_DAY)  # a small day (the markup's paper first): what matters is the web side
     (llm_url, _), (smtp_port, inbox) = fake_llm, smtp
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -277,7 +288,7 @@ def test_a_taken_port_is_one_clear_error(tmp_path, write_config) -> None:
 
 
 def test_serve_runs_the_scheduler_and_the_web_side_in_one_process_and_both_stop_on_sigterm(
-    tmp_path, feed_server, fake_llm, write_config
+    tmp_path, feed_server, small_day, fake_llm, write_config
 ) -> None:
     (feed_url, _), (llm_url, _) = feed_server, fake_llm
     port = free_port()
@@ -347,7 +358,9 @@ def test_a_link_from_a_digest_signed_by_an_earlier_version_still_rates() -> None
     assert links.sign(said) != earlier and len(links.sign(said).rsplit(".", 1)[1]) == 43
 
 
-def test_the_atom_feed_is_well_formed_xml_whatever_the_llm_wrote(tmp_path, feed_server, fake_llm, write_config):
+def test_the_atom_feed_is_well_formed_xml_whatever_the_llm_wrote(
+    tmp_path, feed_server, small_day, fake_llm, write_config
+):
     """A reason with U+FFFF or U+FFFE made the whole feed unreadable, for every reader of it."""
     (feed_url, _), (llm_url, llm) = feed_server, fake_llm
     llm.reason_suffix = " \uffff\ufffe\x01\x1b[2J end"

@@ -20,7 +20,7 @@ from digest.links import Links, web_secret
 from digest.logs import OncePerMinute
 from digest.state.store import Store
 from digest.web.server import HEADERS_SECONDS
-from tests.conftest import base_config, run_cli, start_cli, stop_process, wait_until
+from tests.helpers import base_config, run_cli, start_cli, stop_process, wait_until
 from tests.servers import free_port
 
 DESCRIPTORS = 128  # the digest process's file limit in these tests: its bound on connections is a quarter of it
@@ -95,8 +95,8 @@ def test_a_slow_loris_neither_starves_the_scheduler_nor_keeps_its_sockets(
 
 
 @pytest.fixture
-def web_without_base_url(tmp_path, feed_server, fake_llm, write_config) -> Iterator[tuple[str, Path]]:
-    """`digest web` after one run, with no base_url: its pages are reached by the path alone."""
+def web_without_base_url(tmp_path, feed_server, small_day, fake_llm, write_config) -> Iterator[tuple[str, Path]]:
+    """`digest web` after one run (of a small day), with no base_url: its pages are reached by the path alone."""
     (feed_url, _), (llm_url, _) = feed_server, fake_llm
     port = free_port()
     config = base_config(tmp_path, feed_url, llm_url)

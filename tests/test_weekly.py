@@ -15,7 +15,7 @@ from digest.config import load_config
 from digest.models import Paper, RunSummary
 from digest.pipeline.run import Pipeline
 from digest.sources.arxiv_parse import parse_feed
-from tests.conftest import base_config, day_feeds, run_cli
+from tests.helpers import base_config, day_feeds, run_cli
 from tests.servers import ChatServer, serve_asgi
 
 MONDAY = dt.date(2026, 11, 23)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from digest.sources.arxiv_parse import parse_api_page
-from tests.conftest import API_PAGE, base_config, run_cli, start_cli, stop_process, wait_until
+from tests.helpers import API_PAGE, base_config, run_cli, start_cli, stop_process, wait_until
 from tests.servers import serve_asgi
 from tests.zotero import API_KEY, HTML, FakeZotero, preprint_data
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from digest.sources.arxiv_parse import parse_feed
-from tests.conftest import CL_FEED, base_config, first_items, run_cli, smtp_email
+from tests.helpers import CL_FEED, base_config, first_items, run_cli, smtp_email
 from tests.servers import FeedServer, free_port, html_titles, serve_asgi
 from tests.test_web import digest_web
 from tests.test_zotero import ZOTERO_ENV
