@@ -20,6 +20,8 @@ from digest.links import Links
 from tests.helpers import CL_FEED, base_config, run_cli, smtp_email
 from tests.servers import FakeLLM, FeedServer, html_titles, serve_asgi, smtp_server
 
+pytestmark = pytest.mark.xdist_group("mcp")  # one worker, one `digest run` for the module's tests
+
 T = TypeVar("T")
 
 INJECTED_ID = "2606.29228"

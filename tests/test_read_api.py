@@ -17,6 +17,8 @@ from tests.helpers import CL_FEED, base_config, run_cli
 from tests.servers import FakeLLM, FeedServer, free_port, serve_asgi
 from tests.test_web import digest_web
 
+pytestmark = pytest.mark.xdist_group("read-api")  # one worker, one `digest run` and `digest web` for the module's tests
+
 SECRET = "the-secret-that-derives-the-archive-keys"
 SOME_PAPER = "2606.29228"
 
