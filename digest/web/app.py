@@ -157,6 +157,15 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
             return origin == f"{ours.scheme}://{ours.netloc}"
         return urlsplit(origin).netloc == request.headers.get("host")
 
+    async def posted_form(request: Request) -> RateForm:
+        """A POST's form: from this site's own pages only, and small."""
+        if not same_origin(request):
+            raise HTTPException(403)
+        try:
+            return RateForm.model_validate(await small_form(request))
+        except ValidationError:
+            raise HTTPException(400) from None
+
     async def rate_page(request: Request) -> Response:
         token = token_of(request)
         with Store(config.state) as store:
@@ -166,12 +175,7 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
 
     async def rate(request: Request) -> Response:
         token = token_of(request)
-        if not same_origin(request):
-            raise HTTPException(403)
-        try:
-            form = RateForm.model_validate(await small_form(request))
-        except ValidationError:
-            raise HTTPException(400) from None
+        form = await posted_form(request)
         with Store(config.state) as store:
             before = store.rating_of(token.p, token.a)
             if token.r == 0:
@@ -203,12 +207,7 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
     async def save(request: Request) -> Response:
         """Save the paper to the reader's Zotero library: looked up first, created once (see zotero_save)."""
         token = save_token_of(request)
-        if not same_origin(request):
-            raise HTTPException(403)
-        try:
-            form = RateForm.model_validate(await small_form(request))
-        except ValidationError:
-            raise HTTPException(400) from None
+        form = await posted_form(request)
         with Store(config.state) as store:
             ref = PaperRef(token.a, token.v)
             paper = (await resolve(config, store, [ref])).get(ref)
