@@ -1,5 +1,5 @@
 """The one-screen texts printed at the end of `digest run`, `digest run --dry-run`, `digest status`, and of the
-commands by which the reader teaches the digest: `ratings`, `import` and `eval`."""
+commands by which the reader teaches the digest: `ratings` and `import` (`eval`'s is in eval_report.py)."""
 
 from __future__ import annotations
 
