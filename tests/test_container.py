@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
+from packaging.markers import Marker
 from packaging.requirements import Requirement
 
 from digest.config import load_config
@@ -106,7 +107,10 @@ def _locked() -> dict[str, tuple[str, int]]:
         if not line:
             continue
         requirement, *hashes = line.split(" --hash=")
-        name, version = requirement.split(";")[0].strip().split("==")
+        pin, _, marker = requirement.partition(";")
+        if marker.strip() and not Marker(marker.strip()).evaluate():
+            continue  # a pin for another Python or platform (numpy has one for 3.11 and one for 3.12 on)
+        name, version = pin.strip().split("==")
         locked[name.lower().replace("_", "-")] = (version.strip(), len(hashes))
     return locked
 

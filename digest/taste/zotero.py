@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from digest.config import Config, Profile, ZoteroConfig
 from digest.errors import DigestError
 from digest.models import LibraryOutcome
+from digest.sources import sources_for
 from digest.state.store import Store
 from digest.state.zotero import CollectionRow, ItemRow
 from digest.taste.library import OnCount, Seed, import_library, papers_of, ref_in
@@ -255,6 +256,10 @@ def item_row(item: Item) -> ItemRow:
     data = item.data
     fields = {"archiveid": data.archiveID, "extra": data.extra, "doi": data.DOI, "url": data.url, "number": data.number}
     ref = ref_in(fields, ID_FIELDS, exact=EXACT_ID_FIELDS)
+    if ref is not None and ref.source is None:
+        # A DOI bioRxiv and medRxiv share does not name its server; a preprint item's repository does.
+        servers = [s.name for s in sources_for(ref) if s.label.lower() == data.repository.strip().lower()]
+        ref = ref._replace(source=servers[0]) if len(servers) == 1 else ref
     seed = None
     if ref is not None:
         named = [c for c in data.creators if c.creatorType in ("author", "")] or data.creators

@@ -86,6 +86,7 @@ class ItemData(BaseModel):
     extra: str = ""
     archiveID: str = ""
     number: str = ""
+    repository: str = ""  # a preprint's server as Zotero's translators write it: arXiv, bioRxiv, medRxiv
     dateAdded: str = ""
     collections: list[str] = []
     deleted: bool = False  # in the trash
