@@ -18,10 +18,10 @@ import pytest
 from digest.config import BatchDeadline, load_config
 from digest.errors import ConfigError
 from digest.sources.arxiv_parse import parse_feed
-from tests.helpers import CL_FEED, LoopbackRun, base_config, run_cli, start_cli, stop_process, wait_until
+from tests.helpers import CL_FEED, SMALL_DAY, LoopbackRun, base_config, run_cli, start_cli, stop_process, wait_until
 from tests.servers import BatchAPI, FakeLLM, html_titles
 
-PAPERS = 137  # cs.CL of 2026-06-30: 117 new and 20 cross-lists
+PAPERS = SMALL_DAY  # the small_day fixture's papers: what these tests are about is the batch, not the day
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ def batch_llm(fake_llm: tuple[str, FakeLLM]) -> tuple[str, FakeLLM, BatchAPI]:
 
 
 @pytest.fixture
-def batch_mode(loopback_run: LoopbackRun) -> LoopbackRun:
-    """The configured run (see conftest) in llm.mode batch."""
+def batch_mode(loopback_run: LoopbackRun, small_day: int) -> LoopbackRun:
+    """The configured run (see conftest) in llm.mode batch, of a small day."""
     loopback_run.config["llm"]["mode"] = "batch"
     loopback_run.write()
     return loopback_run
@@ -45,7 +45,7 @@ def _batch_file_lines(batch_api: BatchAPI) -> list[dict[str, Any]]:
     return [json.loads(line) for line in content.decode().splitlines()]
 
 
-def test_a_batch_gives_the_same_digest_as_live_with_no_chat_request(tmp_path, loopback_run, batch_llm):
+def test_a_batch_gives_the_same_digest_as_live_with_no_chat_request(tmp_path, loopback_run, small_day, batch_llm):
     (_, llm, batch_api), inbox = batch_llm, loopback_run.inbox
     live_dir, batch_dir = tmp_path / "live", tmp_path / "batch"
     live_dir.mkdir(), batch_dir.mkdir()
@@ -127,17 +127,17 @@ def test_a_run_killed_while_its_batch_runs_resumes_that_batch(tmp_path, batch_mo
 
 def test_at_the_deadline_the_batch_is_cancelled_and_the_rest_goes_live(batch_mode, batch_llm):
     (_, llm, batch_api), inbox = batch_llm, batch_mode.inbox
-    batch_api.hold, batch_api.done_while_held = True, 40
+    batch_api.hold, batch_api.done_while_held = True, 4
     batch_mode.config["llm"]["batch_deadline"] = "3s"
     path = batch_mode.write()
     result = run_cli("run", "--config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     (batch,) = batch_api.batches.values()
     assert batch_api.cancels == 1 and batch["status"] == "cancelled"
-    assert llm.requests == PAPERS - 40  # what the batch finished is kept, and only the rest is asked live
+    assert llm.requests == PAPERS - 4  # what the batch finished is kept, and only the rest is asked live
     assert len(inbox.messages) == 1
     assert f"{PAPERS} classified" in result.stdout
-    assert f"cancelled: 40 of {PAPERS} answered; {PAPERS - 40} asked live" in result.stdout
+    assert f"cancelled: 4 of {PAPERS} answered; {PAPERS - 4} asked live" in result.stdout
 
 
 def test_without_a_batch_api_one_warning_and_live_requests(tmp_path, batch_mode):
@@ -179,11 +179,11 @@ def test_lines_that_failed_are_missing_or_invalid_are_asked_live(batch_mode, bat
 
 def test_an_expired_batch_keeps_what_it_finished(batch_mode, batch_llm):
     (_, llm, batch_api), inbox = batch_llm, batch_mode.inbox
-    batch_api.expire_after = 100
+    batch_api.expire_after = 8
     result = batch_mode.digest("run")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert llm.requests == PAPERS - 100
-    assert f"expired: 100 of {PAPERS} answered" in result.stdout
+    assert llm.requests == PAPERS - 8
+    assert f"expired: 8 of {PAPERS} answered" in result.stdout
     assert len(inbox.messages) == 1
 
 
@@ -257,7 +257,7 @@ def test_a_failed_batch_sends_everything_live_and_says_why(batch_mode, batch_llm
 
 def test_back_in_live_mode_a_batch_left_open_is_cancelled_and_what_it_finished_is_kept(batch_mode, batch_llm):
     (_, llm, batch_api), inbox = batch_llm, batch_mode.inbox
-    batch_api.hold, batch_api.done_while_held = True, 40
+    batch_api.hold, batch_api.done_while_held = True, 4
     config, path = batch_mode.config, batch_mode.path
     _kill_run_once(path, lambda: batch_api.polls >= 3)
 
@@ -265,8 +265,8 @@ def test_back_in_live_mode_a_batch_left_open_is_cancelled_and_what_it_finished_i
     result = run_cli("run", "--config", str(batch_mode.write()))
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(batch_api.batches) == 1 and batch_api.cancels == 1  # none submitted, the open one stopped
-    assert llm.requests == PAPERS - 40  # what it had finished was paid for, and is kept
-    assert f"cancelled: 40 of {PAPERS} answered" in result.stdout
+    assert llm.requests == PAPERS - 4  # what it had finished was paid for, and is kept
+    assert f"cancelled: 4 of {PAPERS} answered" in result.stdout
     assert len(inbox.messages) == 1
 
 
@@ -335,7 +335,7 @@ def test_a_batch_listed_only_after_its_requests_went_live_is_cancelled_at_once(t
 def test_a_batch_that_ignores_cancel_does_not_hold_the_digest_past_the_deadline(tmp_path, batch_llm, smtp, batch_run):
     """The digest waited up to 10 minutes past batch_deadline for a batch that would not stop."""
     (_, llm, batch_api), (_, inbox) = batch_llm, smtp
-    batch_api.hold, batch_api.done_while_held, batch_api.ignore_cancel = True, 40, True
+    batch_api.hold, batch_api.done_while_held, batch_api.ignore_cancel = True, 4, True
     result = batch_run(batch_deadline="3s")
     assert llm.requests == PAPERS and len(inbox.messages) == 1  # its answers are not out: every paper went live
     assert f"may still bill for up to {PAPERS} of them (paid twice if it does)" in result.stdout
@@ -361,7 +361,7 @@ def test_a_batch_of_a_model_since_replaced_is_cancelled_not_left_open(tmp_path, 
 
 
 def test_a_result_file_over_the_limit_is_asked_live_and_said_to_be_paid_twice(
-    tmp_path, feed_server, batch_llm, write_config, monkeypatch
+    tmp_path, feed_server, small_day, batch_llm, write_config, monkeypatch
 ):
     """A 300 MB output file was cut at 200 MB, and its papers asked live without a word about the cost."""
     import asyncio

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import base_config, run_cli
+from tests.helpers import CL_FEED, base_config, run_cli
+from tests.servers import FeedServer, serve_asgi
 
 COMMANDS = ["run", "serve", "web", "check", "preview", "status", "health", "rate", "ratings", "import", "eval", "mcp"]
 
@@ -18,9 +20,15 @@ def _without_key(*args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(*args, env={"OPENAI_API_KEY": ""})
 
 
+@pytest.fixture(scope="module")
+def feed_url() -> Iterator[str]:
+    """The loopback feed server, started once for the module: these tests only read its day."""
+    with serve_asgi(FeedServer(feeds={"/rss/cs.CL": CL_FEED.read_bytes()})) as url:
+        yield url
+
+
 @pytest.fixture
-def config_path(tmp_path, feed_server, write_config):
-    feed_url, _ = feed_server
+def config_path(tmp_path, feed_url, write_config):
     return str(write_config(base_config(tmp_path, feed_url, "http://127.0.0.1:9/v1")))
 
 

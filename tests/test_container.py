@@ -270,6 +270,7 @@ def test_as_pid_1_a_sigterm_at_any_moment_ends_digest_by_itself_with_a_message(
         assert "stopped by SIGTERM" in output, output
 
 
+@pytest.mark.long
 def test_run_as_pid_1_stops_on_sigterm_and_the_next_run_finishes_with_one_email(loopback_run):
     feed, llm, inbox = loopback_run.feed, loopback_run.llm, loopback_run.inbox
     feed.validators = False  # the next run gets the same feed again, not a 304: nothing stale about it

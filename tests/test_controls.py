@@ -8,9 +8,11 @@ import pytest
 
 from digest.sources.arxiv_parse import parse_feed
 from digest.taste.rules import AuthorName, Rules
-from tests.helpers import CL_AI_FEED, CL_FEED, base_config, run_cli
+from tests.helpers import CL_AI_FEED, CL_FEED, base_config, first_items, run_cli
 
-PAPERS = parse_feed(CL_FEED.read_bytes(), url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers
+# A small day, the three papers below among its 16 (all new or cross): what matters is the controls, not the day.
+DAY = first_items(CL_FEED.read_bytes(), 16)
+PAPERS = parse_feed(DAY, url="", categories=["cs.CL"], announce_types=["new", "cross"]).papers
 BY_COTTERELL = next(p for p in PAPERS if "Ryan Cotterell" in p.authors)
 ON_DICTIONARIES = next(p for p in PAPERS if "Dictionary" in p.title)
 ON_HATE_SPEECH = next(p for p in PAPERS if "hate speech" in (p.title + p.abstract).lower())
@@ -50,6 +52,12 @@ def test_a_followed_author_wins_over_an_excluded_keyword():
     assert verdict is not None and verdict.rule == "author" and verdict.reason.endswith("Ryan Cotterell")
 
 
+@pytest.fixture
+def day(feed_server) -> None:
+    """The feed server's cs.CL day is DAY."""
+    feed_server[1].feeds["/rss/cs.CL"] = DAY
+
+
 def _judge_by_words(title: str, abstract: str) -> tuple[bool, int]:
     text = abstract.lower()
     if "language model" in text:
@@ -57,7 +65,7 @@ def _judge_by_words(title: str, abstract: str) -> tuple[bool, int]:
     return False, 5 if "model" in text else 2
 
 
-def test_rules_cost_no_request_and_explain_themselves(tmp_path, feed_server, fake_llm, write_config):
+def test_rules_cost_no_request_and_explain_themselves(tmp_path, feed_server, day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
     config = base_config(tmp_path, feed_url, llm_url)
@@ -78,7 +86,7 @@ def test_rules_cost_no_request_and_explain_themselves(tmp_path, feed_server, fak
     assert "3 by your rules or ratings" in result.stdout
 
 
-def test_must_include_wins_over_a_low_score(tmp_path, feed_server, fake_llm, write_config):
+def test_must_include_wins_over_a_low_score(tmp_path, feed_server, day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
     llm.judge = _judge_by_words
@@ -90,7 +98,7 @@ def test_must_include_wins_over_a_low_score(tmp_path, feed_server, fake_llm, wri
     assert ON_DICTIONARIES.title in html
 
 
-def test_language_and_tldr_reach_the_prompt_and_the_digest(tmp_path, feed_server, fake_llm, write_config):
+def test_language_and_tldr_reach_the_prompt_and_the_digest(tmp_path, feed_server, day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
     config = base_config(tmp_path, feed_url, llm_url)
@@ -106,7 +114,7 @@ def test_language_and_tldr_reach_the_prompt_and_the_digest(tmp_path, feed_server
     assert "TL;DR: In short:" in " ".join(eml.split()) or "TL;DR" in eml
 
 
-def test_changing_min_score_rerenders_from_cached_verdicts_for_free(tmp_path, feed_server, fake_llm, write_config):
+def test_changing_min_score_rerenders_from_cached_verdicts_for_free(tmp_path, feed_server, day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
     llm.judge = _judge_by_words
@@ -130,7 +138,7 @@ def test_changing_min_score_rerenders_from_cached_verdicts_for_free(tmp_path, fe
     assert again.returncode == 0 and llm.requests == requests
 
 
-def test_max_papers_keeps_the_best(tmp_path, feed_server, fake_llm, write_config):
+def test_max_papers_keeps_the_best(tmp_path, feed_server, day, fake_llm, write_config):
     feed_url, _ = feed_server
     llm_url, llm = fake_llm
     llm.judge = _judge_by_words

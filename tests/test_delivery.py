@@ -129,6 +129,7 @@ def test_a_bad_answer_to_quit_changes_nothing_what_was_accepted_is_recorded(conf
     assert sorted(m[1][0] for m in inbox.messages) == ["me@example.org", "you@example.org"]  # once each
 
 
+@pytest.mark.long
 def test_sigterm_while_a_slow_server_holds_the_message_stops_in_bounded_time_and_records_only_accepted(
     configure,
 ) -> None:

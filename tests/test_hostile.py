@@ -233,6 +233,7 @@ def test_a_damaged_a_too_new_or_an_unwritable_state_is_named_with_its_fix(config
     assert "internal error" not in unwritable.stderr
 
 
+@pytest.mark.long
 def test_two_processes_on_a_new_state_migrate_it_once(configure, tmp_path) -> None:
     config = configure()
     for _ in range(10):

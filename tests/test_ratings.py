@@ -101,6 +101,7 @@ def _ratings(digest: Callable[..., Any], *profile: str) -> list[dict[str, Any]]:
     return list(json.loads(done.stdout))
 
 
+@pytest.mark.long
 def test_rate_looks_up_unknown_papers_once_and_refuses_what_it_cannot_use(digest_cli, servers) -> None:
     digest = digest_cli()
     done = digest("rate", "https://arxiv.org/abs/2606.28354v1", "up")
@@ -134,6 +135,7 @@ def test_rate_looks_up_unknown_papers_once_and_refuses_what_it_cannot_use(digest
     assert "1 rating (1 up, 0 down)" in listing.stdout and "2606.28457" in listing.stdout
 
 
+@pytest.mark.long
 def test_import_takes_arxiv_papers_from_zotero_bibtex_csl_json_and_text_and_reports_the_rest(
     digest_cli, servers, tmp_path
 ) -> None:
@@ -247,6 +249,7 @@ def test_ratings_are_examples_in_the_profiles_prompt_and_rated_papers_are_never_
     assert "digest rate" in body.get_content() and "--profile me" in body.get_content()
 
 
+@pytest.mark.long
 def test_a_new_rating_rereads_only_papers_not_yet_in_a_digest(digest_cli, servers, small_day) -> None:
     digest = digest_cli()
     assert digest("rate", "2606.28354", "up").returncode == 0
@@ -298,6 +301,7 @@ def test_a_new_version_of_a_liked_paper_is_shown_marked_and_a_disliked_one_is_no
     assert "Investigating Linguistic Steering" not in html
 
 
+@pytest.mark.long
 def test_eval_figures_match_counts_by_hand_and_no_example_leaks_the_judged_paper(digest_cli, servers, tmp_path) -> None:
     digest = digest_cli()
     up, down = API_PAPERS[:15], API_PAPERS[15:30]
@@ -380,6 +384,7 @@ def test_what_a_library_file_says_reaches_the_terminal_as_text_only(digest_cli, 
         assert "\x1b" not in printed and "\x07" not in printed, repr(printed)
 
 
+@pytest.mark.long
 def test_a_large_library_is_read_in_chunks_with_progress_and_a_huge_field_costs_only_that_field(
     digest_cli, tmp_path
 ) -> None:

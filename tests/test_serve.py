@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -146,6 +147,7 @@ def _serve_process(config_path: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.long
 def test_sigterm_mid_run_then_restart_delivers_each_digest_exactly_once(loopback_run):
     llm, inbox, config = loopback_run.llm, loopback_run.inbox, loopback_run.config
     config["schedule"] = {"cron": "0 7 * * *", "timezone": "UTC"}

@@ -309,6 +309,7 @@ def test_serve_runs_the_scheduler_and_the_web_side_in_one_process_and_both_stop_
 @pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("CI"), reason="chromium is not installed (.ci/run installs it)"
 )
+@pytest.mark.long
 def test_in_a_real_browser_rate_from_the_email_undo_and_rate_from_the_archive(site) -> None:
     from playwright.sync_api import sync_playwright
 
