@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pty
 import re
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -192,3 +194,35 @@ def stop_process(process: subprocess.Popen[str], expect: int = 0) -> str:
     output = process.stdout.read() if process.stdout else ""
     assert code == expect, output
     return output
+
+
+def run_on_terminal(args: list[str], env: dict[str, str], seconds: float) -> tuple[subprocess.Popen[str], str, bytes]:
+    """`digest ARGS` with its stderr on a pseudo-terminal, as a person at a terminal sees it (a progress line is
+    drawn only there): the ended process, its stdout, and every byte the terminal received."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", *args],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    os.close(follower)
+    terminal = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if select.select([leader], [], [], 1.0)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process has closed its end
+                break
+            if not chunk:
+                break
+            terminal += chunk
+    os.close(leader)
+    try:
+        stdout = process.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
+    finally:
+        process.kill()
+    return process, stdout, terminal

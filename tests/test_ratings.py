@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -20,7 +16,7 @@ import pytest
 from digest.errors import UsageError
 from digest.sources.arxiv_parse import parse_api_page
 from digest.taste.ratings import PaperRef, find_paper, parse_paper
-from tests.helpers import API_PAGE, FIXTURES, base_config, run_cli, write_bibtex_library
+from tests.helpers import API_PAGE, FIXTURES, base_config, run_cli, run_on_terminal, write_bibtex_library
 from tests.servers import ApiServer, FakeLLM, FeedServer
 
 LIBRARY = FIXTURES / "library"
@@ -390,39 +386,14 @@ def test_a_large_library_is_read_in_chunks_with_progress_and_a_huge_field_costs_
 ) -> None:
     """100,000 entries were killed after 300 s at 526 MB with nothing printed; one 50 MB field was still being
     parsed after 4.5 minutes. (The 100,000-entry figures are in benchmarks/library.py.)"""
-    import pty
 
     library = tmp_path / "large.bib"
     write_bibtex_library(library, 10_000, huge_field=50_000_000)
     config = tmp_path / "config.yaml"
     digest_cli()  # writes the config
-    leader, follower = pty.openpty()
     environment = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "DIGEST_CONFIG"}}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "import", str(library), "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=follower,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=environment,
-    )
-    os.close(follower)
-    terminal = b""
-    deadline = time.monotonic() + 120  # generous: a slow machine takes seconds; the old code took many minutes
-    while time.monotonic() < deadline:
-        if select.select([leader], [], [], 1.0)[0]:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the process has closed its end
-                break
-            if not chunk:
-                break
-            terminal += chunk
-    os.close(leader)
-    try:
-        stdout = process.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
-    finally:
-        process.kill()
+    # Generous: a slow machine takes seconds; the old code took many minutes.
+    process, stdout, terminal = run_on_terminal(["import", str(library), "--config", str(config)], environment, 120)
     assert process.returncode == 0, terminal.decode(errors="replace")
     assert "10,000 entries, 10,000 papers rated (10000 new" in stdout
     assert b"reading the library, entries: 10,000/10,000" in terminal  # redrawn in place, then wiped

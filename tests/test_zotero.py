@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from digest.sources.arxiv_parse import parse_api_page
-from tests.helpers import API_PAGE, base_config, run_cli, start_cli, stop_process, wait_until
+from tests.helpers import API_PAGE, base_config, run_cli, run_on_terminal, start_cli, stop_process, wait_until
 from tests.servers import serve_asgi
 from tests.zotero import API_KEY, HTML, FakeZotero, preprint_data
 
@@ -482,44 +482,14 @@ def test_a_library_of_20000_items_is_read_with_a_progress_count_and_then_in_one_
     zotero, digest_cli, tmp_path
 ) -> None:
     import os
-    import pty
-    import select
-    import subprocess
-    import sys
-    import time
 
     url, app = zotero
     reading = app.add_collection("Reading")
     app.add_bulk(20_000, collection=reading)
     digest = digest_cli({"zotero": zotero_section(url, not_for_me=[])})
     config = next(tmp_path.glob("config.yaml"))
-    leader, follower = pty.openpty()
     environment = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"} | ZOTERO_ENV
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "import", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=follower,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=environment,
-    )
-    os.close(follower)
-    terminal = b""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if select.select([leader], [], [], 1.0)[0]:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the process has closed its end
-                break
-            if not chunk:
-                break
-            terminal += chunk
-    os.close(leader)
-    try:
-        stdout = process.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
-    finally:
-        process.kill()
+    process, stdout, terminal = run_on_terminal(["import", "--config", str(config)], environment, 300)
     assert process.returncode == 0, terminal.decode(errors="replace")
     assert "20,000 items read in 402 requests" in stdout and "20,000 more like this" in stdout
     assert b"reading the library, items: 20,000/20,000" in terminal and terminal.endswith(b"\r\x1b[K")
