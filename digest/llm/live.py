@@ -15,8 +15,6 @@ import contextlib
 import itertools
 import logging
 import re
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 import openai
@@ -26,7 +24,7 @@ from digest.errors import LLMError
 from digest.llm.answers import InvalidAnswer, Outcome, answer_of, outcome_of
 from digest.llm.concurrency import START, AdaptiveConcurrency, Ticket
 from digest.llm.facts import ServerFacts
-from digest.llm.prices import charges_nothing, estimate_cost
+from digest.llm.prices import charges_nothing
 from digest.llm.prompt import COMPLETION_TOKENS_ESTIMATE, estimate_tokens, paper_message
 from digest.llm.requests import (
     REFUSED_PARAMETER,
@@ -38,8 +36,10 @@ from digest.llm.requests import (
     openai_client,
     request_body,
 )
-from digest.models import Failure, OnProgress, Progress, Usage
-from digest.net.pacing import RateLimiter, Sleep, Slot, backoff, minute_counters, reports_counters, retry_after
+from digest.llm.stall import StallWatch
+from digest.models import Failure, Usage
+from digest.net.pacing import RateLimiter, Sleep, Slot, backoff
+from digest.net.rate_headers import minute_counters, reports_counters, retry_after
 from digest.stopping import Stopped, unless_stopped
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ LONGEST_BACKOFF_SECONDS = 30.0
 FIRST_UNNAMED_WAIT_SECONDS = 1.0  # after a 429 that names no wait
 LONGEST_WAIT_SECONDS = 120.0  # a server that asks for longer is asked again after this
 MAX_ANSWER_BYTES = 1_000_000  # an answer is a few kB; a server sending more is broken or hostile
-SAME_ERROR_LIMIT = 3  # the same 4xx this many times in a row, with no success between: it is every request's
-# Stalled: over stall_seconds, no more than one attempt in STALL_SUCCESS_SHARE succeeded (of at least STALL_ATTEMPTS).
-STALL_ATTEMPTS = 5
-STALL_SUCCESS_SHARE = 20
 # A 400 that names these is about the setup (model, key, route), not about one paper.
 SETUP_ERROR = re.compile(r"model|api[ _-]?key|\bkey\b|route|deployment|no connected db|authenticat", re.IGNORECASE)
 # Queue priorities: a retry goes before every fresh paper, so that retries do not pile up at the end of a run.
@@ -124,10 +120,7 @@ class Classifier:
         self._sleep = sleep
         self._reached_server = False
         self._stopped: LLMError | None = None  # set by the first error that ends the run: no request after it
-        self._succeeded_at = time.monotonic()  # the last success (or the start): a run stalled too long stops
-        self._same_error: tuple[int, str, int] | None = None  # status, message, times in a row without a success
-        self._attempts: deque[tuple[float, bool]] = deque()  # (when, succeeded) over the last stall_seconds
-        self._started = time.monotonic()
+        self._stall = StallWatch(config.stall_seconds)
         self.usage = Usage()
 
     async def close(self) -> None:
@@ -270,9 +263,7 @@ class Classifier:
             self._limiter.failed()
             raise _Retry(f"connection failed ({error.__cause__ or error})") from None
         self._reached_server = True
-        self._succeeded_at = time.monotonic()
-        self._attempts.append((self._succeeded_at, True))
-        self._same_error = None
+        self._stall.succeeded()
         headers = minute_counters(raw.headers, self._config.base_url)
         self._limiter.succeeded(headers, pending.slot)
         if reports_counters(headers):
@@ -301,25 +292,10 @@ class Classifier:
             raise
 
     def _check_stalled(self, retry: _Retry) -> None:
-        """Stop the run when, over stall_seconds, almost nothing succeeds: a server that times out or refuses nearly
-        every request would otherwise take the whole run's time and give nothing."""
-        now = time.monotonic()
-        if not retry.adjusted:
-            self._attempts.append((now, False))
-        window = self._config.stall_seconds
-        while self._attempts and self._attempts[0][0] < now - window:
-            self._attempts.popleft()
-        if now - self._started < window or len(self._attempts) < STALL_ATTEMPTS:
-            return
-        succeeded = sum(ok for _, ok in self._attempts)
-        if succeeded * STALL_SUCCESS_SHARE <= len(self._attempts):
-            self._stopped = self._stopped or LLMError(
-                f"the LLM server answered {succeeded} of the last {len(self._attempts)} requests in "
-                f"{window:.0f} s (the last: {retry.problem})",
-                hint="a slow or local server: raise llm.timeout_seconds or lower llm.max_concurrency (README: 'With "
-                "a local model'); rate limits: lower llm.requests_per_minute; the papers not yet classified stay "
-                "pending for the next run",
-            )
+        """Stop the run when, over stall_seconds, almost nothing succeeds."""
+        stalled = self._stall.stalled(retry.problem, counted=not retry.adjusted)
+        if stalled is not None:
+            self._stopped = self._stopped or stalled
             raise self._stopped
 
     def _judge_status(self, pending: _Pending, body: ChatRequest, error: openai.APIStatusError) -> Outcome:
@@ -339,7 +315,7 @@ class Classifier:
             )
         if status == 429:
             self.usage.rate_limited += 1
-            stalled = time.monotonic() - self._succeeded_at
+            stalled = self._stall.since_success()
             if stalled > self._config.stall_seconds:
                 raise LLMError(
                     f"the LLM server has answered only 429 (rate limited) for {stalled:.0f} s: {detail}",
@@ -366,37 +342,11 @@ class Classifier:
                 log.info("the LLM server refused part of the request (%s); asking without it", detail[:120])
                 self.facts = adjusted
                 raise _Retry(f"HTTP {status}: {detail}", adjusted=True)
-        before = self._same_error
-        times = before[2] + 1 if before is not None and before[:2] == (status, detail) else 1
-        self._same_error = (status, detail, times)
-        if (status == 400 and SETUP_ERROR.search(detail)) or times >= SAME_ERROR_LIMIT:
+        repeated = self._stall.repeated(status, detail)
+        if (status == 400 and SETUP_ERROR.search(detail)) or repeated:
             raise LLMError(
                 f"the LLM server refuses every request (HTTP {status}): {detail}",
                 hint="check llm.model, llm.api_key and llm.base_url in config.yaml (digest check tests them); "
                 "nothing was lost, the papers stay pending for the next run",
             )
         raise _Retry(f"HTTP {status}: {detail}")
-
-
-class Tally:
-    """A classification's answers counted into Progress figures for `on_progress`, priced as `config`'s server."""
-
-    def __init__(self, total: int, config: LLMConfig, on_progress: OnProgress | None) -> None:
-        self._total = total
-        self._config = config
-        self._free = charges_nothing(config)
-        self._on_progress = on_progress
-        self._done = 0
-
-    def __call__(self, usage: Usage) -> None:
-        self._done += 1
-        self._tell(usage, finished=False)
-
-    def finish(self, usage: Usage) -> None:
-        self._tell(usage, finished=True)
-
-    def _tell(self, usage: Usage, *, finished: bool) -> None:
-        if self._on_progress is not None:
-            cost = estimate_cost(usage, self._config)
-            figures = Progress(done=self._done, total=self._total, usage=usage, cost=cost, free=self._free)
-            self._on_progress(figures.model_copy(update={"finished": finished}))

@@ -15,10 +15,11 @@ from digest.config import Config, Profile
 from digest.llm.answers import Outcome
 from digest.llm.batch import BatchClassifier
 from digest.llm.facts import MEASURED_AFTER, load_facts, save_facts
-from digest.llm.live import Classifier, Tally
+from digest.llm.live import Classifier
 from digest.llm.prices import charges_nothing, estimate_cost, live_cost
 from digest.llm.prompt import PROMPT_VERSION, system_prompt
 from digest.llm.requests import Job
+from digest.llm.tally import Tally
 from digest.models import DayTaste, Failure, OnProgress, Paper, ProfileSummary, RunSummary, Verdict
 from digest.secrets import redact
 from digest.state.store import Store

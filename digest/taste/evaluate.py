@@ -15,11 +15,12 @@ from pydantic import BaseModel
 from digest.config import Config, Profile
 from digest.errors import DigestError, LLMError
 from digest.llm.answers import Outcome
-from digest.llm.live import Classifier, Tally
+from digest.llm.live import Classifier
 from digest.llm.prices import charges_nothing, estimate_cost
 from digest.llm.prompt import PROMPT_VERSION, estimate_tokens, paper_message
 from digest.llm.prompt import system_prompt as build_prompt
 from digest.llm.requests import Job
+from digest.llm.tally import Tally
 from digest.models import Failure, OnProgress, Paper, Rating, Verdict
 from digest.state.store import Store, VerdictCache
 from digest.taste.embeddings import embedder_for, interests_key, paper_text, vectors_for
