@@ -20,7 +20,8 @@ from digest.llm.prices import REASONING_ALLOWANCE
 from digest.llm.prompt import system_prompt
 from digest.llm.requests import Job
 from digest.models import Judgement, Paper, Verdict
-from digest.net.pacing import RateLimiter, Slot, minute_counters
+from digest.net.pacing import RateLimiter, Slot
+from digest.net.rate_headers import minute_counters
 from digest.sources.arxiv_parse import parse_feed
 from tests.helpers import CL_FEED, FakeClock, base_config, run_cli
 from tests.servers import html_titles

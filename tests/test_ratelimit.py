@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from digest.net.pacing import RECOVERY_PER_SECOND, SLOW_DOWN, RateLimiter, Slot, parse_duration, retry_after
+from digest.net.pacing import RECOVERY_PER_SECOND, SLOW_DOWN, RateLimiter, Slot
+from digest.net.rate_headers import parse_duration, retry_after
 from tests.helpers import FakeClock
 
 

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
-from urllib.parse import urlsplit
+
+from digest.net.rate_headers import header_number, parse_duration
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 SLOW_DOWN = 0.75  # factor applied to the request rate when the evidence says it is over the server's limit
 RECOVERY_PER_SECOND = 1.1  # without 429s the rate grows by this factor a second, back up to the limit
 REPACE_AT = 1.25  # when the rate has grown by this factor, slots booked at the old rate are booked again
@@ -35,66 +32,6 @@ VERDICT_ODDS = 99  # how much likelier one kind must be than the other for a ver
 MOST_ANSWERS = 100  # answers since a step after which the likelier kind is the verdict, however close
 RECENT_ANSWERS = 100  # the window in which the share of 429s is compared with the noise learned
 SLOWEST = 1 / 60  # requests a second: the floor of the slow-downs when no limit is known (else 1% of the limit)
-
-
-# Hosts whose x-ratelimit-*-requests family counts a day, not a minute (Groq's documented RPD): it says nothing of
-# the per-minute limit that its 429s come from.
-REQUESTS_PER_DAY_HOSTS = ("api.groq.com",)
-FAMILIES = ("requests", "tokens")
-
-
-def minute_counters(headers: Mapping[str, str], base_url: str) -> dict[str, str]:
-    """The response's headers as counters of the minute: a family that counts another window, or carries Azure's
-    placeholders (a limit of 0 or -1, a negative remaining), is unknown, not zero, and is left out."""
-    host = urlsplit(base_url).hostname or ""
-    kept = {name.lower(): value for name, value in headers.items()}
-    for kind in FAMILIES:
-        limit = _number(kept.get(f"x-ratelimit-limit-{kind}"))
-        remaining = _number(kept.get(f"x-ratelimit-remaining-{kind}"))
-        placeholder = (limit is not None and limit <= 0) or (remaining is not None and remaining < 0)
-        if placeholder or (kind == "requests" and host.endswith(REQUESTS_PER_DAY_HOSTS)):
-            for field in ("limit", "remaining", "reset"):
-                kept.pop(f"x-ratelimit-{field}-{kind}", None)
-    return kept
-
-
-def parse_duration(text: str) -> float | None:
-    """OpenAI's reset headers: '1s', '6m0s', '20ms', '1h2m3.5s'."""
-    text = text.strip()
-    parts = DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        try:
-            return float(text)
-        except ValueError:
-            return None
-    return sum(float(number) * UNIT_SECONDS[unit] for number, unit in parts)
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """The wait a server asks for: OpenAI's retry-after-ms, or retry-after in seconds, as a duration, or as an
-    HTTP date (RFC 9110); else a gateway's own (LiteLLM's llm_provider-retry-after), else the reset of a counter
-    that is spent or not reported. None when there is no usable answer."""
-    if "retry-after-ms" in headers:
-        try:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        except ValueError:
-            pass
-    value = (headers.get("retry-after") or headers.get("llm_provider-retry-after") or "").strip()
-    if not value:
-        resets = [
-            parse_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
-            for kind in ("requests", "tokens")
-            if _number(headers.get(f"x-ratelimit-remaining-{kind}")) in (None, 0)
-        ]
-        return max((reset for reset in resets if reset is not None), default=None)
-    seconds = parse_duration(value)
-    if seconds is not None:
-        return max(0.0, seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def backoff(failures: int, *, first: float, longest: float) -> float:
@@ -125,15 +62,7 @@ class RateLimiter:
     Each 429 is read for what its headers say: a counter with room (and the other with room or not reported)
     means the 429 is transient, and only its request waits; a spent counter pauses everybody and slows down, unless
     the request was sent before the last slow-down (its 429 is an echo of the same overshoot).
-    Without counters, the 429s themselves are the evidence, weighed by the rate their requests were really sent at
-    (the pacing's, or less when max_concurrency and the server's latency allow no more). A slow-down is a step
-    taken on evidence: the first of a chain once BAND_EVIDENCE answers came at the rate before it, each further one
-    once LEVEL_EVIDENCE came at the rate it lowers. When the rate really sent has come down by a step, the share of
-    429s since the step is compared with the share before the chain (only answers whose neighbours' answers are all
-    in: 429s come at once, successes after the model's latency): over a limit L, a rate r loses about 1 - L/r of
-    its requests, so slowing down lowers the share; noise keeps it. Until the verdict the rate neither recovers nor
-    falls further. Over the limit, the steps stand and the next 429s step down again; noise undoes them, and from
-    then on 429s up to about that share are transient; beyond it, they step down again and are weighed again.
+    Without counters, the 429s themselves are the evidence: RateEvidence weighs them.
     Successes raise the rate again gradually, never above the configured rate nor the limit the server announces;
     slots booked at a rate that has since recovered are booked again. A step down is taken from the rate requests
     were really sent at, where the pacing's is above it: a step from there would slow nothing.
@@ -168,23 +97,18 @@ class RateLimiter:
         self._terms_changed = asyncio.Event()  # set (and replaced) when they are, to wake those who wait
         self._paced_rate = self.rate  # the rate the reservations were booked at
         self._rate_changed_at = -math.inf
-        self._slowed_at = -math.inf  # the slot time from which requests were sent at the lowered rate
         unpaced = opening_seconds <= 0 or math.isinf(self._max_rate)
         self._opening = None if unpaced else max(1, int(self._max_rate * opening_seconds))
         self.opening_share = self._opening  # what may go before the first answer: 4 at 500 requests a minute
         self._opened = 0  # requests sent before anything came back
-        # Answers without counters, as (slot time, rate sent at, 429): the evidence of what the 429s depend on.
-        self._tally: deque[tuple[float, float, bool]] = deque(maxlen=4 * RECENT_ANSWERS)
-        self._latency: float | None = None  # of successes, from slot to answer (429s come at once)
         self._sent: deque[float] = deque()  # the slots of the last second
         self._first_sent = clock()
-        self._level_answers = 0  # answers without counters to requests sent since the last slow-down
-        self._judging = False  # slow-downs without counters since the last verdict: judged once they reach far
-        self._chain_top = self.rate  # the rate requests were sent at before the first of them
-        self._chain_started = 0.0  # and when it was taken
-        # Answers before a chain's first step: enough to judge by; fewer when those kept from before will do.
-        self._first_step_evidence = BAND_EVIDENCE
-        self.noise: float | None = None  # the share of 429s that does not depend on the rate, once learned
+        self._evidence = RateEvidence(clock)
+
+    @property
+    def noise(self) -> float | None:
+        """The share of 429s that does not depend on the rate, once learned."""
+        return self._evidence.noise
 
     async def acquire(self, tokens: int) -> Slot:
         """Wait for a slot for one request of about `tokens` tokens."""
@@ -253,9 +177,9 @@ class RateLimiter:
         self._answered()
         now = self._clock()
         self.observe(headers)
-        if slot is not None and _number(headers.get("x-ratelimit-remaining-requests")) is None:
+        if slot is not None and header_number(headers.get("x-ratelimit-remaining-requests")) is None:
             self._weigh(slot, limited=False)
-        if self.rate < self._max_rate and not self._judging:  # steps being judged hold until the verdict
+        if self.rate < self._max_rate and not self._evidence.judging:  # steps being judged hold until the verdict
             growth = RECOVERY_PER_SECOND ** min(now - self._rate_changed_at, 10.0)
             self.rate = min(self.rate * growth, self._max_rate)
             self._rate_changed_at = now
@@ -266,8 +190,8 @@ class RateLimiter:
         """A 429 for the request sent in `slot`; `retry_after` is the wait the server asked for."""
         self._answered()
         self.observe(headers)
-        requests_left = _number(headers.get("x-ratelimit-remaining-requests"))
-        tokens_left = _number(headers.get("x-ratelimit-remaining-tokens"))
+        requests_left = header_number(headers.get("x-ratelimit-remaining-requests"))
+        tokens_left = header_number(headers.get("x-ratelimit-remaining-tokens"))
         # Only a requests counter explains a 429: with a tokens counter alone, and room in it, the 429 comes from a
         # limit nobody reports (Groq's requests per minute), and is weighed as if there were no counters.
         counted = requests_left is not None
@@ -275,81 +199,157 @@ class RateLimiter:
             return  # a counter with room, the other unknown or with room too: transient; only this request waits
         if not counted:
             self._weigh(slot, limited=True)
-            if not self._beyond_noise():
+            if not self._evidence.beyond_noise():
                 return  # no more 429s than the noise learned: transient
         # Requests sent before the last slow-down met the overshoot it answered: their 429s are its echoes.
-        step_down = slot.at >= self._slowed_at and (counted or self._may_step_down())
+        step_down = slot.at >= self._evidence.slowed_at and (counted or self._evidence.may_step_down(self.rate))
         if not (counted or step_down):
             return  # without counters, only the 429 taken for an overshoot says everybody should wait
         now = self._clock()
         self._paused_until = max(self._paused_until, now + retry_after)
         if step_down:
-            if not (counted or self._judging) and math.isinf(self.rate):
-                # Unpaced, the rates noted so far climbed with the first second and the in-flight limit: the rate
-                # the first step is taken from is the one to weigh the answers before it at.
-                self._tally = deque(((at, slot.rate, limited) for at, _, limited in self._tally), self._tally.maxlen)
+            unpaced = math.isinf(self.rate)
             floor = self._max_rate / 100 if math.isfinite(self._max_rate) else SLOWEST
             self.rate = max(min(self.rate, slot.rate) * SLOW_DOWN, floor)
-            self._slowed_at = self._rate_changed_at = max(now, self._paused_until)
-            if not (counted or self._judging):
-                self._judging, self._chain_top, self._chain_started = True, slot.rate, self._slowed_at
-            self._level_answers = 0
+            self._rate_changed_at = max(now, self._paused_until)
+            self._evidence.stepped_down(self._rate_changed_at, slot.rate, counted=counted, unpaced=unpaced)
         self._restart()
 
-    def _may_step_down(self) -> bool:
+    def _weigh(self, slot: Slot, *, limited: bool) -> None:
+        if self._evidence.weigh(slot, limited=limited):
+            # Noise: slowing down bought nothing. Back to the full rate.
+            self.rate = self._max_rate
+            self._rate_changed_at = self._clock()
+            self._restart()
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """The server's own limits and counters are the truth: never aim above the limit it announces, and when
+        it says a window is spent, everybody waits for the reset it names."""
+        request_limit = header_number(headers.get("x-ratelimit-limit-requests"))
+        if request_limit:
+            # Some gateways refuse when one request is left: aim one below the limit.
+            self._max_rate = min(self._configured_rate, max(request_limit - 1, 1) / self._window)
+            if self._max_rate < 0.9 * self.rate:
+                # Far below the guess: what the opening sent counts against the limit just learned.
+                self.rate = self._max_rate
+                self._restart()
+                self._request_due += self._opened / self.rate
+            self._opened = 0
+            self.rate = min(self.rate, self._max_rate)
+        token_limit = header_number(headers.get("x-ratelimit-limit-tokens"))
+        if token_limit:
+            self._tokens_per_second = min(self._configured_tokens_per_second, token_limit / self._window)
+        for kind in ("requests", "tokens"):
+            remaining = header_number(headers.get(f"x-ratelimit-remaining-{kind}"))
+            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
+            if remaining == 0 and reset is not None and self._clock() + reset > self._paused_until:
+                self._paused_until = self._clock() + reset
+                self._restart()
+
+
+class _Answer(NamedTuple):
+    """An answer without counters: when its request was let go, at what rate, and whether it was a 429."""
+
+    at: float
+    rate: float
+    limited: bool
+
+
+class RateEvidence:
+    """What a server's 429s depend on, when it reports no counters: its limit, or noise (an overloaded provider
+    refuses some requests whatever their rate).
+
+    Without counters, the 429s themselves are the evidence, weighed by the rate their requests were really sent at
+    (the pacing's, or less when max_concurrency and the server's latency allow no more). A slow-down is a step
+    taken on evidence: the first of a chain once BAND_EVIDENCE answers came at the rate before it, each further one
+    once LEVEL_EVIDENCE came at the rate it lowers. When the rate really sent has come down by a step, the share of
+    429s since the step is compared with the share before the chain (only answers whose neighbours' answers are all
+    in: 429s come at once, successes after the model's latency): over a limit L, a rate r loses about 1 - L/r of
+    its requests, so slowing down lowers the share; noise keeps it. Until the verdict the rate neither recovers nor
+    falls further. Over the limit, the steps stand and the next 429s step down again; noise undoes them, and from
+    then on 429s up to about that share are transient; beyond it, they step down again and are weighed again.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._tally: deque[_Answer] = deque(maxlen=4 * RECENT_ANSWERS)
+        self._latency: float | None = None  # of successes, from slot to answer (429s come at once)
+        self.slowed_at = -math.inf  # the slot time from which requests were sent at the lowered rate
+        self._level_answers = 0  # answers to requests sent since the last slow-down
+        self.judging = False  # slow-downs since the last verdict: judged once they reach far
+        self._chain_top = 0.0  # the rate requests were sent at before the first of them
+        self._chain_started = 0.0  # and when it was taken
+        # Answers before a chain's first step: enough to judge by; fewer when those kept from before will do.
+        self._first_step_evidence = BAND_EVIDENCE
+        self.noise: float | None = None  # the share of 429s that does not depend on the rate, once learned
+
+    def stepped_down(self, at: float, sent_at_rate: float, *, counted: bool, unpaced: bool) -> None:
+        """The limiter slowed down from `at` on, after a 429 to a request sent at `sent_at_rate`; `counted`: one the
+        server's counters explained; `unpaced`: it had been sending unpaced until now."""
+        if not (counted or self.judging) and unpaced:
+            # Unpaced, the rates noted so far climbed with the first second and the in-flight limit: the rate the
+            # first step is taken from is the one to weigh the answers before it at.
+            self._tally = deque((a._replace(rate=sent_at_rate) for a in self._tally), self._tally.maxlen)
+        self.slowed_at = at
+        if not (counted or self.judging):
+            self.judging, self._chain_top, self._chain_started = True, sent_at_rate, at
+        self._level_answers = 0
+
+    def may_step_down(self, rate: float) -> bool:
         """Without counters: whether the evidence allows one more step down. The first step of a chain waits for
         enough answers at the rate before it to judge by; each further one for answers at the rate it lowers; and
         once a step has taken the rate into the slow band, the next waits for the verdict on the 429s (or, if it
         cannot come, for plenty of answers at the slow rate)."""
-        if self._level_answers < (LEVEL_EVIDENCE if self._judging else self._first_step_evidence):
+        if self._level_answers < (LEVEL_EVIDENCE if self.judging else self._first_step_evidence):
             return False
-        if not self._judging or self.rate > SLOW_BAND * self._chain_top:
+        if not self.judging or rate > SLOW_BAND * self._chain_top:
             return True
-        return sum(1 for at, _, _ in self._settled() if at >= self._slowed_at) >= MOST_ANSWERS
+        return sum(1 for at, _, _ in self._settled() if at >= self.slowed_at) >= MOST_ANSWERS
 
-    def _weigh(self, slot: Slot, *, limited: bool) -> None:
+    def weigh(self, slot: Slot, *, limited: bool) -> bool:
         """An answer without counters, as evidence of what the 429s depend on (not one of the opening share: the
-        server's burst allowance lets that through, whatever its limit)."""
+        server's burst allowance lets that through, whatever its limit). True when it brings the verdict that the
+        429s are noise: the steps down are undone."""
         if slot.opening:
-            return
+            return False
         now = self._clock()
         if not limited:
             latency = now - slot.at
             self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
-        if slot.at >= self._slowed_at:
+        if slot.at >= self.slowed_at:
             self._level_answers += 1
-        self._tally.append((slot.at, slot.rate, limited))
-        if self._judging:
-            self._judge()
+        self._tally.append(_Answer(slot.at, slot.rate, limited))
+        return self.judging and self._judge()
 
-    def _settled(self) -> list[tuple[float, float, bool]]:
+    def _settled(self) -> list[_Answer]:
         """The answers to requests sent long enough ago for all their neighbours' answers to be in: 429s come at
         once and successes after the model's latency, so the newest answers are mostly 429s."""
         if self._latency is None:
             return []
         cutoff = self._clock() - 1.5 * self._latency
-        return [answer for answer in self._tally if answer[0] <= cutoff]
+        return [answer for answer in self._tally if answer.at <= cutoff]
 
-    def _judge(self) -> None:
+    def _judge(self) -> bool:
         """Over the limit or noise? Weigh the 429s since the last step against both: a sequential probability
-        ratio test, decided once one kind is VERDICT_ODDS times likelier (or, after MOST_ANSWERS, whichever is)."""
+        ratio test, decided once one kind is VERDICT_ODDS times likelier (or, after MOST_ANSWERS, whichever is). True
+        on the verdict of noise."""
         settled = self._settled()
         fast = [(rate, limited) for at, rate, limited in settled if at < self._chain_started]
-        slow = [(rate, limited) for at, rate, limited in settled if at >= self._slowed_at]
+        slow = [(rate, limited) for at, rate, limited in settled if at >= self.slowed_at]
         if len(slow) < BAND_EVIDENCE or len(fast) < BAND_EVIDENCE:
-            return
+            return False
         fast_rate = sum(rate for rate, _ in fast) / len(fast)
         slow_rate = sum(rate for rate, _ in slow) / len(slow)
         if slow_rate > SLOW_BAND * fast_rate:
-            return  # the steps have not lowered the rate requests are really sent at: nothing to compare yet
+            return False  # the steps have not lowered the rate requests are really sent at: nothing to compare yet
         fast_share = sum(limited for _, limited in fast) / len(fast)
         slow_share = sum(limited for _, limited in slow) / len(slow)
         if slow_share > 1.5 * fast_share + LEAST_NOISE:
             # More 429s at the slower rate: neither kind. The fast rate's answers were not representative (a
             # server's burst allowance lets the first ones through): the slow rate is the one to compare with next.
             self._keep_level()
-            self._judging, self._first_step_evidence = False, LEVEL_EVIDENCE
-            return
+            self.judging, self._first_step_evidence = False, LEVEL_EVIDENCE
+            return False
         # Noise keeps the share; over a limit L a rate r loses about 1 - L/r, so the slower rate would lose this.
         noise = min(max(fast_share, 0.02), 0.98)
         over_limit = min(max(1 - (1 - fast_share) * fast_rate / slow_rate, 0.02), 0.98)
@@ -361,8 +361,8 @@ class RateLimiter:
                 (1 - noise) / (1 - over_limit)
             )
         if abs(odds) < math.log(VERDICT_ODDS) and len(slow) < MOST_ANSWERS:
-            return
-        self._judging = False
+            return False
+        self.judging = False
         share = (sum(limited for _, limited in fast + slow)) / (len(fast) + len(slow))
         if odds < 0 or slow_share > MOST_NOISE or share < LEAST_NOISE:
             # Over the limit: the steps were right. The answers at this rate are what the next step is weighed
@@ -370,21 +370,19 @@ class RateLimiter:
             # MOST_ANSWERS however little its 429s depended on the rate.
             self._keep_level()
             self.noise, self._first_step_evidence = None, BAND_EVIDENCE
-            return
+            return False
         self._tally.clear()
         # Noise: slowing down bought nothing. Back to the full rate; 429s up to about this share are transient.
         self.noise, self._first_step_evidence = share, BAND_EVIDENCE
-        self.rate = self._max_rate
-        self._rate_changed_at = self._clock()
-        self._restart()
+        return True
 
     def _keep_level(self) -> None:
         """Forget the answers from before the last step: those since are the next chain's rate before it."""
-        kept = [answer for answer in self._tally if answer[0] >= self._slowed_at]
+        kept = [answer for answer in self._tally if answer.at >= self.slowed_at]
         self._tally.clear()
         self._tally.extend(kept)
 
-    def _beyond_noise(self) -> bool:
+    def beyond_noise(self) -> bool:
         """Whether the recent share of 429s is more than the noise learned (always, if none was)."""
         if self.noise is None:
             return True
@@ -393,44 +391,6 @@ class RateLimiter:
             return False
         return sum(limited for _, _, limited in recent) / len(recent) > 1.5 * self.noise
 
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """The server's own limits and counters are the truth: never aim above the limit it announces, and when
-        it says a window is spent, everybody waits for the reset it names."""
-        request_limit = _number(headers.get("x-ratelimit-limit-requests"))
-        if request_limit:
-            # Some gateways refuse when one request is left: aim one below the limit.
-            self._max_rate = min(self._configured_rate, max(request_limit - 1, 1) / self._window)
-            if self._max_rate < 0.9 * self.rate:
-                # Far below the guess: what the opening sent counts against the limit just learned.
-                self.rate = self._max_rate
-                self._restart()
-                self._request_due += self._opened / self.rate
-            self._opened = 0
-            self.rate = min(self.rate, self._max_rate)
-        token_limit = _number(headers.get("x-ratelimit-limit-tokens"))
-        if token_limit:
-            self._tokens_per_second = min(self._configured_tokens_per_second, token_limit / self._window)
-        for kind in ("requests", "tokens"):
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
-            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
-            if remaining == 0 and reset is not None and self._clock() + reset > self._paused_until:
-                self._paused_until = self._clock() + reset
-                self._restart()
-
-
-def reports_counters(headers: Mapping[str, str]) -> bool:
-    """Whether the server reports a remaining-requests or remaining-tokens counter: a rate-limited API's."""
-    return any(_number(headers.get(f"x-ratelimit-remaining-{kind}")) is not None for kind in FAMILIES)
-
 
 def _per_second(per_minute: int | None, window: float) -> float:
     return math.inf if per_minute is None else per_minute / window
-
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None

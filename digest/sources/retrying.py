@@ -14,7 +14,8 @@ import httpx
 
 from digest.errors import FetchError, cause_of
 from digest.net.http import TooLarge, resolver_silent
-from digest.net.pacing import Sleep, backoff, retry_after
+from digest.net.pacing import Sleep, backoff
+from digest.net.rate_headers import retry_after
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from digest.config.embeddings import EMBEDDED_MODEL, EmbeddingsConfig
 from digest.errors import DigestError
 from digest.llm.requests import error_message, key_refused
 from digest.models import Paper
-from digest.net.pacing import RateLimiter, backoff, minute_counters, retry_after
+from digest.net.pacing import RateLimiter, backoff
+from digest.net.rate_headers import minute_counters, retry_after
 from digest.state.store import Store
 from digest.state.vectors import Vector
 

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from digest.config import ZoteroConfig
 from digest.errors import LibraryError
 from digest.net.http import TooLarge, capped_client
-from digest.net.pacing import Sleep, backoff, retry_after
+from digest.net.pacing import Sleep, backoff
+from digest.net.rate_headers import retry_after
 from digest.sources.base import USER_AGENT
 
 log = logging.getLogger(__name__)
