@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from digest.config import Config
-from digest.models import Usage, Verdict
+from digest.models import Feed, Usage, Verdict
 from digest.pipeline.judge import Judge
 from digest.pipeline.record import Composer
 from digest.render import Renderer
@@ -56,16 +56,13 @@ def once(count: int) -> float:
                 for i, p in enumerate(pending)
             }
         }
-        judge = Judge(config, show_progress=False)
+        judge = Judge(config)
         with Store(config.state) as store:
-            from digest.models import Feed, RunSummary
-
             store.record_feed(Feed(url="f", announced=dt.date(2026, 6, 30), papers=pending), ["me"])
-            summary = RunSummary(profiles=judge.plan(store, {"me": pending})[2])
-            summary.usage = Usage()
             started = time.perf_counter()
-            composer = Composer(config, judge, store, Renderer(config.output), summary)
-            composer.record(config.profiles[0], summary.profiles[0], dt.date(2026, 6, 30), pending, verdicts)
+            renderer = Renderer(config.output)
+            composer = Composer(config, judge, store, renderer, usage=Usage(), cost=0.0, unreadable=0)
+            composer.record(config.profiles[0], dt.date(2026, 6, 30), pending, verdicts)
             return time.perf_counter() - started
 
 

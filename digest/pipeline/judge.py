@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from digest.config import Config, Profile
 from digest.llm.answers import Outcome
@@ -20,13 +21,31 @@ from digest.llm.prices import charges_nothing, estimate_cost, live_cost
 from digest.llm.prompt import PROMPT_VERSION, system_prompt
 from digest.llm.requests import Job
 from digest.llm.tally import Tally
-from digest.models import DayTaste, Failure, OnProgress, Paper, ProfileSummary, RunSummary, Verdict
+from digest.models import DayTaste, Failure, OnProgress, Paper, ProfileSummary, Usage, Verdict
 from digest.secrets import redact
 from digest.state.store import Store
 from digest.taste.ratings import Taste
 from digest.taste.rules import Rules
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Judged:
+    """Every verdict, by profile, and what judging took, for the run's summary."""
+
+    verdicts: dict[str, dict[str, Verdict]]
+    profiles: list[ProfileSummary]  # per profile: how many were judged, and how
+    usage: Usage
+    cost: float | None  # None: the model's price is not known
+    free: bool  # a local server, or a price of 0: nothing is charged
+    live_cost: float | None = None  # what the same tokens would have cost live, when some went in a batch
+    batches: list[str] = field(default_factory=list)  # what each Batch API batch came to
+    concurrency: str | None = None  # requests in flight: what the run settled on, in words
+    warnings: list[str] = field(default_factory=list)
+    # What ended the judging before every paper had its verdict (an error to report, a signal, a bug): the caller
+    # raises it once it has taken in what was done.
+    interrupted: Exception | None = None
 
 
 class Judge:
@@ -90,19 +109,18 @@ class Judge:
     async def classify(
         self,
         store: Store,
-        summary: RunSummary,
         papers_of: dict[str, list[Paper]],
         stop: asyncio.Event | None = None,
         *,
         batch_from: dt.datetime | None = None,
         tastes: Mapping[str, DayTaste] | None = None,
-    ) -> dict[str, dict[str, Verdict]]:
+    ) -> Judged:
         """Classify each profile's papers that have no cached verdict; return every verdict, by profile.
         `batch_from`: when the run started, for a run that may use the Batch API (llm.mode: batch)."""
-        summary.cost = estimate_cost(summary.usage, self.config.llm)
-        summary.free = charges_nothing(self.config.llm)
-        verdicts, jobs, summary.profiles = self.plan(store, papers_of, tastes)
-        by_name = {s.name: s for s in summary.profiles}
+        verdicts, jobs, profiles = self.plan(store, papers_of, tastes)
+        llm = self.config.llm
+        judged = Judged(verdicts, profiles, Usage(), estimate_cost(Usage(), llm), charges_nothing(llm))
+        by_name = {s.name: s for s in profiles}
 
         def record(job: Job, outcome: Outcome) -> None:
             name = job.profile.name
@@ -117,7 +135,7 @@ class Judge:
             by_name[name].classified += 1
 
         if not jobs:
-            return verdicts
+            return judged
         clock = time.monotonic()
         live = Classifier(self.config.llm, facts=load_facts(store, self.config.llm))
         classifier: Classifier | BatchClassifier = live
@@ -131,28 +149,30 @@ class Judge:
         progress = Tally(len(jobs), self.config.llm, self._on_progress)
         try:
             await classifier.classify(jobs, record, progress, stop=stop)
+        except Exception as error:
+            judged.interrupted = error
         finally:
-            summary.usage = classifier.usage
-            summary.cost = estimate_cost(classifier.usage, self.config.llm)
+            judged.usage = classifier.usage
+            judged.cost = estimate_cost(classifier.usage, llm)
             if classifier.usage.batch_requests:
-                summary.live_cost = live_cost(classifier.usage, self.config.llm)
+                judged.live_cost = live_cost(classifier.usage, llm)
             if isinstance(classifier, BatchClassifier):
-                summary.batches, summary.warnings = classifier.notes, summary.warnings + classifier.warnings
+                judged.batches, judged.warnings = classifier.notes, classifier.warnings
             progress.finish(classifier.usage)
             await classifier.close()
-            summary.concurrency = live.capacity.describe()
-            answered = sum(s.classified + s.failed for s in summary.profiles)
+            judged.concurrency = live.capacity.describe()
+            answered = sum(s.classified + s.failed for s in profiles)
             self._remember(store, live, answered, time.monotonic() - clock)
         log.info(
             "classify: %d of %d papers in %.2f s, %d requests, %d failed; in flight: %s",
-            sum(s.classified + s.failed for s in summary.profiles),
+            sum(s.classified + s.failed for s in profiles),
             len(jobs),
             time.monotonic() - clock,
             classifier.usage.requests,
-            sum(s.failed for s in summary.profiles),
-            summary.concurrency or "none",
+            sum(s.failed for s in profiles),
+            judged.concurrency or "none",
         )
-        return verdicts
+        return judged
 
     def _remember(self, store: Store, live: Classifier, answered: int, seconds: float) -> None:
         """What this run learned of the server, for the next: the form it took, its speed, its concurrency."""

@@ -6,12 +6,13 @@ announced before it (the week's best, up to max_papers), while the other days' r
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from digest.channels import destinations
 from digest.channels.message import build_message, new_message_id
 from digest.config import Config, Profile
 from digest.config.profiles import WEEKDAYS
-from digest.models import Paper, ProfileSummary, RunSummary, Verdict
+from digest.models import Paper, Usage, Verdict
 from digest.pipeline.judge import Judge, taste_of
 from digest.pipeline.select import build_digest
 from digest.render import Renderer
@@ -33,33 +34,50 @@ def digest_day(profile: Profile, announced: dt.date, latest: dt.date | None) -> 
     return day if latest is None or latest < day else None
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What came of one profile's digest in a run."""
+
+    said: str  # in words: recorded (of how many, for when), already recorded, not due, nothing to say
+    relevant: int = 0  # papers it shows as relevant
+
+
 class Composer:
-    def __init__(self, config: Config, judge: Judge, store: Store, renderer: Renderer, summary: RunSummary) -> None:
+    """`usage`, `cost`: what this run's judging spent, which its digests say; `unreadable`: the feed's items that
+    could not be read."""
+
+    def __init__(
+        self,
+        config: Config,
+        judge: Judge,
+        store: Store,
+        renderer: Renderer,
+        *,
+        usage: Usage,
+        cost: float | None,
+        unreadable: int,
+    ) -> None:
         self._config = config
         self._judge = judge
         self._store = store
         self._renderer = renderer
-        self._summary = summary
+        self._usage = usage
+        self._cost = cost
+        self._unreadable = unreadable
 
     def record(
-        self,
-        profile: Profile,
-        profile_summary: ProfileSummary,
-        announced: dt.date,
-        papers: list[Paper],
-        verdicts: dict[str, dict[str, Verdict]],
-    ) -> None:
-        store, summary = self._store, self._summary
+        self, profile: Profile, announced: dt.date, papers: list[Paper], verdicts: dict[str, dict[str, Verdict]]
+    ) -> Recorded:
+        store = self._store
         latest = store.latest_digest_date(profile.name)
         day = digest_day(profile, announced, latest)
         if day is None:
             assert latest is not None
             waiting = len(self._judge.in_scope(profile, papers))
-            profile_summary.digest = (
+            return Recorded(
                 f"weekly, on {profile.weekday.capitalize()}s: {paper_count(waiting)} wait for the digest of "
                 f"{latest + dt.timedelta(days=7 - (latest.weekday() - WEEKDAYS.index(profile.weekday)) % 7)}"
             )
-            return
         weekly = profile.cadence == "weekly"
         if weekly:  # the week before the digest's day; that day's papers are the next week's
             papers = [p for p in papers if p.announced < day]
@@ -73,22 +91,19 @@ class Composer:
         carried_over = sum(1 for p in in_scope if p.key not in mine and p.key not in attempts)
         unclassified = len(in_scope) - len(classified) - len(given_up) - carried_over
         if store.has_digest(profile.name, day):
-            profile_summary.digest = f"already recorded for {day}"
-            if classified:
-                profile_summary.digest += f"; {paper_count(len(classified))} wait for the next digest"
-            return
+            queued = f"; {paper_count(len(classified))} wait for the next digest" if classified else ""
+            return Recorded(f"already recorded for {day}{queued}")
         if not classified and not given_up and not profile.send_empty:
             nothing = not unclassified and not carried_over
-            profile_summary.digest = "nothing new: no digest" if nothing else "none: nothing classified"
-            return
+            return Recorded("nothing new: no digest" if nothing else "none: nothing classified")
         taste = taste_of(store, profile)
         profile = with_learned_cut(store, profile)
-        usage, cost = summary.usage, summary.cost
+        usage, cost = self._usage, self._cost
         if weekly:  # what the week's runs spent on its papers, this one included
             recorded = store.digest_content(profile.name, latest) if latest is not None else None
             usage, spent = store.spent_since(recorded[1] if recorded is not None else None)
-            usage.add(summary.usage)
-            cost = None if spent is None or summary.cost is None else spent + summary.cost
+            usage.add(self._usage)
+            cost = None if spent is None or self._cost is None else spent + self._cost
         digest = build_digest(
             profile,
             day,
@@ -100,7 +115,7 @@ class Composer:
             cost,
             rated=len(taste.ratings),
             liked_before={p.key for p in classified if taste.liked_before(p)},
-            unreadable=len(summary.unreadable),
+            unreadable=self._unreadable,
             unclassifiable=given_up,
             carried_over=carried_over,
         )
@@ -109,7 +124,6 @@ class Composer:
         if weekly:
             update["since"] = min((p.announced for p in in_scope), default=day - dt.timedelta(days=7))
         digest = digest.model_copy(update=update)
-        profile_summary.relevant = digest.relevant_count
         rendered = self._renderer.render(digest)
         message = build_message(rendered, self._config.email.from_)
         send = digest.relevant_count > 0 or bool(given_up) or profile.send_empty
@@ -126,8 +140,9 @@ class Composer:
             content=digest,
         )
         when = f"the week to {day - dt.timedelta(days=1)}" if weekly else str(day)
-        profile_summary.digest = f"{digest.relevant_count} of {paper_count(len(classified))} for {when}"
+        said = f"{digest.relevant_count} of {paper_count(len(classified))} for {when}"
         if carried_over:
-            profile_summary.digest += f"; {carried_over} still to judge, for the next digest"
+            said += f"; {carried_over} still to judge, for the next digest"
         if not send:
-            profile_summary.digest += ": nothing relevant, nothing sent (send_empty: true sends one)"
+            said += ": nothing relevant, nothing sent (send_empty: true sends one)"
+        return Recorded(said, digest.relevant_count)

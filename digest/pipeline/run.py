@@ -27,9 +27,9 @@ from digest.llm.facts import load_facts
 from digest.llm.prices import charges_nothing, estimate_cost
 from digest.llm.prompt import COMPLETION_TOKENS_ESTIMATE, estimate_tokens, paper_message
 from digest.models import Feed, OnProgress, Paper, ProfileSummary, RunSummary, SourceFetch, Usage
-from digest.pipeline.deliver import deliver_pending
-from digest.pipeline.fetch import fetch_missed, fetch_new, fetch_without_state
-from digest.pipeline.judge import Judge, taste_of
+from digest.pipeline.deliver import Delivered, deliver_pending
+from digest.pipeline.fetch import Fetched, fetch_missed, fetch_new, fetch_without_state
+from digest.pipeline.judge import Judge, Judged, taste_of
 from digest.pipeline.record import Composer
 from digest.pipeline.select import build_digest
 from digest.pipeline.taste import place_by_taste
@@ -62,7 +62,8 @@ class Pipeline:
         `catch_up`: when the last good run is more than a day old, also fetch what was missed in between.
         `stop`: once set, the run ends at the next safe point (in-flight LLM requests are abandoned, a message
         being sent is finished); what is left stays pending for the next run.
-        Errors a user can act on end up in the summary's `errors`, so the summary is always there to print.
+        Errors a user can act on end up in the summary's `errors`, so the summary is always there to print. Each
+        stage returns what it did; the summary is put together here, from what they return.
         """
         started, clock = dt.datetime.now(dt.UTC), time.monotonic()
         summary = RunSummary()
@@ -90,25 +91,38 @@ class Pipeline:
                     summary.resumed = _what_was_left(previous_start, previous)
             try:
                 await unless_stopped(self._read_libraries(store, summary), stop)
-                day = await unless_stopped(fetch_new(self.config, store, summary, warn_stale=previous_ok), stop)
+                fetched = await unless_stopped(fetch_new(self.config, store, warn_stale=previous_ok), stop)
+                _add_fetched(summary, fetched)
+                if fetched.nothing_read is not None:
+                    raise fetched.nothing_read
                 if since is not None:
-                    await unless_stopped(fetch_missed(self.config, store, summary, since), stop)
+                    _add_fetched(summary, await unless_stopped(fetch_missed(self.config, store, since), stop))
                 pending = {p.name: store.undigested_papers(p.name) for p in self.config.profiles}
                 tasted = await unless_stopped(place_by_taste(self.config, store, pending, self._judge.in_scope), stop)
                 summary.taste_model = tasted.model if tasted.by_profile else None
                 summary.embedded, summary.embedding_seconds = tasted.embedded, tasted.seconds
                 if tasted.problem:
                     summary.warnings.append(f"taste: {tasted.problem}; the LLM read every paper")
-                verdicts = await self._judge.classify(
-                    store, summary, pending, stop, batch_from=started, tastes=tasted.by_profile
-                )
-                announced = day or dt.date.today()
+                judged = await self._judge.classify(store, pending, stop, batch_from=started, tastes=tasted.by_profile)
+                _add_judged(summary, judged)
+                if judged.interrupted is not None:
+                    raise judged.interrupted
+                announced = fetched.announced or dt.date.today()
                 renderer, clock_render = Renderer(self.config.output, Links.of(self.config, store)), time.monotonic()
-                composer = Composer(self.config, self._judge, store, renderer, summary)
+                composer = Composer(
+                    self.config,
+                    self._judge,
+                    store,
+                    renderer,
+                    usage=summary.usage,
+                    cost=summary.cost,
+                    unreadable=len(summary.unreadable),
+                )
                 # A signal leaves the digests to the next run; past max_run_minutes, what was judged goes out now.
                 for profile, profile_summary in zip(self.config.profiles, summary.profiles, strict=True):
                     if not signalled.is_set():
-                        composer.record(profile, profile_summary, announced, pending[profile.name], verdicts)
+                        recorded = composer.record(profile, announced, pending[profile.name], judged.verdicts)
+                        profile_summary.digest, profile_summary.relevant = recorded.said, recorded.relevant
                 log.info(
                     "render: %s, in %.2f s",
                     "; ".join(f"{p.name}: {p.digest}" for p in summary.profiles),
@@ -123,7 +137,7 @@ class Pipeline:
                 summary.errors.append(f"internal error: {error.__class__.__name__}")
             # Digests left pending by earlier runs go out even when today's fetch or classification failed.
             try:
-                await deliver_pending(self.config, store, summary, signalled)
+                _add_delivered(summary, await deliver_pending(self.config, store, signalled))
             except DeliveryError as error:
                 summary.errors.append(str(error))
             if bug is not None:
@@ -190,12 +204,15 @@ class Pipeline:
         store = Store(self.config.state)
         try:
             store.lock_for_run()  # it fetches and classifies: never beside a run on the same state
-            day = await fetch_new(self.config, store, summary)
+            fetched = await fetch_new(self.config, store)
+            _add_fetched(summary, fetched)
+            if fetched.nothing_read is not None:
+                raise fetched.nothing_read
             shown: dict[str, tuple[dt.date, list[Paper]]] = {}
             for profile in self.config.profiles:
                 papers = store.undigested_papers(profile.name)
                 # After a 304 the feed says no date: the one it had when it was last read.
-                announced = day or dt.date.today()
+                announced = fetched.announced or dt.date.today()
                 latest = store.latest_digest_date(profile.name)
                 if not self._judge.in_scope(profile, papers) and latest is not None:
                     announced, papers = latest, store.papers_of_digest(profile.name, latest)
@@ -203,7 +220,11 @@ class Pipeline:
             papers_of = {name: papers for name, (_, papers) in shown.items()}
             tastes = (await place_by_taste(self.config, store, papers_of, self._judge.in_scope)).by_profile
             if min_score is None:
-                verdicts = await self._judge.classify(store, summary, papers_of, tastes=tastes)
+                judged = await self._judge.classify(store, papers_of, tastes=tastes)
+                _add_judged(summary, judged)
+                if judged.interrupted is not None:
+                    raise judged.interrupted
+                verdicts = judged.verdicts
             else:  # another threshold only re-renders: what is not judged yet stays so
                 verdicts, _, summary.profiles = self._judge.plan(store, papers_of, tastes)
             renderer = Renderer(self.config.output, Links.of(self.config, store))
@@ -290,6 +311,39 @@ class Pipeline:
                 (usage.prompt_tokens + usage.completion_tokens) / llm.tokens_per_minute,
             ),
         )
+
+
+def _add_fetched(summary: RunSummary, fetched: Fetched) -> None:
+    summary.announced = summary.announced or fetched.announced
+    summary.sources.update(fetched.sources)
+    summary.fetched = dict(Counter(summary.fetched) + Counter(fetched.by_type))
+    summary.not_modified = summary.not_modified or fetched.not_modified
+    summary.unreadable += fetched.unreadable
+    summary.new_papers += fetched.new_papers
+    summary.backfilled += fetched.backfilled
+    summary.warnings += fetched.warnings
+    summary.errors += fetched.errors
+
+
+def _add_judged(summary: RunSummary, judged: Judged) -> None:
+    summary.profiles = judged.profiles
+    summary.usage, summary.cost, summary.live_cost = judged.usage, judged.cost, judged.live_cost
+    summary.free = judged.free
+    summary.batches = judged.batches
+    summary.concurrency = judged.concurrency
+    summary.warnings += judged.warnings
+
+
+def _add_delivered(summary: RunSummary, delivered: Delivered) -> None:
+    summary.deliveries_sent = delivered.sent
+    summary.deliveries_pending = delivered.pending
+    summary.deliveries_failed = delivered.failed
+    summary.deliveries_uncertain = delivered.uncertain
+    summary.destinations = delivered.destinations
+    summary.warnings += delivered.warnings
+    summary.errors += delivered.errors
+    if delivered.problem is not None:
+        summary.errors.append(str(delivered.problem))
 
 
 def run_allowance_seconds(config: Config) -> float:
