@@ -136,7 +136,7 @@ class Reader:
             found = store.digest_content(profile.name, day)
         if found is None:
             raise NotFoundError(f"profile {profile.name} has no digest of {day}", hint="list the digests there are")
-        return found[0]
+        return found.content
 
     def recent_digests(self, most: int) -> list[tuple[str, dt.date]]:
         """Each profile's newest `most` digests, as (profile, date)."""
@@ -153,7 +153,7 @@ class Reader:
             profile=profile.name,
             digests=[
                 DigestListed(date=d.announced, since=d.since, papers_read=d.papers_read, papers_shown=d.relevant_count)
-                for d, _ in filter(None, recorded)
+                for d in (found.content for found in recorded if found is not None)
             ],
             offset=offset,
             next_offset=_page(offset, limit, len(dates)),
@@ -278,7 +278,8 @@ class Reader:
         answers: dict[str, dict[str, ProfileVerdict]] = {}
         for profile in profiles:
             holding = store.digests_holding(profile.name, (p.key for p in papers))
-            digests = [found[0] for day in set(holding.values()) if (found := store.digest_content(profile.name, day))]
+            recorded = [store.digest_content(profile.name, day) for day in set(holding.values())]
+            digests = [found.content for found in recorded if found is not None]
             shown = {entry.paper.key: entry for digest in digests for entry in digest.entries}
             # Shown as they are, for the reader to judge: the LLM failed on them run after run.
             unjudged = {paper.key for digest in digests for paper in digest.unclassifiable}

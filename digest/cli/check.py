@@ -76,7 +76,8 @@ async def _check_llm(config: Config) -> CheckResult:
         return CheckResult(
             what="LLM server", ok=True, detail=f"{config.llm.base_url} serves '{config.llm.model}'{learned}"
         )
-    if len(models) == 1 and (listed[0][1] == "llamacpp" or is_local(config.llm.base_url)):
+    owners = [owned_by for _, owned_by in listed]
+    if len(models) == 1 and (owners[0] == "llamacpp" or is_local(config.llm.base_url)):
         # llama-server lists its one model under the -m path as typed (or --alias) and answers any name with it.
         return CheckResult(
             what="LLM server",

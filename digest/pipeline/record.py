@@ -101,7 +101,7 @@ class Composer:
         usage, cost = self._usage, self._cost
         if weekly:  # what the week's runs spent on its papers, this one included
             recorded = store.digest_content(profile.name, latest) if latest is not None else None
-            usage, spent = store.spent_since(recorded[1] if recorded is not None else None)
+            usage, spent = store.spent_since(recorded.recorded_at if recorded is not None else None)
             usage.add(self._usage)
             cost = None if spent is None or self._cost is None else spent + self._cost
         digest = build_digest(

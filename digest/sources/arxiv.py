@@ -18,7 +18,7 @@ from digest.models import Feed, Paper, PaperLinks
 from digest.net.http import capped_client
 from digest.net.pacing import RateLimiter, Sleep
 from digest.sources.arxiv_parse import NEW_STYLE_ID, OLD_STYLE_ID, parse_api_page, parse_feed
-from digest.sources.base import USER_AGENT, FeedState, PaperRef
+from digest.sources.base import USER_AGENT, FeedState, Mention, PaperRef
 from digest.sources.retrying import get_with_retries
 
 log = logging.getLogger(__name__)
@@ -222,9 +222,9 @@ class ArxivSource:
         return _ref(match) if match else None
 
     @classmethod
-    def mentioned(cls, text: str) -> tuple[int, PaperRef] | None:
+    def mentioned(cls, text: str) -> Mention | None:
         match = MENTIONED.search(text)
-        return (match.start(), _ref(match)) if match else None
+        return Mention(match.start(), _ref(match)) if match else None
 
     @classmethod
     def knows(cls, paper_id: str) -> bool:

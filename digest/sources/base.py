@@ -33,6 +33,13 @@ class PaperRef(NamedTuple):
     source: str | None = None
 
 
+class Mention(NamedTuple):
+    """A paper a longer text names, and where in the text that starts."""
+
+    at: int
+    ref: PaperRef
+
+
 class Source(Protocol):
     name: ClassVar[str]  # its config section: arxiv, biorxiv, medrxiv
     label: ClassVar[str]  # its name as readers know it: arXiv, bioRxiv, medRxiv
@@ -46,7 +53,7 @@ class Source(Protocol):
         ...
 
     @classmethod
-    def mentioned(cls, text: str) -> tuple[int, PaperRef] | None:
+    def mentioned(cls, text: str) -> Mention | None:
         """The first paper of this source that a longer text (a BibTeX note, a URL or DOI field) names where it says
         it is this source's, with where in the text that starts."""
         ...

@@ -30,7 +30,7 @@ from digest.errors import FetchError
 from digest.models import Feed, Paper, PaperLinks
 from digest.net.http import capped_client
 from digest.net.pacing import RateLimiter, Sleep
-from digest.sources.base import USER_AGENT, FeedState, PaperRef
+from digest.sources.base import USER_AGENT, FeedState, Mention, PaperRef
 from digest.sources.retrying import get_with_retries
 from digest.sources.rxiv_listing import read_listing
 from digest.sources.rxiv_page import Record, read_page, records_of, total_of
@@ -116,9 +116,9 @@ class PreprintServer:
         return cls._ref(match) if match else None
 
     @classmethod
-    def mentioned(cls, text: str) -> tuple[int, PaperRef] | None:
+    def mentioned(cls, text: str) -> Mention | None:
         match = _forms(cls.site)[1].search(text)
-        return (match.start(), cls._ref(match)) if match else None
+        return Mention(match.start(), cls._ref(match)) if match else None
 
     @classmethod
     def _ref(cls, match: re.Match[str]) -> PaperRef:

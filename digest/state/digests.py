@@ -5,10 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from digest.models import Delivery, Digest
 from digest.state.tables import Tables, timestamp
+
+
+class RecordedDigest(NamedTuple):
+    """A digest as it was rendered, and when it was recorded."""
+
+    content: Digest
+    recorded_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -74,13 +81,15 @@ class Digests(Tables):
         ).fetchall()
         return [dt.date.fromisoformat(r[0]) for r in rows]
 
-    def digest_content(self, profile: str, announced: dt.date) -> tuple[Digest, dt.datetime] | None:
+    def digest_content(self, profile: str, announced: dt.date) -> RecordedDigest | None:
         """A recorded digest as it was rendered, and when it was recorded."""
         row = self._db.execute(
             "SELECT content, created_at FROM digests WHERE profile = ? AND announced = ? AND content IS NOT NULL",
             (profile, announced.isoformat()),
         ).fetchone()
-        return None if row is None else (Digest.model_validate_json(row[0]), dt.datetime.fromisoformat(row[1]))
+        if row is None:
+            return None
+        return RecordedDigest(Digest.model_validate_json(row[0]), dt.datetime.fromisoformat(row[1]))
 
     def digests_holding(self, profile: str, paper_keys: Iterable[str]) -> dict[str, dt.date]:
         """The date of the profile's digest that accounts for each of these papers (shown in it, or read for it and

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from digest.models import Paper, Rating, RatingSource
 from digest.state.tables import Tables, precise_timestamp
@@ -12,6 +13,11 @@ from digest.state.tables import Tables, precise_timestamp
 # Whose word weighs more: a rating given by hand over the live Zotero library's, and the library's (the reader's
 # word today) over a file imported once. A rating replaces one that weighs as much or less, never more.
 WEIGHT: dict[str, int] = {"import": 0, "zotero": 1, "cli": 2, "web": 2}
+
+
+class GivenRating(NamedTuple):
+    rating: int  # 1 or -1
+    source: RatingSource  # where it came from
 
 
 class Ratings(Tables):
@@ -59,10 +65,10 @@ class Ratings(Tables):
             )
         return cursor.rowcount
 
-    def rating_sources(self, profile: str) -> dict[str, tuple[int, RatingSource]]:
+    def rating_sources(self, profile: str) -> dict[str, GivenRating]:
         """The profile's ratings by paper: 1 or -1, and where each came from."""
         rows = self._db.execute("SELECT paper_id, rating, source FROM ratings WHERE profile = ?", (profile,))
-        return {str(paper_id): (int(rating), source) for paper_id, rating, source in rows}
+        return {str(paper_id): GivenRating(int(rating), source) for paper_id, rating, source in rows}
 
     def ratings(self, profile: str) -> list[Rating]:
         """The profile's ratings, newest first."""

@@ -9,6 +9,7 @@ in the digest. Verdicts are cached apart from the digest's, so asking again cost
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from pydantic import BaseModel
 
@@ -29,6 +30,14 @@ from digest.wording import paper_count
 
 MIN_EACH = 3  # ratings of each kind that an evaluation needs
 EVAL_CACHE: VerdictCache = "eval_verdicts"
+
+
+class Asked(NamedTuple):
+    """A rated paper as eval asks about it: with the other folds' ratings as examples, and with the interests alone."""
+
+    rating: Rating
+    with_examples: str  # the prompt
+    without: str
 
 
 class Scores(BaseModel):
@@ -123,11 +132,11 @@ async def evaluate(
     llm = config.llm if model is None else config.llm.model_copy(update={"model": model})
     interests_only = build_prompt(profile)
     # Every paper judged twice: with the other folds' examples, and with the interests alone.
-    judged: list[tuple[Rating, str, str]] = []  # (rating, prompt with examples, prompt without)
+    judged: list[Asked] = []
     for fold in folds_of(ratings, folds):
         held_out = {r.paper.id for r in fold}
         prompt = build_prompt(profile, [r for r in ratings if r.paper.id not in held_out])  # newest first
-        judged += [(rating, prompt, interests_only) for rating in fold]
+        judged += [Asked(rating, prompt, interests_only) for rating in fold]
     papers_of: dict[str, list[Paper]] = {}
     for rating, with_examples, without in judged:
         papers_of.setdefault(with_examples, []).append(rating.paper)
@@ -161,12 +170,13 @@ async def evaluate(
 
     with_pairs, without_pairs, unjudged = [], [], 0
     for rating, with_examples, without in judged:
-        found = verdicts.get((rating.paper.key, with_examples)), verdicts.get((rating.paper.key, without))
-        if found[0] is None or found[1] is None:
+        taught = verdicts.get((rating.paper.key, with_examples))
+        untaught = verdicts.get((rating.paper.key, without))
+        if taught is None or untaught is None:
             unjudged += 1
             continue
-        with_pairs.append((rating.liked, found[0].score >= profile.min_score))
-        without_pairs.append((rating.liked, found[1].score >= profile.min_score))
+        with_pairs.append((rating.liked, taught.score >= profile.min_score))
+        without_pairs.append((rating.liked, untaught.score >= profile.min_score))
     usage = classifier.usage
     if judged and unjudged == len(judged):  # no figure means anything: say why, and fail
         last = f" (the last: {failures[-1].reason})" if failures else ""
@@ -199,8 +209,8 @@ async def evaluate(
         completion_tokens=usage.completion_tokens,
         cost_usd=estimate_cost(usage, llm),
         free=charges_nothing(llm),
-        prompt_tokens_per_paper=estimate_tokens(sample[1], paper_message(sample[0].paper)),
-        prompt_tokens_per_paper_without_examples=estimate_tokens(sample[2], paper_message(sample[0].paper)),
+        prompt_tokens_per_paper=estimate_tokens(sample.with_examples, paper_message(sample.rating.paper)),
+        prompt_tokens_per_paper_without_examples=estimate_tokens(sample.without, paper_message(sample.rating.paper)),
     )
 
 
@@ -210,7 +220,7 @@ async def _signals(
     profile: Profile,
     ratings: Sequence[Rating],
     folds: Sequence[Sequence[Rating]],
-    judged: Sequence[tuple[Rating, str, str]],
+    judged: Sequence[Asked],
     verdicts: dict[tuple[str, str], Verdict],
 ) -> tuple[Signals | None, str | None]:
     """Taste's figures beside the LLM's: the rated papers embedded (once: vectors are kept), and the papers of the

@@ -39,7 +39,7 @@ def find_paper(text: str) -> PaperRef | None:
     DOI, a link to a paper's page), if any: the one named first, and named most exactly there (a medrxiv.org link
     before the DOI it holds)."""
     found = [where for source in SOURCES if (where := source.mentioned(text)) is not None]
-    return min(found, key=lambda where: (where[0], where[1].source is None))[1] if found else None
+    return min(found, key=lambda where: (where.at, where.ref.source is None)).ref if found else None
 
 
 def parse_word(word: str) -> int:

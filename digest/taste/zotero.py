@@ -20,7 +20,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -295,6 +295,14 @@ def _when(text: str | None) -> dt.datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
+class _Wanted(NamedTuple):
+    """What the library says of one paper."""
+
+    rating: int  # 1: more like this, -1: not for me
+    added: str  # the item's dateAdded
+    item: str  # the key of the item that says so
+
+
 async def _rate(
     config: Config, store: Store, profile: Profile, zotero: ZoteroConfig, outcome: LibraryOutcome, *, changed: bool
 ) -> None:
@@ -306,7 +314,7 @@ async def _rate(
     chosen, missing = _within(collections, zotero.collections) if zotero.collections is not None else (None, [])
     rejected, also_missing = _within(collections, zotero.not_for_me)
     outcome.missing = missing + also_missing
-    wanted: dict[str, tuple[int, str, str]] = {}  # paper id -> rating, dateAdded, the item that says so
+    wanted: dict[str, _Wanted] = {}  # by paper id
     for row in store.zotero_papers(library):
         assert row.paper_id is not None
         held = set(row.collections)
@@ -316,14 +324,14 @@ async def _rate(
         added = row.added_at or ""
         before = wanted.get(row.paper_id)
         # The same paper in two items: "not for me" wins, then the latest addition.
-        if before is None or rating < before[0] or (rating == before[0] and added > before[1]):
-            wanted[row.paper_id] = (rating, added, row.key)
-    outcome.up = sum(1 for rating, _, _ in wanted.values() if rating == 1)
+        if before is None or rating < before.rating or (rating == before.rating and added > before.added):
+            wanted[row.paper_id] = _Wanted(rating, added, row.key)
+    outcome.up = sum(1 for want in wanted.values() if want.rating == 1)
     outcome.down = len(wanted) - outcome.up
     given = store.rating_sources(profile.name)
-    by_hand = {paper_id for paper_id, (_, source) in given.items() if source in ("cli", "web")}
+    by_hand = {paper_id for paper_id, had in given.items() if had.source in ("cli", "web")}
     outcome.by_hand = sum(
-        1 for paper_id, (rating, _, _) in wanted.items() if paper_id in by_hand and given[paper_id][0] != rating
+        1 for paper_id, want in wanted.items() if paper_id in by_hand and given[paper_id].rating != want.rating
     )
     meaning = json.dumps([library, zotero.collections, zotero.not_for_me])
     setting = MEANING_SETTING + profile.name
@@ -332,20 +340,21 @@ async def _rate(
     store.put_setting(setting, "")  # until every rating is written: a failure leaves it to the next run
     writes = [
         paper_id
-        for paper_id, (rating, _, _) in wanted.items()
-        if paper_id not in given or (given[paper_id][1] in ("zotero", "import") and given[paper_id][0] != rating)
+        for paper_id, want in wanted.items()
+        if paper_id not in given
+        or (given[paper_id].source in ("zotero", "import") and given[paper_id].rating != want.rating)
     ]
     for start in range(0, len(writes), WRITE_CHUNK):
         chunk = writes[start : start + WRITE_CHUNK]
-        said = store.zotero_seeds(library, (wanted[paper_id][2] for paper_id in chunk))
-        seeds = [Seed.model_validate_json(said[wanted[paper_id][2]]) for paper_id in chunk]
+        said = store.zotero_seeds(library, (wanted[paper_id].item for paper_id in chunk))
+        seeds = [Seed.model_validate_json(said[wanted[paper_id].item]) for paper_id in chunk]
         papers, unknown = await papers_of(config, store, {seed.ref: seed for seed in seeds})
         outcome.unknown += unknown
-        rated = ((paper, wanted[paper.id][0], _when(wanted[paper.id][1])) for paper in papers.values())
+        rated = ((paper, wanted[paper.id].rating, _when(wanted[paper.id].added)) for paper in papers.values())
         done = store.rate_many(profile.name, rated, "zotero")
         outcome.added += done["added"]
         outcome.changed += done["changed"]
-    gone = [paper_id for paper_id, (_, source) in given.items() if source == "zotero" and paper_id not in wanted]
+    gone = [paper_id for paper_id, had in given.items() if had.source == "zotero" and paper_id not in wanted]
     outcome.removed = store.clear_ratings_from(profile.name, gone, "zotero")
     store.put_setting(setting, meaning)
 

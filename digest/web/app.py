@@ -246,7 +246,7 @@ def create_app(config: Config, *, heartbeat: Path | None = None) -> ASGIApp:
             found = store.digest_content(profile, day)
             if found is None:
                 raise HTTPException(404)
-            digest = found[0]
+            digest = found.content
             rated = {e.paper.id: store.rating_of(profile, e.paper.id) for e in digest.entries}
         # A web page has no size limit of a mail client: every paper in full.
         every = {entry.paper.key for entry in digest.entries}
