@@ -4,6 +4,9 @@ user runs it, and small waits and clocks. Fixtures are in conftest.py."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import multiprocessing
+import multiprocessing.context
 import os
 import pty
 import re
@@ -12,6 +15,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -21,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from tests import forked
 from tests.servers import FakeLLM, FeedServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -105,17 +110,37 @@ class LoopbackRun:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`digest ...` as a user runs it: a separate process, its output and exit code."""
+    """`digest ...` as a user runs it: a separate process, its output and exit code (forked from a process that
+    has imported digest already: see tests/forked.py)."""
     environment = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "DIGEST_CONFIG"}}
     environment.update({"OPENAI_API_KEY": "test-key", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "digest", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "digest", *args]
+    if any(name.startswith("PYTHON") for name in env or {}):  # read as Python starts: it has to start
+        return subprocess.run(
+            command, capture_output=True, text=True, env=environment, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    with tempfile.TemporaryDirectory(prefix="digest-cli-") as folder:
+        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+        child = _forks().Process(
+            target=forked.digest_main, args=(list(args), environment, os.getcwd(), str(out), str(err))
+        )
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired(command, timeout)
+        return subprocess.CompletedProcess(
+            command, child.exitcode, out.read_text("utf-8", "replace"), err.read_text("utf-8", "replace")
+        )
+
+
+@functools.cache
+def _forks() -> multiprocessing.context.ForkServerContext:
+    """One fork server per test process, started on first use with digest imported."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(forked.PRELOAD)
+    return context
 
 
 def start_cli(*args: str, file_limit: int | None = None) -> subprocess.Popen[str]:
