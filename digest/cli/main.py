@@ -358,11 +358,12 @@ async def _run(config: Config, args: argparse.Namespace, quiet: bool) -> int:
     import asyncio
 
     from digest.cli import report
-    from digest.pipeline.run import Pipeline
     from digest.stopping import StopOnSignals
 
     if args.dry_run:
-        print(report.dry_run_report(await Pipeline(config).dry_run(args.since)))
+        from digest.pipeline.dry_run import dry_run
+
+        print(report.dry_run_report(await dry_run(config, args.since)))
         return EXIT_OK
     stop = asyncio.Event()
     with StopOnSignals(stop) as signals:

@@ -14,7 +14,7 @@ from digest.wording import counted, paper_count
 
 if TYPE_CHECKING:  # the types only: `digest status` should not import the classifier to print a table
     from digest.config import Profile
-    from digest.pipeline.run import DryRunReport
+    from digest.pipeline.dry_run import DryRunReport
     from digest.state.store import DeliveryState
     from digest.taste.library import ImportReport
 

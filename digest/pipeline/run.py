@@ -17,18 +17,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from digest.config import Config
 from digest.errors import DeliveryError, DigestError
 from digest.links import Links
 from digest.llm.batch import batch_allowance_seconds
-from digest.llm.facts import load_facts
-from digest.llm.prices import charges_nothing, estimate_cost
-from digest.llm.prompt import COMPLETION_TOKENS_ESTIMATE, estimate_tokens, paper_message
-from digest.models import Feed, OnProgress, Paper, ProfileSummary, RunSummary, SourceFetch, Usage
+from digest.llm.prices import estimate_cost
+from digest.models import OnProgress, Paper, RunSummary
 from digest.pipeline.deliver import Delivered, deliver_pending
-from digest.pipeline.fetch import Fetched, fetch_missed, fetch_new, fetch_without_state
+from digest.pipeline.fetch import Fetched, fetch_missed, fetch_new
 from digest.pipeline.judge import Judge, Judged, taste_of
 from digest.pipeline.record import Composer
 from digest.pipeline.select import build_digest
@@ -274,44 +270,6 @@ class Pipeline:
                 )
             store.close()
 
-    async def dry_run(self, since: dt.date | None = None) -> DryRunReport:
-        """Fetch and count what a run would classify and what it would cost; call no LLM, write no state."""
-        feeds, papers = await fetch_without_state(self.config, since)
-        store = Store(self.config.state) if self.config.state.exists() else None
-        try:
-            _, jobs, profiles = self._judge.plan(store, {p.name: papers for p in self.config.profiles})
-            facts = load_facts(store, self.config.llm)
-        finally:
-            if store is not None:
-                store.close()
-        prompt = sum(estimate_tokens(job.instructions, paper_message(job.paper)) for job in jobs)
-        usage = Usage(
-            requests=len(jobs), prompt_tokens=prompt, completion_tokens=COMPLETION_TOKENS_ESTIMATE * len(jobs)
-        )
-        llm = self.config.llm
-        return DryRunReport(
-            announced=feeds[0].announced,
-            fetched=Feed(url="", announced=None, papers=papers).count_by_type(),
-            sources={f.source: SourceFetch(papers=len(f.papers), requests=f.requests) for f in feeds},
-            skipped=dict(sum((Counter(f.skipped) for f in feeds), Counter())),
-            profiles=profiles,
-            requests=len(jobs),
-            tokens=usage.prompt_tokens + usage.completion_tokens,
-            cost=estimate_cost(usage, llm),
-            batch_cost=estimate_cost(
-                Usage(batch_prompt_tokens=usage.prompt_tokens, batch_completion_tokens=usage.completion_tokens), llm
-            ),
-            batch=llm.mode == "batch",
-            # A server on the reader's hardware, or one whose Batch API answered 404, is offered no batch.
-            batch_offered=facts.batch_api is not False and not charges_nothing(llm),
-            free=charges_nothing(llm),
-            answers_per_second=facts.answers_per_second,
-            minutes_at_rate_limit=max(
-                len(jobs) / llm.requests_per_minute,
-                (usage.prompt_tokens + usage.completion_tokens) / llm.tokens_per_minute,
-            ),
-        )
-
 
 def _add_fetched(summary: RunSummary, fetched: Fetched) -> None:
     summary.announced = summary.announced or fetched.announced
@@ -372,20 +330,3 @@ def _what_was_left(started: dt.datetime, stopped: RunSummary) -> str:
         what = "before its digests were recorded and sent"
     when = f"{started.astimezone():%Y-%m-%d %H:%M}"
     return f"the run started {when} was stopped by a signal {what}; this run did the rest"
-
-
-class DryRunReport(BaseModel):
-    announced: dt.date | None
-    fetched: dict[str, int]
-    sources: dict[str, SourceFetch]
-    skipped: dict[str, int]
-    profiles: list[ProfileSummary]
-    requests: int
-    tokens: int
-    cost: float | None
-    batch_cost: float | None  # the same requests through the Batch API
-    batch: bool  # llm.mode is batch
-    batch_offered: bool  # a batch is worth mentioning: the server may have the Batch API, and charges
-    free: bool  # a local server, or a price of 0
-    answers_per_second: float | None  # measured on this server in an earlier run
-    minutes_at_rate_limit: float
