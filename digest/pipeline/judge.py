@@ -115,8 +115,8 @@ class Judge:
         batch_from: dt.datetime | None = None,
         tastes: Mapping[str, DayTaste] | None = None,
     ) -> Judged:
-        """Classify each profile's papers that have no cached verdict; return every verdict, by profile.
-        `batch_from`: when the run started, for a run that may use the Batch API (llm.mode: batch)."""
+        """Classify each profile's papers that have no cached verdict; return every verdict, by profile, with what
+        judging took. `batch_from`: when the run started, for a run that may use the Batch API (llm.mode: batch)."""
         verdicts, jobs, profiles = self.plan(store, papers_of, tastes)
         llm = self.config.llm
         judged = Judged(verdicts, profiles, Usage(), estimate_cost(Usage(), llm), charges_nothing(llm))
