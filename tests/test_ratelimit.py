@@ -125,18 +125,25 @@ def test_without_headers_noise_is_learned_and_the_slow_downs_undone():
     assert limiter.rate == pytest.approx(6000 / 60.5)  # so the run goes at the full rate
 
 
-def test_without_headers_a_limit_is_told_from_noise_and_respected():
-    clock = FakeClock()
-    limiter = RateLimiter(6000, 10**9, clock=clock, sleep=clock.sleep)
-    bucket = {"tokens": 50.0, "at": 0.0}  # the server allows 50 a second, and says nothing of it
+def _token_bucket(per_second: float) -> Callable[[float], bool]:
+    """A server's limit of `per_second` requests, a second's worth at once: whether a request at `now` is refused."""
+    bucket = {"tokens": per_second, "at": 0.0}
 
     def refused(now: float) -> bool:
-        bucket["tokens"] = min(50.0, bucket["tokens"] + (now - bucket["at"]) * 50)
+        bucket["tokens"] = min(per_second, bucket["tokens"] + (now - bucket["at"]) * per_second)
         bucket["at"] = now
         if bucket["tokens"] >= 1:
             bucket["tokens"] -= 1
             return False
         return True
+
+    return refused
+
+
+def test_without_headers_a_limit_is_told_from_noise_and_respected():
+    clock = FakeClock()
+    limiter = RateLimiter(6000, 10**9, clock=clock, sleep=clock.sleep)
+    refused = _token_bucket(50)  # the server allows 50 a second, and says nothing of it
 
     _simulate(limiter, clock, refused, seconds=20)
     assert limiter.noise is None  # slowing down lowered the share of 429s: the limit's
@@ -183,15 +190,7 @@ def test_with_no_limit_known_random_429s_are_learned_as_noise_and_nothing_is_pac
 def test_with_no_limit_known_an_unannounced_limit_is_learned_from_the_429s():
     clock = FakeClock()
     limiter = RateLimiter(None, None, clock=clock, sleep=clock.sleep)
-    bucket = {"tokens": 30.0, "at": 0.0}  # the server allows 30 a second, and says nothing of it
-
-    def refused(now: float) -> bool:
-        bucket["tokens"] = min(30.0, bucket["tokens"] + (now - bucket["at"]) * 30)
-        bucket["at"] = now
-        if bucket["tokens"] >= 1:
-            bucket["tokens"] -= 1
-            return False
-        return True
+    refused = _token_bucket(30)  # the server allows 30 a second, and says nothing of it
 
     sent = _simulate_unpaced(limiter, clock, refused, seconds=20)
     assert limiter.noise is None  # slowing down lowered the share of 429s: the limit's
