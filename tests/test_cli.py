@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -64,6 +65,29 @@ def test_help_status_and_health_import_neither_the_llm_client_nor_the_pipeline(c
     for args in (["--help"], ["status", "--config", config_path], ["health", "--config", config_path]):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
         assert done.stdout.strip().splitlines()[-1] == "[]", (args, done.stdout, done.stderr)
+
+
+def test_a_sigterm_that_lands_while_a_model_class_is_built_ends_with_the_stop_message(config_path):
+    """Python 3.11 wraps what a class's `__set_name__` raises in a RuntimeError. A `docker stop` that landed while
+    pydantic built a config model ended with 'internal error: RuntimeError: Error calling __set_name__'."""
+    probe = (
+        "import os, signal, sys\n"
+        "import digest.config\n"
+        "class Landing:\n"
+        "    def __set_name__(self, owner, name):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "def load_config(*args, **kwargs):\n"
+        "    class Model:\n"
+        "        field = Landing()\n"
+        "digest.config.load_config = load_config\n"
+        "from digest.cli.main import main\n"
+        "raise SystemExit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "status", "--config", config_path], capture_output=True, text=True
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert done.stderr == "digest: stopped by SIGTERM; nothing already recorded is lost\n"
 
 
 def test_each_command_says_what_it_does_in_its_own_help():

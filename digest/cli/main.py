@@ -196,11 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt as interrupt:
-        signum = interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT
-        said = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-        print(f"digest: {said}; nothing already recorded is lost", file=sys.stderr)
-        return 128 + signum
+        return _stopped(interrupt)
     except Exception as error:
+        behind = _interrupt_behind(error)
+        if behind is not None:
+            return _stopped(behind)
         import sqlite3
 
         if isinstance(error, sqlite3.Error) and config is not None:  # the disk or the file: say which, and what to do
@@ -218,6 +218,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+
+
+def _stopped(interrupt: KeyboardInterrupt) -> int:
+    signum = interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT
+    said = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    print(f"digest: {said}; nothing already recorded is lost", file=sys.stderr)
+    return 128 + signum
+
+
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The signal an error stands for. Python 3.11 wraps what a class's `__set_name__` raises in a RuntimeError, so
+    a SIGTERM that lands while pydantic builds a config model (during the imports) arrives as that RuntimeError."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
 
 
 async def _command(command: str, args: argparse.Namespace, config: Config, quiet: bool) -> int:
